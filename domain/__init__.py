@@ -1,0 +1,1 @@
+"""The write side of lastmeter: aggregates, their events, case-kind workflows."""

@@ -1,0 +1,226 @@
+"""The lastmeter application: one method per use case.
+
+Every command loads, acts and saves; it returns what was written (the
+resource, its new version and the log position of the last event). A command
+that loses a concurrency race is re-run on the newest state unless the caller
+named the version it expected (If-Match). With an idempotency claim, a
+receipt is saved in the same transaction as the command's events, so a
+repeat finds the receipt and appends nothing, whatever crashed in between.
+"""
+
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.application import AggregateNotFoundError, Application
+from eventsourcing.domain import Aggregate
+from eventsourcing.persistence import IntegrityError
+
+from domain.access import AccessToken, new_secret, token_id
+from domain.actor import Actor
+from domain.case import ServiceCase
+from domain.client import Client
+from domain.errors import DomainError, IdempotencyKeyReused, NotFound, StaleVersion, UnknownOrgUnit
+from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
+from domain.receipt import CommandReceipt
+
+MAX_ATTEMPTS = 200
+
+
+class Contention(DomainError):
+    """A command kept losing races; the caller may retry."""
+
+
+@dataclass(frozen=True)
+class Idempotency:
+    """A caller's Idempotency-Key and a hash of the request it came with."""
+
+    user: str
+    key: str
+    request_hash: str
+
+
+@dataclass(frozen=True)
+class Written:
+    resource: str
+    id: UUID
+    version: int
+    status: int
+    position: int | None  # None when answered from a receipt (look it up)
+    replayed: bool = False
+
+
+class LastMeter(Application):
+    name = "lastmeter"
+
+    def __init__(self, env: dict[str, str] | None = None):
+        super().__init__(env)
+        self._orgs: OrgTree | None = None
+
+    # -- org tree ---------------------------------------------------------
+
+    def found(self) -> None:
+        """Stores the built-in org tree once; safe to call from every process."""
+        if OrgRegistry.ID not in self.repository:
+            try:
+                self.save(OrgRegistry.founded())
+            except IntegrityError:
+                pass  # another process founded it first
+
+    def org_tree(self, refresh: bool = False) -> OrgTree:
+        if self._orgs is None or refresh:
+            self._orgs = self.repository.get(OrgRegistry.ID).tree()
+        return self._orgs
+
+    def check_org_unit(self, field: str, code: str) -> str:
+        """The code, if the tree has it (reloading once: another process may have added it)."""
+        check_code(field, code)
+        if code not in self.org_tree() and code not in self.org_tree(refresh=True):
+            raise UnknownOrgUnit(field, code)
+        return code
+
+    def add_org_units(self, actor: Actor, units: list[OrgUnit]) -> int:
+        def attempt() -> tuple[list[Aggregate], int]:
+            registry = self.repository.get(OrgRegistry.ID)
+            return [registry], registry.add_units(units, actor)
+
+        added = self._retrying(attempt)
+        self.org_tree(refresh=True)
+        return added
+
+    # -- clients ----------------------------------------------------------
+
+    def register_client(self, actor: Actor, idem: Idempotency | None, **fields: Any) -> Written:
+        self.check_org_unit("org_unit", fields["org_unit"])
+        return self._run(idem, "client", 201, lambda: Client.register(actor, **fields))
+
+    def get_client(self, client_id: UUID) -> Client:
+        return self._get(client_id, Client, "client")
+
+    # -- cases ------------------------------------------------------------
+
+    def open_case(self, actor: Actor, idem: Idempotency | None, client_id: UUID, org_unit: str, **fields: Any) -> Written:
+        self.get_client(client_id)
+        self.check_org_unit("org_unit", org_unit)
+        return self._run(
+            idem, "case", 201, lambda: ServiceCase.open(actor, client_id=client_id, org_unit=org_unit, **fields)
+        )
+
+    def update_case(
+        self,
+        idem: Idempotency | None,
+        case_id: UUID,
+        expected_version: int | None,
+        action: Callable[[ServiceCase], None],
+    ) -> Written:
+        """Loads the case, checks If-Match, acts, saves; re-runs a lost race."""
+
+        def attempt() -> ServiceCase:
+            case = self.get_case(case_id)
+            if expected_version is not None and case.version != expected_version:
+                raise StaleVersion(expected_version, case.version)
+            action(case)
+            return case
+
+        return self._run(idem, "case", 200, attempt)
+
+    def take_step(
+        self, actor: Actor, idem: Idempotency | None, case_id: UUID, expected_version: int | None, step: str, payload: Any
+    ) -> Written:
+        def action(case: ServiceCase) -> None:
+            needs_id = any(f.type == "certificate_number" for s in case.declaration.steps if s.name == step for f in s.fields)
+            id_number = self.get_client(case.client_id).id_number if needs_id else None
+            case.take_step(actor, step, payload, id_number=id_number)
+
+        return self.update_case(idem, case_id, expected_version, action)
+
+    def get_case(self, case_id: UUID, version: int | None = None) -> ServiceCase:
+        return self._get(case_id, ServiceCase, "case", version)
+
+    def case_events(self, case_id: UUID, after: int = 0, limit: int | None = None) -> list[ServiceCase.Event]:
+        self.get_case(case_id)
+        return list(self.events.get(case_id, gt=after or None, limit=limit))
+
+    def case_as_of(self, case_id: UUID, moment: datetime) -> ServiceCase:
+        """The case as it stood at `moment`; NotFound if it did not exist yet."""
+        version = 0
+        for event in self.events.get(case_id):
+            if event.timestamp > moment:
+                break
+            version = event.originator_version
+        if version == 0:
+            raise NotFound(f"case {case_id} did not exist at {moment.isoformat()}")
+        return self.get_case(case_id, version)
+
+    # -- access tokens ----------------------------------------------------
+
+    def issue_token(self, actor: Actor, user: str, role: str, org_unit: str | None = None, provider: str | None = None) -> str:
+        if org_unit is not None:
+            self.check_org_unit("org_unit", org_unit)
+        secret = new_secret()
+        self.save(AccessToken.issue(actor, secret, user, role, org_unit, provider))
+        return secret
+
+    def find_token(self, secret: str) -> AccessToken | None:
+        try:
+            token = self.repository.get(token_id(secret))
+        except AggregateNotFoundError:
+            return None
+        return None if token.revoked else token
+
+    # -- the command loop -------------------------------------------------
+
+    def _run(self, idem: Idempotency | None, resource: str, status: int, attempt: Callable[[], Aggregate]) -> Written:
+        def once() -> tuple[list[Aggregate], Written]:
+            if idem is not None:
+                prior = self._receipt(idem)
+                if prior is not None:
+                    return [], prior
+            target = attempt()
+            written = Written(resource, target.id, target.version, status, None)
+            if idem is None:
+                return [target], written
+            receipt = CommandReceipt.issue(
+                idem.user, idem.key, idem.request_hash, status, resource, target.id, target.version
+            )
+            return [target, receipt], written
+
+        return self._retrying(once)
+
+    def _retrying(self, once: Callable[[], tuple[list[Aggregate], Any]]) -> Any:
+        for attempt in range(MAX_ATTEMPTS):
+            aggregates, result = once()
+            if not aggregates:
+                return result
+            try:
+                recordings = self.save(*aggregates)
+            except IntegrityError:
+                time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
+                continue
+            if isinstance(result, Written):
+                return Written(result.resource, result.id, result.version, result.status,
+                               recordings[-1].notification.id)
+            return result
+        raise Contention("the command kept losing concurrency races; retry it")
+
+    def _receipt(self, idem: Idempotency) -> Written | None:
+        try:
+            receipt = self.repository.get(CommandReceipt.id_for(idem.user, idem.key))
+        except AggregateNotFoundError:
+            return None
+        if receipt.request_hash != idem.request_hash:
+            raise IdempotencyKeyReused()
+        return Written(receipt.resource, receipt.resource_id, receipt.resource_version, receipt.status, None, True)
+
+    def _get(self, aggregate_id: UUID, cls: type, what: str, version: int | None = None) -> Any:
+        try:
+            aggregate = self.repository.get(aggregate_id, version=version)
+        except AggregateNotFoundError:
+            raise NotFound(f"{what} {aggregate_id} not found") from None
+        if not isinstance(aggregate, cls):
+            raise NotFound(f"{what} {aggregate_id} not found")
+        return aggregate

@@ -1,0 +1,333 @@
+"""The service case: one need of one person, from intake to closure.
+
+Public command methods check the rules of the case's kind and then trigger a
+past-tense event; the events' `apply` only changes state. Every event carries
+its actor. Personal values (free text about the person, a certificate number)
+travel in each event's `personal` field, kept apart so that they can be
+encrypted with the person's own key; no event copies the person's identity.
+"""
+
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from uuid import UUID
+
+from eventsourcing.domain import Aggregate
+
+from domain.actor import Actor
+from domain.clock import end_of_day_after
+from domain.errors import (
+    CaseClosed,
+    CaseNotClosed,
+    CaseNotOnHold,
+    CaseOnHold,
+    CommandRefused,
+    InvalidInput,
+    StepNotAllowed,
+)
+from domain.fields import parse_payload
+from domain.kinds import CATEGORIES, KINDS, CaseKind, Step
+
+SERVICE_MODES = ("centralised", "door_to_door", "proxy")
+PRIORITIES = ("normal", "high", "urgent")
+OUTCOMES = ("served", "withdrawn", "refused", "transferred")
+OPEN, ON_HOLD, CLOSED = "open", "on_hold", "closed"
+
+
+class ServiceCase(Aggregate):
+    class CaseOpened(Aggregate.Created):
+        actor: dict
+        kind: str
+        client_id: UUID
+        org_unit: str
+        service_mode: str | None
+        priority: str
+        personal: dict
+
+    class CaseEvent(Aggregate.Event):
+        actor: dict
+
+    class CaseAssigned(CaseEvent):
+        assignee: str
+
+        def apply(self, case: "ServiceCase") -> None:
+            case.assignee = self.assignee
+
+    class NoteAdded(CaseEvent):
+        personal: dict
+
+        def apply(self, case: "ServiceCase") -> None:
+            case.notes += 1
+
+    class VisitRecorded(CaseEvent):
+        mode: str
+        visited_at: str
+        personal: dict
+
+        def apply(self, case: "ServiceCase") -> None:
+            case.visits += 1
+
+    class CasePutOnHold(CaseEvent):
+        personal: dict
+
+        def apply(self, case: "ServiceCase") -> None:
+            case.status = ON_HOLD
+            case.held_at = self.timestamp
+
+    class CaseResumed(CaseEvent):
+        personal: dict
+
+        def apply(self, case: "ServiceCase") -> None:
+            if case.due_at is not None:
+                case.due_at += self.timestamp - case.held_at
+            case.status = OPEN
+            case.held_at = None
+
+    class CaseClosed(CaseEvent):
+        outcome: str
+        personal: dict
+
+        def apply(self, case: "ServiceCase") -> None:
+            case._close(self.outcome, reopens_to=case.stage)
+
+    class CaseReopened(CaseEvent):
+        stage: str
+        personal: dict
+
+        def apply(self, case: "ServiceCase") -> None:
+            case.status = OPEN
+            case.outcome = None
+            case._enter(self.stage, self.timestamp)
+
+    class StepTaken(CaseEvent):
+        """Base of every kind's step events; subclasses are made from the declarations."""
+
+        step: str
+        stage: str
+        outcome: str | None
+        facts: dict
+        personal: dict
+
+        def apply(self, case: "ServiceCase") -> None:
+            case.details.update(self.facts)
+            case.personal.update(self.personal)
+            from_stage = case.stage
+            case._enter(self.stage, self.timestamp)
+            if self.outcome is not None:
+                case._close(self.outcome, reopens_to=from_stage)
+
+    def __init__(
+        self,
+        actor: dict,
+        kind: str,
+        client_id: UUID,
+        org_unit: str,
+        service_mode: str | None,
+        priority: str,
+        personal: dict,
+    ):
+        self.kind = kind
+        self.client_id = client_id
+        self.org_unit = org_unit
+        self.service_mode = service_mode
+        self.priority = priority
+        self.opened_by = actor["user"]
+        self.assignee: str | None = None
+        self.status = OPEN
+        self.outcome: str | None = None
+        self.details: dict[str, Any] = {}
+        self.personal = dict(personal)  # the need, and personal values of steps
+        self.notes = 0
+        self.visits = 0
+        self.held_at: datetime | None = None
+        self.reopens_to: str | None = None
+        self.stage = ""
+        self.due_at: datetime | None = None
+        self._enter(self.declaration.first_stage.name, self.created_on)
+
+    # -- commands ---------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        actor: Actor,
+        kind: str,
+        client_id: UUID,
+        org_unit: str,
+        need: str,
+        service_mode: str | None = None,
+        priority: str = "normal",
+    ) -> "ServiceCase":
+        if kind not in KINDS:
+            raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
+        if service_mode is not None and service_mode not in SERVICE_MODES:
+            raise InvalidInput("service_mode", f"must be one of {', '.join(SERVICE_MODES)}")
+        if priority not in PRIORITIES:
+            raise InvalidInput("priority", f"must be one of {', '.join(PRIORITIES)}")
+        return cls._create(
+            cls.CaseOpened,
+            actor=actor.as_dict(),
+            kind=kind,
+            client_id=client_id,
+            org_unit=org_unit,
+            service_mode=service_mode,
+            priority=priority,
+            personal={"need": _text("need", need)},
+        )
+
+    def assign(self, actor: Actor, assignee: str) -> None:
+        self._require_not_closed()
+        if assignee == self.assignee:
+            raise CommandRefused(f"the case is already assigned to {assignee}")
+        self.trigger_event(self.CaseAssigned, actor=actor.as_dict(), assignee=assignee)
+
+    def add_note(self, actor: Actor, text: str) -> None:
+        self.trigger_event(self.NoteAdded, actor=actor.as_dict(), personal={"text": _text("text", text)})
+
+    def record_visit(self, actor: Actor, mode: str, visited_at: datetime, summary: str) -> None:
+        self._require_not_closed()
+        if mode not in SERVICE_MODES:
+            raise InvalidInput("mode", f"must be one of {', '.join(SERVICE_MODES)}")
+        if visited_at.tzinfo is None:
+            raise InvalidInput("visited_at", "must carry a UTC offset, e.g. +08:00")
+        if visited_at > self.create_timestamp() + timedelta(minutes=5):
+            raise InvalidInput("visited_at", "must not be in the future")
+        self.trigger_event(
+            self.VisitRecorded,
+            actor=actor.as_dict(),
+            mode=mode,
+            visited_at=visited_at.isoformat(),
+            personal={"summary": _text("summary", summary)},
+        )
+
+    def put_on_hold(self, actor: Actor, reason: str) -> None:
+        self._require_open()
+        self.trigger_event(self.CasePutOnHold, actor=actor.as_dict(), personal={"reason": _text("reason", reason)})
+
+    def resume(self, actor: Actor, reason: str) -> None:
+        if self.status != ON_HOLD:
+            raise CaseNotOnHold(f"the case is {self.status}, not on hold")
+        self.trigger_event(self.CaseResumed, actor=actor.as_dict(), personal={"reason": _text("reason", reason)})
+
+    def close(self, actor: Actor, outcome: str, reason: str | None = None) -> None:
+        if outcome not in OUTCOMES:
+            raise InvalidInput("outcome", f"must be one of {', '.join(OUTCOMES)}")
+        self._require_not_closed()
+        if outcome == "served" and self.stage not in self.declaration.serves_from:
+            raise CommandRefused(
+                f"a {self.kind} case can be closed as served only from "
+                f"{', '.join(self.declaration.serves_from) or 'its own closing step'}; it is at {self.stage}"
+            )
+        personal = {"reason": _text("reason", reason)} if reason is not None else {}
+        self.trigger_event(self.CaseClosed, actor=actor.as_dict(), outcome=outcome, personal=personal)
+
+    def reopen(self, actor: Actor, reason: str) -> None:
+        if self.status != CLOSED:
+            raise CaseNotClosed(f"the case is {self.status}, not closed")
+        self.trigger_event(
+            self.CaseReopened,
+            actor=actor.as_dict(),
+            stage=self.reopens_to,
+            personal={"reason": _text("reason", reason)},
+        )
+
+    def take_step(self, actor: Actor, step_name: str, payload: Any, id_number: str | None = None) -> None:
+        """Takes a step of the case's kind; `id_number` is needed to check a certificate number."""
+        step = self.declaration.step(step_name)
+        if step is None:
+            raise InvalidInput("step", f"a {self.kind} case has no step {step_name!r}")
+        self._require_open()
+        if not step.allowed_from(self.stage):
+            raise StepNotAllowed(f"{step_name} is not allowed from stage {self.stage}")
+        values = parse_payload(step.fields, payload)
+        if "certificate_number" in values:
+            self._check_certificate_number(values["certificate_number"], id_number)
+        if step.name == "approve_budget":
+            self._check_within_quote(values["approved_amount"])
+        personal_names = {f.name for f in step.fields if f.personal}
+        self.trigger_event(
+            step_event(step),
+            actor=actor.as_dict(),
+            step=step.name,
+            stage=step.to_stage,
+            outcome=step.closes_with,
+            facts={k: v for k, v in values.items() if k not in personal_names},
+            personal={k: v for k, v in values.items() if k in personal_names},
+        )
+
+    # -- rules ------------------------------------------------------------
+
+    @property
+    def declaration(self) -> CaseKind:
+        return KINDS[self.kind]
+
+    def _require_not_closed(self) -> None:
+        if self.status == CLOSED:
+            raise CaseClosed("the case is closed; reopen it first")
+
+    def _require_open(self) -> None:
+        self._require_not_closed()
+        if self.status == ON_HOLD:
+            raise CaseOnHold("the case is on hold; resume it first")
+
+    def _check_certificate_number(self, number: str, id_number: str | None) -> None:
+        category = self.details["category"]
+        expected_suffix = f"{CATEGORY_DIGITS[category]}{self.details['grade']}"
+        if number[:18] != id_number or number[18:] != expected_suffix:
+            raise InvalidInput(
+                "body.certificate_number",
+                f"must be the person's ID number followed by {expected_suffix} "
+                f"(category {category}, grade {self.details['grade']})",
+            )
+
+    def _check_within_quote(self, amount: str) -> None:
+        if Decimal(amount) > Decimal(self.details["quote"]):
+            raise CommandRefused(f"the approved amount exceeds the quote of {self.details['quote']} yuan")
+
+    # -- state changes (called from events only) --------------------------
+
+    def _enter(self, stage: str, at: datetime) -> None:
+        self.stage = stage
+        days = self.declaration.stage(stage).days
+        self.due_at = None if days is None else end_of_day_after(at, days)
+
+    def _close(self, outcome: str, reopens_to: str) -> None:
+        self.status = CLOSED
+        self.outcome = outcome
+        self.due_at = None
+        self.held_at = None
+        self.reopens_to = reopens_to
+
+
+CATEGORY_DIGITS = {name: i + 1 for i, name in enumerate(CATEGORIES)}
+
+
+def _text(field: str, value: Any, max_length: int = 4000) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(field, "must be a non-empty string")
+    if len(value) > max_length:
+        raise InvalidInput(field, f"must be at most {max_length} characters")
+    return value.strip()
+
+
+def _make_step_events() -> dict[str, type]:
+    """One event class per declared step, named by the step's fact."""
+    events: dict[str, type] = {}
+    for kind in KINDS.values():
+        for step in kind.steps:
+            if step.event in events or hasattr(ServiceCase, step.event):
+                raise TypeError(f"step event {step.event} is declared twice")
+            cls = type(step.event, (ServiceCase.StepTaken,), {
+                "__module__": __name__,
+                "__qualname__": f"ServiceCase.{step.event}",
+            })
+            setattr(ServiceCase, step.event, cls)
+            events[step.event] = cls
+    return events
+
+
+_STEP_EVENTS = _make_step_events()
+
+
+def step_event(step: Step) -> type:
+    return _STEP_EVENTS[step.event]

@@ -1,0 +1,75 @@
+"""The person served (client): the identity a case needs, and nothing else.
+
+All of a client's identity is personal data; it lives in the `personal`
+field of the client's events so that it can be encrypted with the person's
+own key and erased with it.
+"""
+
+import re
+from typing import Any
+
+from eventsourcing.domain import Aggregate
+
+from domain.actor import Actor
+from domain.errors import InvalidInput
+
+_ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
+_ID_CHECK = "10X98765432"
+_PHONE = re.compile(r"^(\+?86)?1\d{10}$|^0\d{2,3}-?\d{7,8}$")
+
+
+def id_number_check_digit(first17: str) -> str:
+    """The GB 11643 check character of a resident ID number's first 17 digits."""
+    return _ID_CHECK[sum(int(d) * w for d, w in zip(first17, _ID_WEIGHTS)) % 11]
+
+
+def check_id_number(value: Any) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"\d{17}[\dXx]", value):
+        raise InvalidInput("id_number", "must be an 18-character resident ID number")
+    value = value.upper()
+    if id_number_check_digit(value[:17]) != value[17]:
+        raise InvalidInput("id_number", "the check digit (GB 11643) is wrong")
+    return value
+
+
+def check_phone(value: Any) -> str:
+    if not isinstance(value, str) or not _PHONE.match(value.replace(" ", "")):
+        raise InvalidInput("phone", "must be a mainland mobile (11 digits) or landline number")
+    return value.replace(" ", "")
+
+
+def check_name(value: Any, field: str = "name", max_length: int = 100) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(field, "must be a non-empty string")
+    if len(value) > max_length:
+        raise InvalidInput(field, f"must be at most {max_length} characters")
+    return value.strip()
+
+
+class Client(Aggregate):
+    class ClientRegistered(Aggregate.Created):
+        actor: dict
+        org_unit: str
+        personal: dict
+
+    def __init__(self, actor: dict, org_unit: str, personal: dict):
+        self.org_unit = org_unit
+        self.personal = personal
+        self.registered_by = actor["user"]
+
+    @classmethod
+    def register(
+        cls, actor: Actor, name: str, id_number: str, phone: str, org_unit: str, address: str | None = None
+    ) -> "Client":
+        personal = {
+            "name": check_name(name),
+            "id_number": check_id_number(id_number),
+            "phone": check_phone(phone),
+        }
+        if address is not None:
+            personal["address"] = check_name(address, "address", 300)
+        return cls._create(cls.ClientRegistered, actor=actor.as_dict(), org_unit=org_unit, personal=personal)
+
+    @property
+    def id_number(self) -> str:
+        return self.personal["id_number"]

@@ -1,0 +1,67 @@
+"""What can go wrong with a command, named after what went wrong.
+
+The API maps each family to one status: InvalidInput → 422,
+CommandRefused → 409, StaleVersion → 412, NotFound → 404.
+"""
+
+
+class DomainError(Exception):
+    """Base of every error a command can raise."""
+
+
+class InvalidInput(DomainError):
+    """A value the caller sent is malformed; `field` names it."""
+
+    def __init__(self, field: str, reason: str):
+        super().__init__(f"{field}: {reason}")
+        self.field = field
+        self.reason = reason
+
+
+class UnknownOrgUnit(InvalidInput):
+    def __init__(self, field: str, code: str):
+        super().__init__(field, f"unknown org unit {code!r}")
+
+
+class CommandRefused(DomainError):
+    """A rule of the domain refuses the command in the case's current state."""
+
+
+class StepNotAllowed(CommandRefused):
+    pass
+
+
+class CaseClosed(CommandRefused):
+    pass
+
+
+class CaseNotClosed(CommandRefused):
+    pass
+
+
+class CaseOnHold(CommandRefused):
+    pass
+
+
+class CaseNotOnHold(CommandRefused):
+    pass
+
+
+class StaleVersion(DomainError):
+    """If-Match named a version that is no longer current."""
+
+    def __init__(self, expected: int, current: int):
+        super().__init__(f"version {expected} is not current; the case is at {current}")
+        self.expected = expected
+        self.current = current
+
+
+class NotFound(DomainError):
+    """The thing asked for does not exist (or is not for this caller)."""
+
+
+class IdempotencyKeyReused(InvalidInput):
+    def __init__(self) -> None:
+        super().__init__(
+            "Idempotency-Key", "already used for a request with another body"
+        )

@@ -1,0 +1,145 @@
+"""Declared payload fields and their validation.
+
+A kind's step declares its payload as fields; a field says what a valid value
+is and whether it is personal (about the person, so encrypted per person and
+erased with them). Validation turns raw JSON values into the values an event
+records, or raises InvalidInput naming the field.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import date, datetime
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from domain.errors import InvalidInput
+
+_MONEY = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
+
+
+@dataclass(frozen=True)
+class Field:
+    name: str
+    type: str
+    description: str
+    required: bool = True
+    choices: tuple[str, ...] = ()
+    minimum: int | None = None
+    maximum: int | None = None
+    max_length: int = 2000
+    personal: bool = False
+
+    def describe(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {
+            "name": self.name,
+            "type": self.type,
+            "description": self.description,
+            "required": self.required,
+            "personal": self.personal,
+        }
+        if self.choices:
+            spec["choices"] = list(self.choices)
+        if self.minimum is not None:
+            spec["minimum"] = self.minimum
+        if self.maximum is not None:
+            spec["maximum"] = self.maximum
+        if self.type == "text":
+            spec["max_length"] = self.max_length
+        return spec
+
+    def parse(self, value: Any, where: str) -> Any:
+        return _PARSERS[self.type](self, value, f"{where}.{self.name}")
+
+
+def parse_payload(fields: tuple[Field, ...], payload: Any, where: str = "body") -> dict[str, Any]:
+    """Checks a payload against its fields; returns the parsed values."""
+    if not isinstance(payload, dict):
+        raise InvalidInput(where, "must be a JSON object")
+    names = {f.name for f in fields}
+    for key in payload:
+        if key not in names:
+            raise InvalidInput(f"{where}.{key}", "is not a field of this step")
+    parsed = {}
+    for f in fields:
+        if payload.get(f.name) is None:
+            if f.required:
+                raise InvalidInput(f"{where}.{f.name}", "is required")
+            continue
+        parsed[f.name] = f.parse(payload[f.name], where)
+    return parsed
+
+
+def parse_text(f: Field, value: Any, path: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise InvalidInput(path, "must be a non-empty string")
+    if len(value) > f.max_length:
+        raise InvalidInput(path, f"must be at most {f.max_length} characters")
+    return value.strip()
+
+
+def parse_date(_: Field, value: Any, path: str) -> str:
+    try:
+        return date.fromisoformat(value).isoformat()
+    except (TypeError, ValueError):
+        raise InvalidInput(path, "must be a date as YYYY-MM-DD") from None
+
+
+def parse_datetime(_: Field, value: Any, path: str) -> str:
+    try:
+        moment = datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        raise InvalidInput(path, "must be an ISO 8601 date-time with an offset") from None
+    if moment.tzinfo is None:
+        raise InvalidInput(path, "must carry a UTC offset, e.g. +08:00")
+    return moment.isoformat()
+
+
+def parse_choice(f: Field, value: Any, path: str) -> str:
+    if value not in f.choices:
+        raise InvalidInput(path, f"must be one of {', '.join(f.choices)}")
+    return value
+
+
+def parse_integer(f: Field, value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise InvalidInput(path, "must be a whole number")
+    if f.minimum is not None and value < f.minimum:
+        raise InvalidInput(path, f"must be at least {f.minimum}")
+    if f.maximum is not None and value > f.maximum:
+        raise InvalidInput(path, f"must be at most {f.maximum}")
+    return value
+
+
+def parse_money(_: Field, value: Any, path: str) -> str:
+    """Yuan as a decimal string with at most two places, never a float."""
+    if not isinstance(value, str) or not _MONEY.match(value):
+        raise InvalidInput(path, 'must be yuan as a decimal string, e.g. "1200.00"')
+    try:
+        return str(Decimal(value).quantize(Decimal("0.01")))
+    except InvalidOperation:
+        raise InvalidInput(path, "is not a valid amount") from None
+
+
+def parse_boolean(_: Field, value: Any, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidInput(path, "must be true or false")
+    return value
+
+
+def parse_certificate_number(_: Field, value: Any, path: str) -> str:
+    if not isinstance(value, str) or not re.fullmatch(r"\d{17}[\dX]\d{2}", value):
+        raise InvalidInput(path, "must be the 18-character ID number followed by two digits")
+    return value
+
+
+_PARSERS = {
+    "text": parse_text,
+    "date": parse_date,
+    "datetime": parse_datetime,
+    "choice": parse_choice,
+    "integer": parse_integer,
+    "money": parse_money,
+    "boolean": parse_boolean,
+    "certificate_number": parse_certificate_number,
+}
+FIELD_TYPES = tuple(_PARSERS)

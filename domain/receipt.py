@@ -1,0 +1,45 @@
+"""Command receipts: what makes `Idempotency-Key` safe across crashes.
+
+A receipt is saved in the same transaction as the events of the command it
+answers, so either both are stored or neither is. Its id is derived from the
+caller and the key, so a second request with the same key finds it, and two
+racing requests cannot both store one.
+"""
+
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+
+class CommandReceipt(Aggregate):
+    class CommandAnswered(Aggregate.Created):
+        request_hash: str
+        status: int
+        resource: str  # "case" or "client"
+        resource_id: UUID
+        resource_version: int
+
+    @staticmethod
+    def id_for(user: str, key: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"lastmeter:receipt:{user}\x00{key}")
+
+    def __init__(self, request_hash: str, status: int, resource: str, resource_id: UUID, resource_version: int):
+        self.request_hash = request_hash
+        self.status = status
+        self.resource = resource
+        self.resource_id = resource_id
+        self.resource_version = resource_version
+
+    @classmethod
+    def issue(
+        cls, user: str, key: str, request_hash: str, status: int, resource: str, resource_id: UUID, version: int
+    ) -> "CommandReceipt":
+        return cls._create(
+            cls.CommandAnswered,
+            id=cls.id_for(user, key),
+            request_hash=request_hash,
+            status=status,
+            resource=resource,
+            resource_id=resource_id,
+            resource_version=version,
+        )
