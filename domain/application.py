@@ -11,7 +11,7 @@ repeat finds the receipt and appends nothing, whatever crashed in between.
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -52,6 +52,7 @@ class Written:
     status: int
     position: int | None  # None when answered from a receipt (look it up)
     replayed: bool = False
+    state: Any = field(default=None, compare=False)  # the aggregate as written, when at hand
 
 
 class LastMeter(Application):
@@ -202,8 +203,9 @@ class LastMeter(Application):
                 time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
                 continue
             if isinstance(result, Written):
-                return Written(result.resource, result.id, result.version, result.status,
-                               recordings[-1].notification.id)
+                # The receipt is bookkeeping: the position answered is the target's last event.
+                position = max(r.notification.id for r in recordings if r.domain_event.originator_id == result.id)
+                return replace(result, position=position, state=aggregates[0])
             return result
         raise Contention("the command kept losing concurrency races; retry it")
 

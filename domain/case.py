@@ -7,7 +7,7 @@ travel in each event's `personal` field, kept apart so that they can be
 encrypted with the person's own key; no event copies the person's identity.
 """
 
-from datetime import datetime, timedelta
+from datetime import datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
@@ -136,7 +136,8 @@ class ServiceCase(Aggregate):
         self.status = OPEN
         self.outcome: str | None = None
         self.details: dict[str, Any] = {}
-        self.personal = dict(personal)  # the need, and personal values of steps
+        self.need = personal["need"]
+        self.personal: dict[str, Any] = {}  # personal values given in steps
         self.notes = 0
         self.visits = 0
         self.held_at: datetime | None = None
@@ -190,7 +191,7 @@ class ServiceCase(Aggregate):
             raise InvalidInput("mode", f"must be one of {', '.join(SERVICE_MODES)}")
         if visited_at.tzinfo is None:
             raise InvalidInput("visited_at", "must carry a UTC offset, e.g. +08:00")
-        if visited_at > self.create_timestamp() + timedelta(minutes=5):
+        if visited_at > datetime.now(timezone.utc) + timedelta(minutes=5):
             raise InvalidInput("visited_at", "must not be in the future")
         self.trigger_event(
             self.VisitRecorded,
@@ -275,7 +276,7 @@ class ServiceCase(Aggregate):
         expected_suffix = f"{CATEGORY_DIGITS[category]}{self.details['grade']}"
         if number[:18] != id_number or number[18:] != expected_suffix:
             raise InvalidInput(
-                "body.certificate_number",
+                "certificate_number",
                 f"must be the person's ID number followed by {expected_suffix} "
                 f"(category {category}, grade {self.details['grade']})",
             )

@@ -47,25 +47,25 @@ class Field:
             spec["max_length"] = self.max_length
         return spec
 
-    def parse(self, value: Any, where: str) -> Any:
-        return _PARSERS[self.type](self, value, f"{where}.{self.name}")
+    def parse(self, value: Any) -> Any:
+        return _PARSERS[self.type](self, value, self.name)
 
 
-def parse_payload(fields: tuple[Field, ...], payload: Any, where: str = "body") -> dict[str, Any]:
+def parse_payload(fields: tuple[Field, ...], payload: Any) -> dict[str, Any]:
     """Checks a payload against its fields; returns the parsed values."""
     if not isinstance(payload, dict):
-        raise InvalidInput(where, "must be a JSON object")
+        raise InvalidInput("body", "must be a JSON object")
     names = {f.name for f in fields}
     for key in payload:
         if key not in names:
-            raise InvalidInput(f"{where}.{key}", "is not a field of this step")
+            raise InvalidInput(key, "is not a field of this step")
     parsed = {}
     for f in fields:
         if payload.get(f.name) is None:
             if f.required:
-                raise InvalidInput(f"{where}.{f.name}", "is required")
+                raise InvalidInput(f.name, "is required")
             continue
-        parsed[f.name] = f.parse(payload[f.name], where)
+        parsed[f.name] = f.parse(payload[f.name])
     return parsed
 
 

@@ -1,0 +1,164 @@
+"""The `lastmeter` command line."""
+
+import csv
+import getpass
+import os
+from datetime import datetime
+from pathlib import Path
+from typing import Annotated, Optional
+from uuid import UUID
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from api.access import Principal
+from api.render import case_state, history_entry
+from api.settings import Settings, get_settings
+from domain.actor import Actor
+from domain.application import LastMeter
+from domain.errors import DomainError
+from domain.orgs import OrgUnit
+
+cli = typer.Typer(help="lastmeter: need-to-service cases for the disability-service network.", no_args_is_help=True)
+tokens_cli = typer.Typer(help="Access tokens.", no_args_is_help=True)
+audit_cli = typer.Typer(help="Audit: replay and verify history.", no_args_is_help=True)
+orgs_cli = typer.Typer(help="The org tree.", no_args_is_help=True)
+cli.add_typer(tokens_cli, name="tokens")
+cli.add_typer(audit_cli, name="audit")
+cli.add_typer(orgs_cli, name="orgs")
+console = Console()
+
+
+def operator() -> Actor:
+    """Who runs the command line: the operating-system user, acting as admin."""
+    return Actor(f"cli:{getpass.getuser()}", "admin")
+
+
+def open_app() -> LastMeter:
+    from api.app import open_store
+
+    return open_store(get_settings())
+
+
+def fail(error: DomainError) -> None:
+    console.print(f"[red]error:[/red] {error}")
+    raise typer.Exit(2)
+
+
+@cli.command()
+def serve(
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    workers: int = 1,
+    demo: Annotated[bool, typer.Option(help="seed the demo city on first start, print demo tokens")] = False,
+) -> None:
+    """Serves the API (and docs at /docs) on the configured store."""
+    import uvicorn
+
+    settings = get_settings()
+    if demo:
+        show_demo_tokens(settings)
+    console.print(f"store: {redact(settings.database_url)}  →  http://{host}:{port}/docs")
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+
+
+@cli.command()
+def demo() -> None:
+    """Seeds a synthetic city (townships, villages, people, cases) and prints demo tokens."""
+    show_demo_tokens(get_settings())
+
+
+def show_demo_tokens(settings: Settings) -> None:
+    from api.demo import seed_demo
+
+    tokens_file = demo_tokens_file(settings)
+    app = open_app()
+    try:
+        tokens = seed_demo(app)
+    finally:
+        app.close()
+    if tokens is not None:
+        lines = [f"{user:<16} {role:<12} {org_unit or '-':<10} {secret}" for user, role, org_unit, secret in tokens]
+        tokens_file.write_text("\n".join(lines) + "\n")
+        tokens_file.chmod(0o600)
+        console.print("[green]demo city seeded[/green]")
+    if tokens_file.exists():
+        console.print(f"demo tokens (kept in {tokens_file}, for the demo only):")
+        console.print(tokens_file.read_text(), highlight=False, markup=False)
+
+
+def demo_tokens_file(settings: Settings) -> Path:
+    if settings.is_postgres:
+        return Path(".lastmeter-demo-tokens")
+    return Path(settings.database_url.removeprefix("sqlite:///")).with_suffix(".demo-tokens")
+
+
+def redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+    return url
+
+
+@tokens_cli.command("create")
+def tokens_create(
+    user: Annotated[str, typer.Option(help="the staff user id")],
+    role: Annotated[str, typer.Option(help="case_worker, supervisor, auditor, contractor or admin")],
+    org_unit: Annotated[Optional[str], typer.Option(help="scope of a case_worker or supervisor")] = None,
+    provider: Annotated[Optional[str], typer.Option(help="the provider of a contractor")] = None,
+) -> None:
+    """Creates a token; it is printed once, alone on the last line, and stored only hashed."""
+    app = open_app()
+    try:
+        secret = app.issue_token(operator(), user, role, org_unit, provider)
+    except DomainError as error:
+        fail(error)
+    finally:
+        app.close()
+    console.print(f"token for {user} ({role}); keep it, it is not shown again:")
+    print(secret)
+
+
+@audit_cli.command("replay")
+def audit_replay(
+    case: UUID,
+    as_of: Annotated[Optional[datetime], typer.Option("--as-of", help="ISO 8601 moment, e.g. 2026-03-01T12:00:00+08:00")] = None,
+) -> None:
+    """Prints a case's history and its state as of a moment (default: now)."""
+    app = open_app()
+    auditor = Principal("cli", "auditor")
+    try:
+        state = app.case_as_of(case, as_of) if as_of else app.get_case(case)
+        events = app.case_events(case, limit=state.version)
+    except DomainError as error:
+        fail(error)
+    finally:
+        app.close()
+    table = Table("version", "at", "type", "actor", "data", title=f"history of case {case}")
+    for event in events:
+        entry = history_entry(event, auditor)
+        table.add_row(str(entry["version"]), entry["at"], entry["type"],
+                      f"{entry['actor']['user']} ({entry['actor']['role']})", str(entry["data"]))
+    console.print(table)
+    console.print_json(data=case_state(state, auditor))
+
+
+@orgs_cli.command("import")
+def orgs_import(file: Path) -> None:
+    """Loads org units from a CSV with columns code, name, kind (parents before or after children)."""
+    with file.open(newline="", encoding="utf-8-sig") as handle:
+        units = [OrgUnit(row["code"].strip(), row["name"], row["kind"].strip()) for row in csv.DictReader(handle)]
+    app = open_app()
+    try:
+        added = app.add_org_units(operator(), units)
+    except DomainError as error:
+        fail(error)
+    finally:
+        app.close()
+    console.print(f"{added} new org units of {len(units)} in the file")
+
+
+def main() -> None:
+    os.environ.setdefault("PYTHONUNBUFFERED", "1")
+    cli()

@@ -1,0 +1,73 @@
+"""Dependencies declared once: the application, the caller, permissions, headers."""
+
+import hashlib
+import json
+import re
+from typing import Annotated
+
+from fastapi import Depends, Header, HTTPException, Request
+
+from api.access import Principal
+from domain.application import Idempotency, LastMeter
+from domain.errors import InvalidInput
+
+_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
+_ETAG = re.compile(r'^(W/)?"?(\d{1,9})"?$')
+
+
+def get_lastmeter(request: Request) -> LastMeter:
+    return request.app.state.lastmeter
+
+
+App = Annotated[LastMeter, Depends(get_lastmeter)]
+
+
+def get_principal(app: App, authorization: Annotated[str | None, Header()] = None) -> Principal:
+    scheme, _, secret = (authorization or "").partition(" ")
+    token = app.find_token(secret.strip()) if scheme.lower() == "bearer" and secret.strip() else None
+    if token is None:
+        raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+    return Principal(token.user, token.role, token.org_unit, token.provider)
+
+
+def permit(action: str):
+    """A dependency that lets through only roles the matrix allows for `action`."""
+
+    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+        if not principal.may(action):
+            raise HTTPException(403, f"a {principal.role} may not {action.replace('_', ' ')}")
+        return principal
+
+    return Depends(check)
+
+
+async def get_idempotency(
+    request: Request,
+    principal: Annotated[Principal, Depends(get_principal)],
+    idempotency_key: Annotated[str | None, Header()] = None,
+) -> Idempotency | None:
+    """The Idempotency-Key with a hash of what it came with (route and body)."""
+    if idempotency_key is None:
+        return None
+    if not _KEY.match(idempotency_key):
+        raise InvalidInput("Idempotency-Key", "must be 1-200 visible ASCII characters")
+    body = await request.body()
+    try:
+        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
+    except ValueError:
+        canonical = body
+    digest = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + canonical).hexdigest()
+    return Idempotency(principal.user, idempotency_key, digest)
+
+
+def get_expected_version(if_match: Annotated[str | None, Header()] = None) -> int | None:
+    if if_match is None or if_match.strip() == "*":
+        return None
+    match = _ETAG.match(if_match.strip())
+    if match is None:
+        raise InvalidInput("If-Match", 'must be a version as an entity tag, e.g. "3"')
+    return int(match.group(2))
+
+
+Idem = Annotated[Idempotency | None, Depends(get_idempotency)]
+ExpectedVersion = Annotated[int | None, Depends(get_expected_version)]

@@ -1,0 +1,79 @@
+"""Every error answers application/problem+json (RFC 9457), mapped here, in one place."""
+
+import logging
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException
+
+from domain.application import Contention
+from domain.errors import CommandRefused, InvalidInput, NotFound, StaleVersion
+
+log = logging.getLogger("lastmeter.api")
+PROBLEM = "application/problem+json"
+
+
+def problem(status: int, title: str, detail: str, headers: dict | None = None, **extra: Any) -> JSONResponse:
+    body = {"type": f"https://lastmeter.example/problems/{title.lower().replace(' ', '-')}",
+            "title": title, "status": status, "detail": detail, **extra}
+    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+
+
+def _field(error: dict) -> str:
+    if error["type"] == "json_invalid":
+        return "body"
+    loc = tuple(error["loc"])
+    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    return ".".join(parts) or str(loc[-1] if loc else "body")
+
+
+async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+    errors = [{"field": _field(e), "reason": e["msg"]} for e in exc.errors()]
+    first = errors[0] if errors else {"field": "body", "reason": "is invalid"}
+    return problem(422, "Invalid input", f"{first['field']}: {first['reason']}", errors=errors)
+
+
+async def invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:
+    return problem(422, "Invalid input", f"{exc.field}: {exc.reason}",
+                   errors=[{"field": exc.field, "reason": exc.reason}])
+
+
+async def refused(_: Request, exc: CommandRefused) -> JSONResponse:
+    return problem(409, "Command refused", str(exc))
+
+
+async def stale(_: Request, exc: StaleVersion) -> JSONResponse:
+    return problem(412, "Stale version", str(exc), headers={"ETag": f'"{exc.current}"'}, current_version=exc.current)
+
+
+async def not_found(_: Request, exc: NotFound) -> JSONResponse:
+    return problem(404, "Not found", str(exc))
+
+
+async def contention(_: Request, exc: Contention) -> JSONResponse:
+    return problem(503, "Busy", str(exc), headers={"Retry-After": "1"})
+
+
+async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
+              406: "Not acceptable", 415: "Unsupported media type"}
+    return problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), headers=exc.headers)
+
+
+async def server_fault(request: Request, exc: Exception) -> JSONResponse:
+    # Only the exception's type and the route: messages may carry personal data.
+    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    return problem(500, "Server error", "the server failed; the request may be retried")
+
+
+def install(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, invalid_request)
+    app.add_exception_handler(InvalidInput, invalid_input)
+    app.add_exception_handler(CommandRefused, refused)
+    app.add_exception_handler(StaleVersion, stale)
+    app.add_exception_handler(NotFound, not_found)
+    app.add_exception_handler(Contention, contention)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, server_fault)

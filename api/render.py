@@ -1,0 +1,97 @@
+"""What a case, a client and a history entry look like to a caller.
+
+Personal values are shown only to roles that may see them; for the others
+they are withheld (null), never dropped silently from the shape.
+"""
+
+import base64
+import binascii
+from datetime import datetime
+from typing import Any
+
+from fastapi.encoders import jsonable_encoder
+
+from api.access import Principal
+from domain.case import ServiceCase
+from domain.client import Client
+from domain.clock import local
+from domain.errors import InvalidInput
+
+_EVENT_META = ("originator_id", "originator_version", "originator_topic", "timestamp", "actor", "personal")
+
+
+def moment(value: datetime | None) -> str | None:
+    return None if value is None else local(value).isoformat()
+
+
+def case_state(case: ServiceCase, principal: Principal) -> dict[str, Any]:
+    personal = principal.sees_personal_data()
+    details = dict(case.details)
+    if personal:
+        details.update(case.personal)
+    return {
+        "id": str(case.id),
+        "kind": case.kind,
+        "client_id": str(case.client_id),
+        "org_unit": case.org_unit,
+        "stage": case.stage,
+        "status": case.status,
+        "outcome": case.outcome,
+        "assignee": case.assignee,
+        "version": case.version,
+        "opened_at": moment(case.created_on),
+        "updated_at": moment(case.modified_on),
+        "due_at": moment(case.due_at),
+        "service_mode": case.service_mode,
+        "priority": case.priority,
+        "opened_by": case.opened_by,
+        "need": case.need if personal else None,
+        "details": details,
+        "notes": case.notes,
+        "visits": case.visits,
+    }
+
+
+def client_state(client: Client, principal: Principal) -> dict[str, Any]:
+    shown = client.personal if principal.sees_personal_data() else {}
+    return {
+        "id": str(client.id),
+        "org_unit": client.org_unit,
+        "name": shown.get("name"),
+        "id_number": shown.get("id_number"),
+        "phone": shown.get("phone"),
+        "address": shown.get("address"),
+        "version": client.version,
+        "registered_at": moment(client.created_on),
+        "personal_data_withheld": not principal.sees_personal_data(),
+    }
+
+
+def history_entry(event: ServiceCase.Event, principal: Principal) -> dict[str, Any]:
+    data = {k: v for k, v in vars(event).items() if k not in _EVENT_META}
+    if principal.sees_personal_data():
+        data.update(getattr(event, "personal", {}))
+    return {
+        "version": event.originator_version,
+        "type": type(event).__name__,
+        "at": moment(event.timestamp),
+        "actor": event.actor,
+        "data": jsonable_encoder(data),
+    }
+
+
+def encode_cursor(value: int) -> str:
+    return base64.urlsafe_b64encode(f"v1:{value}".encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+        prefix, _, value = text.partition(":")
+        if prefix == "v1" and value.isdigit():
+            return int(value)
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        pass
+    raise InvalidInput("cursor", "is not a cursor this list gave out")

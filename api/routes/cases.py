@@ -1,0 +1,158 @@
+"""Service cases: open, act on, and read, now or as they stood in the past."""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+from uuid import UUID
+
+from fastapi import APIRouter, Body, Depends, HTTPException, Query
+from fastapi.responses import JSONResponse
+from pydantic import AwareDatetime
+
+from api.access import Principal
+from api.deps import App, ExpectedVersion, Idem, permit
+from api.render import case_state, decode_cursor, encode_cursor, history_entry
+from api.schemas import AssignmentIn, CaseIn, ClosureIn, NoteIn, ReasonIn, VisitIn
+from api.writes import answer
+from domain.actor import Actor
+from domain.application import Idempotency, LastMeter
+from domain.case import ServiceCase
+from domain.errors import InvalidInput, NotFound
+
+router = APIRouter(prefix="/v1/cases", tags=["cases"])
+
+
+def case_in_scope(app: LastMeter, principal: Principal, case_id: UUID) -> ServiceCase:
+    """The case, or 404 when it does not exist or lies outside the caller's scope."""
+    case = app.get_case(case_id)
+    if not principal.covers(app.org_tree(), case.org_unit):
+        raise NotFound(f"case {case_id} not found")
+    return case
+
+
+@dataclass
+class CaseCommand:
+    """A command on one case, by one caller, with its If-Match and Idempotency-Key."""
+
+    app: LastMeter
+    principal: Principal
+    idem: Idempotency | None
+    expected: int | None
+    case_id: UUID
+
+    def run(self, act: Callable[[ServiceCase, Actor], None]) -> JSONResponse:
+        actor = self.principal.actor
+        written = self.app.update_case(self.idem, self.case_id, self.expected, lambda case: act(case, actor))
+        return answer(self.app, self.principal, written)
+
+
+def get_case_command(
+    case_id: UUID, app: App, idem: Idem, expected: ExpectedVersion,
+    principal: Annotated[Principal, permit("update_case")],
+) -> CaseCommand:
+    case_in_scope(app, principal, case_id)
+    return CaseCommand(app, principal, idem, expected, case_id)
+
+
+Command = Annotated[CaseCommand, Depends(get_case_command)]
+
+
+@router.post("", status_code=201)
+def open_case(body: CaseIn, app: App, idem: Idem, principal: Annotated[Principal, permit("open_case")]):
+    """Opens a case for one need of one person, at its kind's first stage."""
+    tree = app.org_tree()
+    app.check_org_unit("org_unit", body.org_unit)
+    if not principal.covers(tree, body.org_unit):
+        raise HTTPException(403, f"org unit {body.org_unit} is outside your scope")
+    client = app.get_client(body.client_id)
+    if not principal.covers(tree, client.org_unit):
+        raise InvalidInput("client_id", "no such client in your scope")
+    return answer(app, principal, app.open_case(principal.actor, idem, **body.model_dump()))
+
+
+@router.get("/{case_id}")
+def read_case(
+    case_id: UUID, app: App, principal: Annotated[Principal, permit("read_case")],
+    version: Annotated[int | None, Query(ge=1, description="the case as it was at this version")] = None,
+    as_of: Annotated[AwareDatetime | None, Query(description="the case as it stood at this moment")] = None,
+):
+    """The case now, at a past version, or as it stood at a past moment."""
+    if version is not None and as_of is not None:
+        raise InvalidInput("as_of", "give either version or as_of, not both")
+    case = case_in_scope(app, principal, case_id)
+    if version is not None:
+        if version > case.version:
+            raise NotFound(f"case {case_id} has no version {version}")
+        case = app.get_case(case_id, version)
+    elif as_of is not None:
+        case = app.case_as_of(case_id, as_of)
+    return JSONResponse(case_state(case, principal), headers={"ETag": f'"{case.version}"'})
+
+
+@router.get("/{case_id}/history")
+def read_history(
+    case_id: UUID, app: App, principal: Annotated[Principal, permit("read_history")],
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    cursor: str | None = None,
+):
+    """Every event of the case, oldest first: version, type, time, actor and data."""
+    case_in_scope(app, principal, case_id)
+    after = decode_cursor(cursor)
+    events = app.case_events(case_id, after=after, limit=limit + 1)
+    page = events[:limit]
+    more = len(events) > limit
+    return {
+        "items": [history_entry(e, principal) for e in page],
+        "next_cursor": encode_cursor(page[-1].originator_version) if more else None,
+    }
+
+
+@router.post("/{case_id}/assignment")
+def assign(body: AssignmentIn, command: Command):
+    """Assigns the case to a staff user."""
+    return command.run(lambda case, actor: case.assign(actor, body.assignee))
+
+
+@router.post("/{case_id}/notes")
+def add_note(body: NoteIn, command: Command):
+    """Adds a note about the case (personal data)."""
+    return command.run(lambda case, actor: case.add_note(actor, body.text))
+
+
+@router.post("/{case_id}/visits")
+def record_visit(body: VisitIn, command: Command):
+    """Records a visit: centralised, door to door, or by proxy."""
+    return command.run(lambda case, actor: case.record_visit(actor, body.mode, body.visited_at, body.summary))
+
+
+@router.post("/{case_id}/steps/{step}")
+def take_step(step: str, command: Command, payload: Annotated[dict[str, Any] | None, Body()] = None):
+    """Takes one of the kind's own steps (see GET /v1/case-kinds) with its payload."""
+    written = command.app.take_step(
+        command.principal.actor, command.idem, command.case_id, command.expected, step, payload or {}
+    )
+    return answer(command.app, command.principal, written)
+
+
+@router.post("/{case_id}/hold")
+def put_on_hold(body: ReasonIn, command: Command):
+    """Puts the case on hold; its stage clock stops."""
+    return command.run(lambda case, actor: case.put_on_hold(actor, body.reason))
+
+
+@router.post("/{case_id}/resume")
+def resume(body: ReasonIn, command: Command):
+    """Resumes a case on hold; its due date moves by the time it was held."""
+    return command.run(lambda case, actor: case.resume(actor, body.reason))
+
+
+@router.post("/{case_id}/closure")
+def close(body: ClosureIn, command: Command):
+    """Closes the case with an outcome: served, withdrawn, refused or transferred."""
+    return command.run(lambda case, actor: case.close(actor, body.outcome, body.reason))
+
+
+@router.post("/{case_id}/reopening")
+def reopen(body: ReasonIn, command: Command):
+    """Reopens a closed case at the stage it was closed from."""
+    return command.run(lambda case, actor: case.reopen(actor, body.reason))

@@ -1,0 +1,54 @@
+"""Settings, read once from the environment (LASTMETER_*)."""
+
+from functools import lru_cache
+from urllib.parse import unquote, urlsplit
+
+from pydantic import field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LASTMETER_")
+
+    database_url: str = "sqlite:///lastmeter.db"
+    """`sqlite:///path/to/file.db` (the default) or `postgresql://user:pass@host:port/db`."""
+    postgres_pool_size: int = 10
+    postgres_schema: str = ""
+    """A PostgreSQL schema for lastmeter's tables (default: public)."""
+
+    @field_validator("database_url")
+    @classmethod
+    def _known_store(cls, url: str) -> str:
+        if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
+            raise ValueError("must start with sqlite:/// or postgresql://")
+        return url
+
+    @property
+    def is_postgres(self) -> bool:
+        return not self.database_url.startswith("sqlite:")
+
+    def eventsourcing_env(self) -> dict[str, str]:
+        """The library's persistence settings, from our one database URL."""
+        if not self.is_postgres:
+            return {
+                "PERSISTENCE_MODULE": "eventsourcing.sqlite",
+                "SQLITE_DBNAME": self.database_url.removeprefix("sqlite:///"),
+                "SQLITE_LOCK_TIMEOUT": "30",
+            }
+        url = urlsplit(self.database_url)
+        return {
+            "PERSISTENCE_MODULE": "eventsourcing.postgres",
+            "POSTGRES_DBNAME": url.path.lstrip("/") or "postgres",
+            "POSTGRES_HOST": url.hostname or "127.0.0.1",
+            "POSTGRES_PORT": str(url.port or 5432),
+            "POSTGRES_USER": unquote(url.username or "postgres"),
+            "POSTGRES_PASSWORD": unquote(url.password or ""),
+            "POSTGRES_POOL_SIZE": str(self.postgres_pool_size),
+            "POSTGRES_MAX_OVERFLOW": str(self.postgres_pool_size),
+            "POSTGRES_SCHEMA": self.postgres_schema,
+        }
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
