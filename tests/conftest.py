@@ -1,0 +1,88 @@
+"""Fixtures shared by every test: the two stores, the application, the API.
+
+Every store-touching test runs on SQLite and on PostgreSQL through the
+`store` parameter. PostgreSQL tests each get a schema of their own in
+LASTMETER_TEST_DATABASE_URL; without PostgreSQL they skip, except under CI,
+where a missing PostgreSQL fails the run.
+"""
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import psycopg
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.settings import Settings
+from domain.actor import Actor
+from domain.application import LastMeter
+
+PG_URL = os.environ.get("LASTMETER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
+ADMIN = Actor("test-admin", "admin")
+
+
+def postgres_available() -> bool:
+    try:
+        with psycopg.connect(PG_URL, connect_timeout=3):
+            return True
+    except psycopg.OperationalError:
+        return False
+
+
+@pytest.fixture(scope="session")
+def postgres() -> str:
+    if not postgres_available():
+        if os.environ.get("CI"):
+            pytest.fail(f"PostgreSQL does not answer at {PG_URL} (CI requires it)")
+        pytest.skip(f"PostgreSQL does not answer at {PG_URL}")
+    return PG_URL
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def store(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def settings(store: str, tmp_path, request) -> Iterator[Settings]:
+    if store == "sqlite":
+        yield Settings(database_url=f"sqlite:///{tmp_path / 'lastmeter.db'}")
+        return
+    url = request.getfixturevalue("postgres")
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE SCHEMA {schema}")
+    try:
+        yield Settings(database_url=url, postgres_schema=schema, postgres_pool_size=4)
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+@pytest.fixture
+def lastmeter(settings: Settings) -> Iterator[LastMeter]:
+    app = LastMeter(env=settings.eventsourcing_env())
+    app.found()
+    yield app
+    app.close()
+
+
+class Api:
+    """The FastAPI app under test, with tokens for any role and scope."""
+
+    def __init__(self, client: TestClient):
+        self.client = client
+        self.app: LastMeter = client.app.state.lastmeter
+
+    def token(self, role: str, org_unit: str | None = None, user: str | None = None, provider: str | None = None) -> dict:
+        user = user or f"{role}-{uuid.uuid4().hex[:6]}"
+        secret = self.app.issue_token(ADMIN, user, role, org_unit, provider)
+        return {"Authorization": f"Bearer {secret}"}
+
+
+@pytest.fixture
+def api(settings: Settings) -> Iterator[Api]:
+    with TestClient(create_app(settings)) as client:
+        yield Api(client)

@@ -1,0 +1,18 @@
+"""Small builders for test data, sent as commands (never inserted as rows)."""
+
+import random
+
+from domain.client import id_number_check_digit
+
+
+def id_number(region: str = "350502", seed: int | None = None) -> str:
+    rng = random.Random(seed)
+    first17 = f"{region[:6]}19{rng.randrange(40, 99)}{rng.randrange(1, 13):02d}{rng.randrange(1, 29):02d}{rng.randrange(0, 1000):03d}"
+    return first17 + id_number_check_digit(first17)
+
+
+def client_body(org_unit: str = "350502", **overrides) -> dict:
+    body = {"name": "林秀英", "id_number": id_number(), "phone": "13912345678",
+            "address": "鲤城区某街道12号", "org_unit": org_unit}
+    body.update(overrides)
+    return body
