@@ -164,7 +164,7 @@ STATE = (
     "id", "version", "created_on", "modified_on",
     "kind", "client_id", "org_unit", "service_mode", "priority", "opened_by",
     "assignee", "status", "outcome", "stage", "due_at", "held_at", "reopens_to",
-    "details", "personal", "notes", "visits",
+    "details", "need", "personal", "notes", "visits",
 )
 
 

@@ -1,0 +1,37 @@
+import pytest
+
+from tests.helpers import client_body
+
+
+class Desk:
+    """A case worker's desk: a token scoped to Licheng (350502) and helpers to open cases."""
+
+    def __init__(self, api):
+        self.api = api
+        self.http = api.client
+        self.auth = api.token("case_worker", "350502", user="li-worker")
+
+    def post(self, path: str, json=None, **headers):
+        return self.http.post(path, json=json, headers={**self.auth, **headers})
+
+    def get(self, path: str, **params):
+        return self.http.get(path, params=params, headers=self.auth)
+
+    def register(self, **overrides) -> dict:
+        r = self.post("/v1/clients", client_body(**overrides))
+        assert r.status_code == 201, r.text
+        return r.json()
+
+    def open(self, kind: str = "certificate", org_unit: str = "350502", **overrides) -> dict:
+        client = self.register()
+        body = {"kind": kind, "client_id": client["id"], "org_unit": org_unit, "need": "需要办理残疾人证", **overrides}
+        r = self.post("/v1/cases", body)
+        assert r.status_code == 201, r.text
+        case = r.json()
+        case["_client"] = client
+        return case
+
+
+@pytest.fixture
+def desk(api) -> Desk:
+    return Desk(api)

@@ -1,0 +1,313 @@
+"""The case contract of DESIGN.md, through the API, on both stores."""
+
+import time
+from datetime import datetime, timedelta, timezone
+
+import pytest
+
+
+class TestOpenCase:
+    def test_answers_201_with_the_case_at_its_first_stage(self, desk):
+        case = desk.open()
+        for field in ("id", "kind", "client_id", "org_unit", "stage", "status", "outcome", "assignee",
+                      "version", "opened_at", "updated_at", "due_at"):
+            assert field in case
+        assert (case["stage"], case["status"], case["outcome"], case["version"]) == ("applied", "open", None, 1)
+        assert case["due_at"].endswith("+08:00")
+
+    def test_refuses_an_unknown_kind(self, desk):
+        client = desk.register()
+        r = desk.post("/v1/cases", {"kind": "haircut", "client_id": client["id"], "org_unit": "350502", "need": "x"})
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"] == "kind"
+
+    def test_refuses_an_unknown_client(self, desk):
+        r = desk.post("/v1/cases", {"kind": "certificate", "client_id": "00000000-0000-0000-0000-000000000001",
+                                    "org_unit": "350502", "need": "x"})
+        assert r.status_code == 404
+
+    def test_refuses_an_unknown_org_unit(self, desk):
+        client = desk.register()
+        r = desk.post("/v1/cases", {"kind": "certificate", "client_id": client["id"], "org_unit": "350599", "need": "x"})
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"] == "org_unit"
+
+    def test_refuses_a_malformed_client_id(self, desk):
+        r = desk.post("/v1/cases", {"kind": "certificate", "client_id": "nope", "org_unit": "350502", "need": "x"})
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"] == "client_id"
+
+
+class TestCertificateWorkflow:
+    def test_walks_from_application_to_issued(self, desk):
+        case = desk.open()
+        number = case["_client"]["id_number"] + "42"
+        steps = [("verify_documents", {}),
+                 ("schedule_assessment", {"scheduled_for": "2026-12-01T09:00:00+08:00"}),
+                 ("record_assessment", {"category": "physical", "grade": 2}),
+                 ("issue_certificate", {"certificate_number": number})]
+        for step, payload in steps:
+            r = desk.post(f"/v1/cases/{case['id']}/steps/{step}", payload)
+            assert r.status_code == 200, r.text
+        state = r.json()
+        assert (state["stage"], state["status"], state["outcome"]) == ("issued", "closed", "served")
+        assert state["details"]["certificate_number"] == number
+        assert state["due_at"] is None
+
+    def test_a_step_from_the_wrong_stage_is_409(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/steps/record_assessment", {"category": "visual", "grade": 1})
+        assert r.status_code == 409
+        assert r.headers["content-type"] == "application/problem+json"
+        assert "applied" in r.json()["detail"]
+
+    def test_a_grade_out_of_range_is_422_naming_grade(self, desk):
+        case = desk.open()
+        desk.post(f"/v1/cases/{case['id']}/steps/verify_documents")
+        desk.post(f"/v1/cases/{case['id']}/steps/schedule_assessment", {"scheduled_for": "2026-12-01T09:00:00+08:00"})
+        r = desk.post(f"/v1/cases/{case['id']}/steps/record_assessment", {"category": "visual", "grade": 5})
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"] == "grade"
+
+    def test_a_certificate_number_not_of_the_person_is_422(self, desk):
+        case = desk.open()
+        for step, payload in [("verify_documents", {}),
+                              ("schedule_assessment", {"scheduled_for": "2026-12-01T09:00:00+08:00"}),
+                              ("record_assessment", {"category": "hearing", "grade": 3})]:
+            desk.post(f"/v1/cases/{case['id']}/steps/{step}", payload)
+        other = "11010519491231002X"
+        r = desk.post(f"/v1/cases/{case['id']}/steps/issue_certificate", {"certificate_number": other + "23"})
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"] == "certificate_number"
+
+    def test_refuse_closes_the_case_as_refused(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/steps/refuse", {"reason": "材料不全，本人放弃"})
+        assert (r.json()["stage"], r.json()["status"], r.json()["outcome"]) == ("refused", "closed", "refused")
+
+    def test_an_unknown_step_is_422(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/steps/fly")
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"] == "step"
+
+
+class TestCommonCommands:
+    def test_assign_note_and_visit(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/assignment", {"assignee": "wang-liaison"})
+        assert r.json()["assignee"] == "wang-liaison" and r.headers["etag"] == '"2"'
+        r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "家属要求上门"})
+        assert r.json()["notes"] == 1
+        visited = (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat()
+        r = desk.post(f"/v1/cases/{case['id']}/visits", {"mode": "door_to_door", "visited_at": visited, "summary": "入户"})
+        assert r.status_code == 200 and r.json()["visits"] == 1
+
+    def test_a_visit_needs_a_known_mode_and_an_offset(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/visits", {"mode": "telepathy", "visited_at": "2026-01-01T10:00:00+08:00", "summary": "x"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "mode"
+        r = desk.post(f"/v1/cases/{case['id']}/visits", {"mode": "proxy", "visited_at": "2026-01-01T10:00:00", "summary": "x"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "visited_at"
+
+    def test_hold_stops_steps_and_resume_restarts_them(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/hold", {"reason": "住院"})
+        assert r.json()["status"] == "on_hold"
+        assert desk.post(f"/v1/cases/{case['id']}/steps/verify_documents").status_code == 409
+        assert desk.post(f"/v1/cases/{case['id']}/hold", {"reason": "again"}).status_code == 409
+        r = desk.post(f"/v1/cases/{case['id']}/resume", {"reason": "出院"})
+        assert r.json()["status"] == "open"
+        assert r.json()["due_at"] >= case["due_at"]
+        assert desk.post(f"/v1/cases/{case['id']}/steps/verify_documents").status_code == 200
+
+    def test_close_and_reopen(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/closure", {"outcome": "withdrawn", "reason": "本人撤回"})
+        assert (r.json()["status"], r.json()["outcome"], r.json()["due_at"]) == ("closed", "withdrawn", None)
+        assert desk.post(f"/v1/cases/{case['id']}/closure", {"outcome": "withdrawn"}).status_code == 409
+        r = desk.post(f"/v1/cases/{case['id']}/reopening", {"reason": "重新申请"})
+        assert (r.json()["status"], r.json()["outcome"], r.json()["stage"]) == ("open", None, "applied")
+        assert r.json()["due_at"] is not None
+
+    def test_closing_as_served_before_the_kind_allows_it_is_409(self, desk):
+        case = desk.open(kind="rehabilitation")
+        r = desk.post(f"/v1/cases/{case['id']}/closure", {"outcome": "served"})
+        assert r.status_code == 409
+
+    def test_an_unknown_outcome_is_422(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/closure", {"outcome": "vanished"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "outcome"
+
+    def test_unknown_body_fields_are_422(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "x", "colour": "red"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "colour"
+
+    def test_malformed_json_is_422(self, desk):
+        case = desk.open()
+        r = desk.http.post(f"/v1/cases/{case['id']}/notes", content=b"{not json",
+                           headers={**desk.auth, "Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body"
+
+
+class TestConcurrencyHeaders:
+    def test_if_match_with_the_current_version_succeeds(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "a"}, **{"If-Match": '"1"'})
+        assert r.status_code == 200 and r.headers["etag"] == '"2"'
+
+    def test_a_stale_if_match_is_412_and_appends_nothing(self, desk):
+        case = desk.open()
+        desk.post(f"/v1/cases/{case['id']}/notes", {"text": "a"})
+        r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "b"}, **{"If-Match": '"1"'})
+        assert r.status_code == 412
+        assert r.headers["content-type"] == "application/problem+json"
+        assert desk.get(f"/v1/cases/{case['id']}").json()["version"] == 2
+
+    def test_a_malformed_if_match_is_422(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "a"}, **{"If-Match": "yesterday"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "If-Match"
+
+    def test_x_position_grows_with_each_write(self, desk):
+        case = desk.open()
+        first = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "a"})
+        second = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "b"})
+        assert int(second.headers["x-position"]) > int(first.headers["x-position"])
+
+
+class TestIdempotencyKey:
+    def test_a_repeat_returns_the_first_answer_and_appends_nothing(self, desk):
+        case = desk.open()
+        first = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "once"}, **{"Idempotency-Key": "note-1"})
+        again = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "once"}, **{"Idempotency-Key": "note-1"})
+        assert (again.status_code, again.json()) == (first.status_code, first.json())
+        assert again.headers["etag"] == first.headers["etag"]
+        assert again.headers["x-position"] == first.headers["x-position"]
+        assert desk.get(f"/v1/cases/{case['id']}").json()["version"] == 2
+
+    def test_a_repeated_creation_answers_201_again_with_the_same_case(self, desk):
+        client = desk.register()
+        body = {"kind": "home_care", "client_id": client["id"], "org_unit": "350502", "need": "托养"}
+        first = desk.post("/v1/cases", body, **{"Idempotency-Key": "open-1"})
+        again = desk.post("/v1/cases", body, **{"Idempotency-Key": "open-1"})
+        assert again.status_code == 201 and again.json()["id"] == first.json()["id"]
+        assert again.headers["location"] == first.headers["location"]
+
+    def test_the_same_key_with_another_body_is_422(self, desk):
+        case = desk.open()
+        desk.post(f"/v1/cases/{case['id']}/notes", {"text": "one"}, **{"Idempotency-Key": "k"})
+        r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "two"}, **{"Idempotency-Key": "k"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "Idempotency-Key"
+
+    def test_the_answer_replayed_is_the_state_then_not_now(self, desk):
+        case = desk.open()
+        first = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "one"}, **{"Idempotency-Key": "k1"})
+        desk.post(f"/v1/cases/{case['id']}/notes", {"text": "two"})
+        again = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "one"}, **{"Idempotency-Key": "k1"})
+        assert again.json() == first.json() and again.json()["notes"] == 1
+
+    def test_keys_belong_to_their_caller(self, desk, api):
+        case = desk.open()
+        other = api.token("case_worker", "350502")
+        desk.post(f"/v1/cases/{case['id']}/notes", {"text": "mine"}, **{"Idempotency-Key": "shared"})
+        r = desk.http.post(f"/v1/cases/{case['id']}/notes", json={"text": "theirs"},
+                           headers={**other, "Idempotency-Key": "shared"})
+        assert r.status_code == 200 and r.json()["notes"] == 2
+
+
+class TestReadingThePast:
+    def test_version_gives_the_case_as_it_was(self, desk):
+        case = desk.open()
+        desk.post(f"/v1/cases/{case['id']}/steps/verify_documents")
+        past = desk.get(f"/v1/cases/{case['id']}", version=1).json()
+        assert (past["stage"], past["version"]) == ("applied", 1)
+        assert desk.get(f"/v1/cases/{case['id']}", version=9).status_code == 404
+        assert desk.get(f"/v1/cases/{case['id']}", version=0).status_code == 422
+
+    def test_as_of_gives_the_case_as_it_stood(self, desk):
+        case = desk.open()
+        time.sleep(0.01)
+        between = datetime.now(timezone.utc).isoformat()
+        time.sleep(0.01)
+        desk.post(f"/v1/cases/{case['id']}/steps/verify_documents")
+        assert desk.get(f"/v1/cases/{case['id']}", as_of=between).json()["stage"] == "applied"
+        assert desk.get(f"/v1/cases/{case['id']}").json()["stage"] == "documents_verified"
+
+    def test_as_of_before_the_case_existed_is_404(self, desk):
+        case = desk.open()
+        assert desk.get(f"/v1/cases/{case['id']}", as_of="2001-01-01T00:00:00+08:00").status_code == 404
+
+    def test_as_of_without_an_offset_is_422(self, desk):
+        case = desk.open()
+        r = desk.get(f"/v1/cases/{case['id']}", as_of="2026-01-01T00:00:00")
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "as_of"
+
+
+class TestHistory:
+    def test_lists_every_event_with_actor_and_time_in_pages(self, desk):
+        case = desk.open()
+        for text in ("a", "b", "c"):
+            desk.post(f"/v1/cases/{case['id']}/notes", {"text": text})
+        page = desk.get(f"/v1/cases/{case['id']}/history", limit=3).json()
+        assert [e["type"] for e in page["items"]] == ["CaseOpened", "NoteAdded", "NoteAdded"]
+        assert page["items"][0]["actor"] == {"user": "li-worker", "role": "case_worker"}
+        assert page["items"][1]["data"] == {"text": "a"}
+        rest = desk.get(f"/v1/cases/{case['id']}/history", limit=3, cursor=page["next_cursor"]).json()
+        assert [e["version"] for e in rest["items"]] == [4] and rest["next_cursor"] is None
+
+    def test_a_forged_cursor_is_422(self, desk):
+        case = desk.open()
+        r = desk.get(f"/v1/cases/{case['id']}/history", cursor="!!!")
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "cursor"
+
+    def test_an_auditor_sees_history_without_personal_text(self, desk, api):
+        case = desk.open()
+        desk.post(f"/v1/cases/{case['id']}/notes", {"text": "病情说明"})
+        items = api.client.get(f"/v1/cases/{case['id']}/history", headers=api.token("auditor")).json()["items"]
+        assert "text" not in items[1]["data"] and items[1]["type"] == "NoteAdded"
+
+
+class TestScope:
+    def test_a_case_outside_scope_is_404_for_reads_and_commands(self, desk, api):
+        case = desk.open()
+        outsider = api.token("case_worker", "350503")
+        assert api.client.get(f"/v1/cases/{case['id']}", headers=outsider).status_code == 404
+        r = api.client.post(f"/v1/cases/{case['id']}/notes", json={"text": "x"}, headers=outsider)
+        assert r.status_code == 404
+
+    def test_a_supervisor_above_sees_cases_below(self, desk, api):
+        case = desk.open(org_unit="350502")
+        city = api.token("supervisor", "350500")
+        assert api.client.get(f"/v1/cases/{case['id']}", headers=city).status_code == 200
+
+    def test_an_auditor_reads_but_may_not_act(self, desk, api):
+        case = desk.open()
+        auditor = api.token("auditor")
+        assert api.client.get(f"/v1/cases/{case['id']}", headers=auditor).status_code == 200
+        assert api.client.post(f"/v1/cases/{case['id']}/notes", json={"text": "x"}, headers=auditor).status_code == 403
+
+    def test_a_revoked_or_unknown_token_is_401(self, api):
+        assert api.client.get("/v1/case-kinds", headers={"Authorization": "Bearer lm_forged"}).status_code == 401
+        assert api.client.get("/v1/case-kinds", headers={"Authorization": "Basic abc"}).status_code == 401
+
+
+class TestReferenceData:
+    def test_case_kinds_serves_the_nine_declarations(self, api):
+        items = api.client.get("/v1/case-kinds", headers=api.token("contractor", provider="ngo-1")).json()["items"]
+        assert len(items) == 9
+        certificate = next(k for k in items if k["name"] == "certificate")
+        assert [s["name"] for s in certificate["stages"]][:4] == ["applied", "documents_verified", "assessment_scheduled", "assessed"]
+
+    def test_org_units_lists_the_built_in_tree(self, api):
+        items = api.client.get("/v1/org-units", headers=api.token("auditor")).json()["items"]
+        codes = {u["code"]: u for u in items}
+        assert codes["350590"]["parent"] == "350500" and codes["350500"]["parent"] is None
+        assert len([u for u in items if u["kind"] == "county"]) == 12
+
+
+@pytest.mark.parametrize("path", ["/healthz", "/readyz"])
+def test_health_endpoints_answer(api, path):
+    assert api.client.get(path).status_code == 200

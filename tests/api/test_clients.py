@@ -1,0 +1,67 @@
+"""Registering and reading persons (clients) through the API."""
+
+from tests.helpers import client_body, id_number
+
+
+class TestRegisterClient:
+    def test_answers_201_with_location_etag_and_position(self, api):
+        worker = api.token("case_worker", "350502")
+        r = api.client.post("/v1/clients", json=client_body(), headers=worker)
+        assert r.status_code == 201
+        body = r.json()
+        assert r.headers["location"] == f"/v1/clients/{body['id']}"
+        assert r.headers["etag"] == '"1"'
+        assert int(r.headers["x-position"]) >= 1
+        assert body["name"] == "林秀英" and body["org_unit"] == "350502"
+
+    def test_refuses_an_id_number_with_a_wrong_check_digit(self, api):
+        worker = api.token("case_worker", "350502")
+        good = id_number(seed=7)
+        bad = good[:17] + ("0" if good[17] != "0" else "1")
+        r = api.client.post("/v1/clients", json=client_body(id_number=bad), headers=worker)
+        assert r.status_code == 422
+        assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["errors"][0]["field"] == "id_number"
+        assert "check digit" in r.json()["detail"]
+
+    def test_refuses_an_unknown_org_unit(self, api):
+        worker = api.token("case_worker", "350502")
+        r = api.client.post("/v1/clients", json=client_body(org_unit="350502999"), headers=worker)
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"] == "org_unit"
+
+    def test_refuses_a_missing_field_and_names_it(self, api):
+        worker = api.token("case_worker", "350502")
+        body = client_body()
+        del body["phone"]
+        r = api.client.post("/v1/clients", json=body, headers=worker)
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"] == "phone"
+
+    def test_refuses_registration_outside_the_callers_scope(self, api):
+        worker = api.token("case_worker", "350503")
+        r = api.client.post("/v1/clients", json=client_body(org_unit="350502"), headers=worker)
+        assert r.status_code == 403
+
+    def test_an_auditor_may_not_register(self, api):
+        r = api.client.post("/v1/clients", json=client_body(), headers=api.token("auditor"))
+        assert r.status_code == 403
+
+
+class TestReadClient:
+    def test_an_auditor_reads_the_client_without_personal_fields(self, api):
+        created = api.client.post("/v1/clients", json=client_body(), headers=api.token("case_worker", "350502")).json()
+        r = api.client.get(f"/v1/clients/{created['id']}", headers=api.token("auditor"))
+        assert r.status_code == 200
+        assert r.json()["name"] is None and r.json()["id_number"] is None
+        assert r.json()["personal_data_withheld"] is True
+
+    def test_a_client_outside_scope_is_not_found(self, api):
+        created = api.client.post("/v1/clients", json=client_body(), headers=api.token("case_worker", "350502")).json()
+        r = api.client.get(f"/v1/clients/{created['id']}", headers=api.token("case_worker", "350503"))
+        assert r.status_code == 404
+
+    def test_without_a_token_answers_401(self, api):
+        r = api.client.get("/v1/clients/00000000-0000-0000-0000-000000000000")
+        assert r.status_code == 401
+        assert r.headers["www-authenticate"] == "Bearer"

@@ -1,0 +1,79 @@
+"""The command loop on both stores: no accepted command lost or duplicated."""
+
+from concurrent.futures import ThreadPoolExecutor
+from uuid import uuid4
+
+import pytest
+
+from domain.actor import Actor
+from domain.application import Idempotency
+from domain.errors import StaleVersion
+from tests.helpers import id_number
+
+WORKER = Actor("li-worker", "case_worker")
+
+
+def open_case(lastmeter) -> object:
+    client = lastmeter.register_client(WORKER, None, name="陈美玲", id_number=id_number(seed=3),
+                                       phone="13500000000", org_unit="350502")
+    return lastmeter.open_case(WORKER, None, client_id=client.id, org_unit="350502", kind="certificate", need="办证")
+
+
+def note(text: str):
+    return lambda case: case.add_note(WORKER, text)
+
+
+class TestConcurrentCommands:
+    def test_twenty_racing_commands_are_all_kept_once(self, lastmeter):
+        case = open_case(lastmeter)
+        texts = [f"note {i}" for i in range(20)]
+        with ThreadPoolExecutor(max_workers=20) as pool:
+            written = list(pool.map(lambda t: lastmeter.update_case(None, case.id, None, note(t)), texts))
+        assert sorted(w.version for w in written) == list(range(2, 22))
+        notes = [e.personal["text"] for e in lastmeter.case_events(case.id)[1:]]
+        assert sorted(notes) == sorted(texts)
+
+    def test_a_command_that_names_a_stale_version_is_refused(self, lastmeter):
+        case = open_case(lastmeter)
+        lastmeter.update_case(None, case.id, 1, note("first"))
+        with pytest.raises(StaleVersion):
+            lastmeter.update_case(None, case.id, 1, note("second"))
+        assert lastmeter.get_case(case.id).version == 2
+
+
+class TestIdempotencyAcrossCrashes:
+    def test_a_repeat_after_a_lost_answer_appends_nothing(self, lastmeter):
+        case = open_case(lastmeter)
+        key = Idempotency(WORKER.user, "retry-1", "hash-a")
+        first = lastmeter.update_case(key, case.id, None, note("once"))
+        again = lastmeter.update_case(key, case.id, None, note("once"))
+        assert again.replayed and (again.id, again.version) == (first.id, first.version)
+        assert lastmeter.get_case(case.id).version == 2
+
+    def test_a_crash_inside_the_save_stores_neither_events_nor_receipt(self, lastmeter, monkeypatch):
+        case = open_case(lastmeter)
+        key = Idempotency(WORKER.user, "crash-1", "hash-b")
+        original = lastmeter.recorder._insert_events
+
+        def insert_then_crash(*args, **kwargs):
+            original(*args, **kwargs)
+            raise RuntimeError("power cut")
+
+        monkeypatch.setattr(lastmeter.recorder, "_insert_events", insert_then_crash)
+        with pytest.raises(RuntimeError):
+            lastmeter.update_case(key, case.id, None, note("during the cut"))
+        monkeypatch.undo()
+        assert lastmeter.get_case(case.id).version == 1
+        retried = lastmeter.update_case(key, case.id, None, note("during the cut"))
+        assert not retried.replayed and retried.version == 2
+        assert lastmeter.update_case(key, case.id, None, note("during the cut")).replayed
+        assert lastmeter.get_case(case.id).version == 2
+
+    def test_racing_repeats_of_one_key_append_once(self, lastmeter):
+        case = open_case(lastmeter)
+        key = Idempotency(WORKER.user, f"race-{uuid4()}", "hash-c")
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            written = list(pool.map(lambda _: lastmeter.update_case(key, case.id, None, note("one")), range(8)))
+        assert {w.version for w in written} == {2}
+        assert sum(not w.replayed for w in written) == 1
+        assert lastmeter.get_case(case.id).version == 2
