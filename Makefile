@@ -26,4 +26,4 @@ test: $(STAMP_TEST)
 	$(BIN)/python -m pytest
 
 clean:
-	rm -rf $(VENV) lastmeter.db lastmeter.db-* .lastmeter-demo-tokens
+	rm -rf $(VENV) lastmeter.db lastmeter.db-* lastmeter.demo-tokens .lastmeter-demo-tokens

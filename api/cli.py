@@ -85,7 +85,7 @@ def show_demo_tokens(settings: Settings) -> None:
         console.print("[green]demo city seeded[/green]")
     if tokens_file.exists():
         console.print(f"demo tokens (kept in {tokens_file}, for the demo only):")
-        console.print(tokens_file.read_text(), highlight=False, markup=False)
+        print(tokens_file.read_text(), flush=True)
 
 
 def demo_tokens_file(settings: Settings) -> Path:

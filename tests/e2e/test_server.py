@@ -1,0 +1,292 @@
+"""End to end: the real `lastmeter serve` process over HTTP, and the command line, on both stores."""
+
+import json
+import threading
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from datetime import datetime, timedelta, timezone
+
+import httpx
+import pytest
+
+from tests.helpers import client_body
+
+pytestmark = pytest.mark.e2e
+
+UNIT = "350502"  # Licheng
+
+
+def ok(response: httpx.Response, status: int = 200) -> dict:
+    assert response.status_code == status, f"{response.request.method} {response.request.url}: " \
+        f"{response.status_code} {response.text}"
+    return response.json()
+
+
+def etag_version(response: httpx.Response) -> int:
+    return int(response.headers["ETag"].strip('"'))
+
+
+def new_client(http: httpx.Client) -> dict:
+    body = client_body(UNIT)
+    client = ok(http.post("/v1/clients", json=body), 201)
+    client["id_number"] = body["id_number"]
+    return client
+
+
+def open_case(http: httpx.Client, client_id: str, **headers: str) -> httpx.Response:
+    return http.post(
+        "/v1/cases",
+        json={"kind": "certificate", "client_id": client_id, "org_unit": UNIT, "need": "办理残疾人证"},
+        headers=headers,
+    )
+
+
+def history(http: httpx.Client, case_id: str) -> list[dict]:
+    page = ok(http.get(f"/v1/cases/{case_id}/history", params={"limit": 500}))
+    assert page["next_cursor"] is None
+    return page["items"]
+
+
+def store_position(http: httpx.Client) -> int:
+    return ok(http.get("/readyz"))["position"]
+
+
+def in_parallel(count: int, call) -> list:
+    """Runs `call(i)` in `count` threads released together."""
+    start = threading.Barrier(count)
+
+    def run(i: int):
+        start.wait()
+        return call(i)
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))
+
+
+@pytest.fixture(scope="module")
+def worker(server) -> dict:
+    """A case worker of Licheng: their user id and headers."""
+    user = f"cw-{uuid.uuid4().hex[:6]}"
+    return {"user": user, "headers": server.headers("case_worker", UNIT, user=user)}
+
+
+@pytest.fixture
+def http(server, worker):
+    with server.client(worker["headers"]) as client:
+        yield client
+
+
+def test_certificate_from_application_to_issue(http, worker):
+    person = new_client(http)
+    assert person["org_unit"] == UNIT and person["name"] == "林秀英"
+
+    opened = open_case(http, person["id"])
+    case = ok(opened, 201)
+    assert opened.headers["Location"] == f"/v1/cases/{case['id']}"
+    assert (case["stage"], case["status"], case["outcome"], case["version"]) == ("applied", "open", None, 1)
+    assert etag_version(opened) == 1 and int(opened.headers["X-Position"]) > 0
+    url = f"/v1/cases/{case['id']}/steps"
+
+    scheduled_for = (datetime.now(timezone.utc) + timedelta(days=7)).isoformat()
+    walk = [
+        ("verify_documents", {}, "documents_verified"),
+        ("schedule_assessment", {"scheduled_for": scheduled_for}, "assessment_scheduled"),
+        ("record_assessment", {"category": "physical", "grade": 2}, "assessed"),
+        ("issue_certificate", {"certificate_number": person["id_number"] + "42"}, "issued"),
+    ]
+    positions = [int(opened.headers["X-Position"])]
+    for version, (step, payload, stage) in enumerate(walk, start=2):
+        response = http.post(f"{url}/{step}", json=payload)
+        case = ok(response)
+        assert case["stage"] == stage, step
+        assert case["version"] == etag_version(response) == version
+        positions.append(int(response.headers["X-Position"]))
+    assert positions == sorted(positions) and len(set(positions)) == 5
+
+    assert (case["status"], case["outcome"]) == ("closed", "served")
+    now = ok(http.get(f"/v1/cases/{case['id']}"))
+    assert (now["stage"], now["status"], now["outcome"], now["version"]) == ("issued", "closed", "served", 5)
+
+    entries = history(http, case["id"])
+    assert [e["version"] for e in entries] == [1, 2, 3, 4, 5]
+    assert [e["type"] for e in entries] == [
+        "CaseOpened", "DocumentsVerified", "AssessmentScheduled", "AssessmentRecorded", "CertificateIssued"
+    ]
+    for entry in entries:
+        assert set(entry) >= {"version", "type", "at", "actor", "data"}
+        assert entry["actor"] == {"user": worker["user"], "role": "case_worker"}
+        assert datetime.fromisoformat(entry["at"]).utcoffset() is not None
+        assert isinstance(entry["data"], dict)
+    moments = [datetime.fromisoformat(e["at"]) for e in entries]
+    assert moments == sorted(moments)
+    assert "physical" in json.dumps(entries[3]["data"])
+    assert person["id_number"] + "42" in json.dumps(entries[4]["data"])  # a staff reader sees personal data
+
+    # A closed case takes no more steps.
+    refused = http.post(f"{url}/refuse", json={"reason": "too late"})
+    assert refused.status_code == 409, refused.text
+    assert refused.headers["content-type"].startswith("application/problem+json")
+
+
+def test_concurrent_commands_on_one_case_are_all_kept(server, worker, http):
+    case = ok(open_case(http, new_client(http)["id"]), 201)
+    texts = [f"note {i} {uuid.uuid4().hex[:8]}" for i in range(20)]
+
+    def post_note(i: int) -> httpx.Response:
+        with server.client(worker["headers"]) as own:
+            return own.post(f"/v1/cases/{case['id']}/notes", json={"text": texts[i]})
+
+    responses = in_parallel(20, post_note)
+
+    assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses if r.status_code != 200]
+    versions = sorted(etag_version(r) for r in responses)
+    assert versions == list(range(2, 22))
+    assert len({int(r.headers["X-Position"]) for r in responses}) == 20
+    for response in responses:
+        assert response.json()["version"] == etag_version(response)
+
+    entries = history(http, case["id"])
+    assert len(entries) == 21
+    assert [e["version"] for e in entries] == list(range(1, 22))
+    assert [e["type"] for e in entries[1:]] == ["NoteAdded"] * 20
+    written = [e["data"].get("text") for e in entries[1:]]
+    assert sorted(written) == sorted(texts)
+    assert ok(http.get(f"/v1/cases/{case['id']}"))["notes"] == 20
+
+
+def same_answer(responses: list[httpx.Response]) -> None:
+    first = responses[0]
+    for response in responses:
+        assert response.status_code == first.status_code, response.text
+        assert response.json() == first.json()
+        assert response.headers["ETag"] == first.headers["ETag"]
+        assert response.headers["X-Position"] == first.headers["X-Position"]
+        assert response.headers.get("Location") == first.headers.get("Location")
+
+
+def test_a_retried_open_creates_one_case(server, worker, http):
+    person = new_client(http)
+
+    # Sent twice, one after the other.
+    before = store_position(http)
+    key = f"open-{uuid.uuid4()}"
+    twice = [open_case(http, person["id"], **{"Idempotency-Key": key}) for _ in range(2)]
+    ok(twice[0], 201)
+    same_answer(twice)
+    one_open = store_position(http) - before  # what one case and its receipt take in the log
+    assert one_open >= 1
+
+    # The same key with another body is refused, and changes nothing.
+    other = http.post("/v1/cases", headers={"Idempotency-Key": key},
+                      json={"kind": "rehabilitation", "client_id": person["id"], "org_unit": UNIT, "need": "康复"})
+    assert other.status_code == 422, other.text
+    assert store_position(http) - before == one_open
+
+    # Sent five times at once from threads.
+    before = store_position(http)
+    key = f"open-{uuid.uuid4()}"
+
+    def send(_: int) -> httpx.Response:
+        with server.client(worker["headers"]) as own:
+            return open_case(own, person["id"], **{"Idempotency-Key": key})
+
+    five = in_parallel(5, send)
+    ok(five[0], 201)
+    same_answer(five)
+    assert five[0].json()["id"] != twice[0].json()["id"]
+    assert store_position(http) - before == one_open, "more than one case was written"
+    assert len(history(http, five[0].json()["id"])) == 1
+
+
+def test_a_retried_note_is_appended_once(server, worker, http):
+    case = ok(open_case(http, new_client(http)["id"]), 201)
+    url = f"/v1/cases/{case['id']}/notes"
+
+    key = f"note-{uuid.uuid4()}"
+    twice = [http.post(url, json={"text": "电话回访"}, headers={"Idempotency-Key": key}) for _ in range(2)]
+    ok(twice[0])
+    same_answer(twice)
+    assert etag_version(twice[0]) == 2
+
+    key = f"note-{uuid.uuid4()}"
+
+    def send(_: int) -> httpx.Response:
+        with server.client(worker["headers"]) as own:
+            return own.post(url, json={"text": "上门走访"}, headers={"Idempotency-Key": key})
+
+    five = in_parallel(5, send)
+    ok(five[0])
+    same_answer(five)
+    assert etag_version(five[0]) == 3
+
+    entries = history(http, case["id"])
+    assert [e["type"] for e in entries] == ["CaseOpened", "NoteAdded", "NoteAdded"]
+    assert [e["data"].get("text") for e in entries[1:]] == ["电话回访", "上门走访"]
+
+
+def replayed_state(output: str) -> dict:
+    """The case state that `audit replay` prints as JSON after its history table."""
+    lines = output.splitlines()
+    start = max(i for i, line in enumerate(lines) if line.strip() == "{")
+    return json.loads("\n".join(lines[start:]))
+
+
+def test_audit_replay_shows_the_case_as_it_stood(server, http):
+    case = ok(open_case(http, new_client(http)["id"]), 201)
+    url = f"/v1/cases/{case['id']}/steps"
+    ok(http.post(f"{url}/verify_documents", json={}))
+    scheduled_for = (datetime.now(timezone.utc) + timedelta(days=3)).isoformat()
+    ok(http.post(f"{url}/schedule_assessment", json={"scheduled_for": scheduled_for}))
+
+    entries = history(http, case["id"])
+    verified, scheduled = (datetime.fromisoformat(entries[i]["at"]) for i in (1, 2))
+    assert verified < scheduled
+    between = verified + (scheduled - verified) / 2
+
+    done = server.cli.run("audit", "replay", case["id"], "--as-of", between.isoformat())
+    assert done.returncode == 0, f"{done.stdout}\n{done.stderr}"
+    state = replayed_state(done.stdout)
+    assert state["id"] == case["id"]
+    assert (state["stage"], state["version"]) == ("documents_verified", 2)
+    assert "DocumentsVerified" in done.stdout
+    assert "AssessmentScheduled" not in done.stdout and "assessment_scheduled" not in done.stdout
+
+    # The API says the same about that moment; and without --as-of the replay shows the stage now.
+    past = ok(http.get(f"/v1/cases/{case['id']}", params={"as_of": between.isoformat()}))
+    assert (past["stage"], past["version"]) == ("documents_verified", 2)
+    now = server.cli.run("audit", "replay", case["id"])
+    assert now.returncode == 0, f"{now.stdout}\n{now.stderr}"
+    assert (replayed_state(now.stdout)["stage"], replayed_state(now.stdout)["version"]) == ("assessment_scheduled", 3)
+
+    # A moment before the case existed is an error, said plainly.
+    before = datetime.fromisoformat(entries[0]["at"]) - timedelta(seconds=1)
+    early = server.cli.run("audit", "replay", case["id"], "--as-of", before.isoformat())
+    assert early.returncode != 0
+    assert "did not exist" in early.stdout + early.stderr
+    assert "Traceback" not in early.stdout + early.stderr
+
+
+@pytest.mark.parametrize(
+    "args, says",
+    [
+        (["--role", "boss"], "role"),
+        (["--role", "case_worker"], "org_unit"),
+        (["--role", "case_worker", "--org-unit", "999999"], "999999"),
+    ],
+    ids=["bad-role", "scoped-role-without-unit", "unknown-unit"],
+)
+def test_tokens_create_refuses_clearly(server, args, says):
+    done = server.cli.run("tokens", "create", "--user", "someone", *args)
+    said = done.stdout + done.stderr
+    assert done.returncode != 0, said
+    assert "error" in said.lower() and says in said
+    assert "Traceback" not in said
+    assert "lm_" not in said  # no token was printed
+
+
+def test_a_token_made_by_the_command_line_is_what_the_server_accepts(server):
+    token = server.token("auditor")
+    with server.client() as anonymous:
+        assert anonymous.get("/v1/case-kinds").status_code == 401
+        assert anonymous.get("/v1/case-kinds", headers={"Authorization": "Bearer lm_not-a-token"}).status_code == 401
+        assert anonymous.get("/v1/case-kinds", headers={"Authorization": f"Bearer {token}"}).status_code == 200
