@@ -25,7 +25,7 @@ from domain.errors import (
     InvalidInput,
     StepNotAllowed,
 )
-from domain.fields import parse_payload
+from domain.fields import clean_text, parse_payload
 from domain.kinds import CATEGORIES, KINDS, CaseKind, Step
 
 SERVICE_MODES = ("centralised", "door_to_door", "proxy")
@@ -303,12 +303,8 @@ class ServiceCase(Aggregate):
 CATEGORY_DIGITS = {name: i + 1 for i, name in enumerate(CATEGORIES)}
 
 
-def _text(field: str, value: Any, max_length: int = 4000) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(field, "must be a non-empty string")
-    if len(value) > max_length:
-        raise InvalidInput(field, f"must be at most {max_length} characters")
-    return value.strip()
+def _text(field: str, value: Any) -> str:
+    return clean_text(field, value, 4000)
 
 
 def _make_step_events() -> dict[str, type]:

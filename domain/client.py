@@ -12,6 +12,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
 from domain.errors import InvalidInput
+from domain.fields import clean_text
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
@@ -38,12 +39,6 @@ def check_phone(value: Any) -> str:
     return value.replace(" ", "")
 
 
-def check_name(value: Any, field: str = "name", max_length: int = 100) -> str:
-    if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(field, "must be a non-empty string")
-    if len(value) > max_length:
-        raise InvalidInput(field, f"must be at most {max_length} characters")
-    return value.strip()
 
 
 class Client(Aggregate):
@@ -62,12 +57,12 @@ class Client(Aggregate):
         cls, actor: Actor, name: str, id_number: str, phone: str, org_unit: str, address: str | None = None
     ) -> "Client":
         personal = {
-            "name": check_name(name),
+            "name": clean_text("name", name, 100),
             "id_number": check_id_number(id_number),
             "phone": check_phone(phone),
         }
         if address is not None:
-            personal["address"] = check_name(address, "address", 300)
+            personal["address"] = clean_text("address", address, 300)
         return cls._create(cls.ClientRegistered, actor=actor.as_dict(), org_unit=org_unit, personal=personal)
 
     @property

@@ -69,12 +69,26 @@ def parse_payload(fields: tuple[Field, ...], payload: Any) -> dict[str, Any]:
     return parsed
 
 
-def parse_text(f: Field, value: Any, path: str) -> str:
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+
+
+def clean_text(field: str, value: Any, max_length: int) -> str:
+    """Free text as people write it: non-empty, printable, valid Unicode, bounded."""
     if not isinstance(value, str) or not value.strip():
-        raise InvalidInput(path, "must be a non-empty string")
-    if len(value) > f.max_length:
-        raise InvalidInput(path, f"must be at most {f.max_length} characters")
+        raise InvalidInput(field, "must be a non-empty string")
+    if len(value) > max_length:
+        raise InvalidInput(field, f"must be at most {max_length} characters")
+    if _CONTROL.search(value):
+        raise InvalidInput(field, "must not contain control characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field, "must be valid Unicode text") from None
     return value.strip()
+
+
+def parse_text(f: Field, value: Any, path: str) -> str:
+    return clean_text(path, value, f.max_length)
 
 
 def parse_date(_: Field, value: Any, path: str) -> str:

@@ -65,3 +65,19 @@ class TestReadClient:
         r = api.client.get("/v1/clients/00000000-0000-0000-0000-000000000000")
         assert r.status_code == 401
         assert r.headers["www-authenticate"] == "Bearer"
+
+
+class TestTextThatCannotBeStored:
+    def test_a_name_with_control_characters_is_422(self, api):
+        worker = api.token("case_worker", "350502")
+        r = api.client.post("/v1/clients", json=client_body(name="林\u0000秀英"), headers=worker)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "name"
+
+    def test_a_lone_surrogate_in_a_step_payload_is_422_not_500(self, api):
+        worker = api.token("case_worker", "350502")
+        client = api.client.post("/v1/clients", json=client_body(), headers=worker).json()
+        case = api.client.post("/v1/cases", json={"kind": "certificate", "client_id": client["id"],
+                                                  "org_unit": "350502", "need": "x"}, headers=worker).json()
+        r = api.client.post(f"/v1/cases/{case['id']}/steps/refuse", content=b'{"reason": "\\ud800"}',
+                            headers={**worker, "Content-Type": "application/json"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason"

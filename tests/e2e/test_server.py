@@ -266,6 +266,19 @@ def test_audit_replay_shows_the_case_as_it_stood(server, http):
     assert "Traceback" not in early.stdout + early.stderr
 
 
+def test_audit_replay_of_a_moment_without_offset_answers_without_a_traceback(server, http):
+    case = ok(open_case(http, new_client(http)["id"]), 201)
+    later = datetime.now(timezone.utc) + timedelta(days=1)
+
+    done = server.cli.run("audit", "replay", case["id"], "--as-of", later.strftime("%Y-%m-%dT%H:%M:%S"))
+    said = done.stdout + done.stderr
+    assert "Traceback" not in said and "TypeError" not in said, said[-1500:]
+    if done.returncode == 0:  # read as a local moment
+        assert replayed_state(done.stdout)["stage"] == "applied"
+    else:  # or refused, saying why
+        assert "error" in said.lower() and "offset" in said.lower(), said
+
+
 @pytest.mark.parametrize(
     "args, says",
     [
