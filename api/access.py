@@ -8,7 +8,9 @@ is not revealed. A role that may not act at all answers 403.
 from dataclasses import dataclass
 
 from domain.actor import Actor
-from domain.orgs import OrgTree
+from domain.orgs import OrgTree, code_prefix
+
+NOTHING = "-"  # a prefix no org code has
 
 EVERYONE = frozenset({"case_worker", "supervisor", "auditor", "contractor", "admin"})
 STAFF = frozenset({"case_worker", "supervisor", "admin"})
@@ -21,6 +23,11 @@ MATRIX: dict[str, frozenset[str]] = {
     "read_case": STAFF | {"auditor"},
     "read_history": STAFF | {"auditor"},
     "read_reference": EVERYONE,
+    "list_cases": STAFF | {"auditor"},
+    "read_workload": STAFF | {"auditor"},
+    "read_subsidies": frozenset({"supervisor", "admin", "auditor"}),
+    "read_audit": frozenset({"auditor", "admin"}),
+    "read_projections": EVERYONE,
 }
 
 # Who sees a person's personal fields (name, ID number, phone, address, notes ...).
@@ -43,6 +50,20 @@ class Principal:
 
     def sees_personal_data(self) -> bool:
         return self.role in PERSONAL_READERS
+
+    def scope_prefix(self, tree: OrgTree, wanted: str | None = None) -> str | None:
+        """The org-code prefix of what this principal may see, narrowed to `wanted`.
+
+        None means everything; NOTHING means no unit at all (a unit outside the scope).
+        """
+        if self.role == "contractor":
+            return NOTHING
+        own = None if self.role in ("admin", "auditor") else self.org_unit
+        if wanted is None or self.covers(tree, wanted):
+            return code_prefix(wanted) if wanted else (code_prefix(own) if own else None)
+        if own is not None and tree.covers(wanted, own):
+            return code_prefix(own)
+        return NOTHING
 
     def covers(self, tree: OrgTree, org_unit: str) -> bool:
         """Whether this principal's scope reaches `org_unit`."""

@@ -5,8 +5,9 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import problems
-from api.routes import cases, clients, health, reference
+from api import metrics, problems
+from api.routes import audit, cases, clients, health, reference, reports, workload
+from api.readside import ReadSide
 from api.settings import Settings, get_settings
 from domain.application import LastMeter
 
@@ -17,10 +18,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         lastmeter = open_store(settings)
-        app.state.lastmeter = lastmeter
+        readside = ReadSide(lastmeter)
+        if settings.run_projector:
+            readside.start()
+        app.state.lastmeter, app.state.readside, app.state.settings = lastmeter, readside, settings
         try:
             yield
         finally:
+            readside.close()
             lastmeter.close()
 
     app = FastAPI(
@@ -30,7 +35,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         lifespan=lifespan,
     )
     problems.install(app)
-    for module in (clients, cases, reference, health):
+    app.state.metrics = metrics.install(app)
+    for module in (clients, cases, workload, reports, audit, reference, health):
         app.include_router(module.router)
     return app
 

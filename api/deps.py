@@ -5,7 +5,7 @@ import json
 import re
 from typing import Annotated
 
-from fastapi import Depends, Header, HTTPException, Request
+from fastapi import Depends, Header, HTTPException, Query, Request
 
 from api.access import Principal
 from domain.application import Idempotency, LastMeter
@@ -71,3 +71,31 @@ def get_expected_version(if_match: Annotated[str | None, Header()] = None) -> in
 
 Idem = Annotated[Idempotency | None, Depends(get_idempotency)]
 ExpectedVersion = Annotated[int | None, Depends(get_expected_version)]
+
+
+def get_readside(request: Request):
+    return request.app.state.readside
+
+
+def get_settings_dep(request: Request):
+    return request.app.state.settings
+
+
+def fresh(
+    request: Request,
+    min_position: Annotated[int | None, Query(ge=0, description="wait until the views have reached this log position")] = None,
+) -> None:
+    """Read-your-writes: waits (bounded) until every view has reached `min_position`."""
+    if min_position is None:
+        return
+    readside = request.app.state.readside
+    if min_position > readside.projector.head():
+        raise InvalidInput("min_position", "is beyond the end of the event log")
+    if not readside.projector.wait_for(min_position, request.app.state.settings.min_position_wait):
+        raise HTTPException(503, f"the views have not reached position {min_position} yet",
+                            headers={"Retry-After": "1"})
+
+
+ReadSideDep = Annotated[object, Depends(get_readside)]
+SettingsDep = Annotated[object, Depends(get_settings_dep)]
+Fresh = Depends(fresh)

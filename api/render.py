@@ -16,6 +16,7 @@ from domain.case import ServiceCase
 from domain.client import Client
 from domain.clock import local
 from domain.errors import InvalidInput
+from projections.timefmt import moment as from_micros
 
 _EVENT_META = ("originator_id", "originator_version", "originator_topic", "timestamp", "actor", "personal")
 
@@ -78,6 +79,14 @@ def history_entry(event: ServiceCase.Event, principal: Principal) -> dict[str, A
         "actor": event.actor,
         "data": jsonable_encoder(data),
     }
+
+
+def listed_case(row: dict[str, Any]) -> dict[str, Any]:
+    """A case as the case view lists it (no personal values)."""
+    shown = {k: v for k, v in row.items() if k != "opened_position"}
+    for field in ("opened_at", "updated_at", "due_at"):
+        shown[field] = moment(from_micros(row[field]))
+    return shown
 
 
 def encode_cursor(value: int) -> str:

@@ -6,6 +6,9 @@ from urllib.parse import unquote, urlsplit
 from pydantic import field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.errors import InvalidInput
+from domain.subsidy import DEFAULT_TIERS, SubsidyTiers
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LASTMETER_")
@@ -15,6 +18,14 @@ class Settings(BaseSettings):
     postgres_pool_size: int = 10
     postgres_schema: str = ""
     """A PostgreSQL schema for lastmeter's tables (default: public)."""
+    run_projector: bool = True
+    """Whether `serve` keeps the views up to date in a background thread (else run `lastmeter projector`)."""
+    subsidy_tiers: str = DEFAULT_TIERS
+    """Liaison subsidy tiers, "least work:yuan" pairs."""
+    min_position_wait: float = 5.0
+    """Seconds a read with min_position waits for the views before answering 503."""
+    ready_max_lag: int = 10_000
+    """/readyz fails while a view is more than this many events behind."""
 
     @field_validator("database_url")
     @classmethod
@@ -22,6 +33,15 @@ class Settings(BaseSettings):
         if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return url
+
+    @field_validator("subsidy_tiers")
+    @classmethod
+    def _valid_tiers(cls, text: str) -> str:
+        try:
+            SubsidyTiers.parse(text)
+        except InvalidInput as error:
+            raise ValueError(error.reason) from None
+        return text
 
     @property
     def is_postgres(self) -> bool:

@@ -66,6 +66,11 @@ def check_code(field: str, code: str) -> str:
     return code
 
 
+def code_prefix(code: str) -> str:
+    """The digits every code at or below `code` starts with (the city 350500 → 3505)."""
+    return code[:4] if code == CITY else code
+
+
 class OrgTree:
     """A read-only view of the units, answering scope questions."""
 

@@ -1,1 +1,7 @@
-"""The read side: the event log as the read side sees it, and the views built from it."""
+"""The read side: views built from the event log by the projector."""
+
+from projections.audit import AuditView
+from projections.cases import CaseView
+from projections.subsidies import LiaisonView
+
+VIEWS = (CaseView, AuditView, LiaisonView)

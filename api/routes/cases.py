@@ -2,7 +2,8 @@
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Annotated, Any
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query
@@ -10,14 +11,17 @@ from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from api.access import Principal
-from api.deps import App, ExpectedVersion, Idem, permit
-from api.render import case_state, decode_cursor, encode_cursor, history_entry
+from api.deps import App, ExpectedVersion, Fresh, Idem, ReadSideDep, permit
+from api.render import case_state, decode_cursor, encode_cursor, history_entry, listed_case
 from api.schemas import AssignmentIn, CaseIn, ClosureIn, NoteIn, ReasonIn, VisitIn
 from api.writes import answer
 from domain.actor import Actor
 from domain.application import Idempotency, LastMeter
 from domain.case import ServiceCase
 from domain.errors import InvalidInput, NotFound
+from domain.kinds import KINDS
+from projections import cases as views
+from projections.cases import Where
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 
@@ -68,6 +72,35 @@ def open_case(body: CaseIn, app: App, idem: Idem, principal: Annotated[Principal
     if not principal.covers(tree, client.org_unit):
         raise InvalidInput("client_id", "no such client in your scope")
     return answer(app, principal, app.open_case(principal.actor, idem, **body.model_dump()))
+
+
+@router.get("", dependencies=[Fresh])
+def list_cases(
+    app: App, readside: ReadSideDep, principal: Annotated[Principal, permit("list_cases")],
+    org_unit: Annotated[str | None, Query(description="this unit and every unit below it")] = None,
+    assignee: str | None = None,
+    kind: str | None = None,
+    stage: str | None = None,
+    status: Annotated[Literal["open", "on_hold", "closed"] | None, Query()] = None,
+    overdue: bool | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    cursor: str | None = None,
+):
+    """Cases in the caller's scope, newest first, filtered; paged with `cursor`."""
+    if kind is not None and kind not in KINDS:
+        raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
+    if org_unit is not None:
+        app.check_org_unit("org_unit", org_unit)
+    where = Where(datetime.now(timezone.utc), principal.scope_prefix(app.org_tree(), org_unit),
+                  assignee=assignee, kind=kind, stage=stage, status=status)
+    where.overdue = overdue
+    with readside.store.read() as tx:
+        rows = views.list_cases(tx, where, limit + 1, decode_cursor(cursor) if cursor else None)
+    page = rows[:limit]
+    return {
+        "items": [listed_case(row) for row in page],
+        "next_cursor": encode_cursor(page[-1]["opened_position"]) if len(rows) > limit else None,
+    }
 
 
 @router.get("/{case_id}")

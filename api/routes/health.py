@@ -1,11 +1,16 @@
-"""Liveness and readiness."""
+"""Operations: liveness, readiness, projections and Prometheus metrics."""
 
-from fastapi import APIRouter
+from typing import Annotated
 
-from api.deps import App
+from fastapi import APIRouter, Request
+from fastapi.responses import Response
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+
+from api.access import Principal
+from api.deps import App, ReadSideDep, SettingsDep, permit
 from api.problems import problem
 
-router = APIRouter(tags=["health"])
+router = APIRouter(tags=["operations"])
 
 
 @router.get("/healthz")
@@ -15,10 +20,29 @@ def healthz():
 
 
 @router.get("/readyz")
-def readyz(app: App):
-    """The store answers."""
+def readyz(app: App, readside: ReadSideDep, settings: SettingsDep):
+    """Ready when the store answers, the projector runs and no view is far behind."""
     try:
-        position = app.recorder.max_notification_id()
+        statuses = readside.projector.statuses()
     except Exception as error:  # any store failure means: not ready
         return problem(503, "Not ready", f"the store does not answer ({type(error).__name__})")
-    return {"status": "ready", "position": position or 0}
+    if settings.run_projector and not readside.following:
+        return problem(503, "Not ready", "the projector is not running")
+    behind = [s.name for s in statuses if s.lag > settings.ready_max_lag]
+    if behind:
+        return problem(503, "Not ready", f"views far behind the log: {', '.join(behind)}")
+    return {"status": "ready", "views": {s.name: {"position": s.position, "lag": s.lag} for s in statuses}}
+
+
+@router.get("/v1/projections")
+def projections(readside: ReadSideDep, _: Annotated[Principal, permit("read_projections")]):
+    """Each view's position in the event log and how far behind the head it is."""
+    items = [{"name": s.name, "position": s.position, "head": s.head, "lag": s.lag}
+             for s in readside.projector.statuses()]
+    return {"items": items, "next_cursor": None}
+
+
+@router.get("/metrics")
+def metrics(request: Request):
+    """Prometheus exposition."""
+    return Response(generate_latest(request.app.state.metrics), media_type=CONTENT_TYPE_LATEST)

@@ -51,16 +51,23 @@ def store_position(http: httpx.Client) -> int:
     return ok(http.get("/readyz"))["position"]
 
 
-def in_parallel(count: int, call) -> list:
-    """Runs `call(i)` in `count` threads released together."""
+def in_parallel(server, headers: dict, count: int, call) -> list:
+    """Runs `call(i, http)` in `count` threads released together, each with its own connection, already open."""
+    clients = [server.client(headers) for _ in range(count)]
+    for client in clients:
+        ok(client.get("/healthz"))
     start = threading.Barrier(count)
 
     def run(i: int):
         start.wait()
-        return call(i)
+        return call(i, clients[i])
 
-    with ThreadPoolExecutor(count) as pool:
-        return list(pool.map(run, range(count)))
+    try:
+        with ThreadPoolExecutor(count) as pool:
+            return list(pool.map(run, range(count)))
+    finally:
+        for client in clients:
+            client.close()
 
 
 @pytest.fixture(scope="module")
@@ -132,11 +139,10 @@ def test_concurrent_commands_on_one_case_are_all_kept(server, worker, http):
     case = ok(open_case(http, new_client(http)["id"]), 201)
     texts = [f"note {i} {uuid.uuid4().hex[:8]}" for i in range(20)]
 
-    def post_note(i: int) -> httpx.Response:
-        with server.client(worker["headers"]) as own:
-            return own.post(f"/v1/cases/{case['id']}/notes", json={"text": texts[i]})
+    def post_note(i: int, own: httpx.Client) -> httpx.Response:
+        return own.post(f"/v1/cases/{case['id']}/notes", json={"text": texts[i]})
 
-    responses = in_parallel(20, post_note)
+    responses = in_parallel(server, worker["headers"], 20, post_note)
 
     assert [r.status_code for r in responses] == [200] * 20, [r.text for r in responses if r.status_code != 200]
     versions = sorted(etag_version(r) for r in responses)
@@ -186,11 +192,10 @@ def test_a_retried_open_creates_one_case(server, worker, http):
     before = store_position(http)
     key = f"open-{uuid.uuid4()}"
 
-    def send(_: int) -> httpx.Response:
-        with server.client(worker["headers"]) as own:
-            return open_case(own, person["id"], **{"Idempotency-Key": key})
+    def send(_: int, own: httpx.Client) -> httpx.Response:
+        return open_case(own, person["id"], **{"Idempotency-Key": key})
 
-    five = in_parallel(5, send)
+    five = in_parallel(server, worker["headers"], 5, send)
     ok(five[0], 201)
     same_answer(five)
     assert five[0].json()["id"] != twice[0].json()["id"]
@@ -210,11 +215,10 @@ def test_a_retried_note_is_appended_once(server, worker, http):
 
     key = f"note-{uuid.uuid4()}"
 
-    def send(_: int) -> httpx.Response:
-        with server.client(worker["headers"]) as own:
-            return own.post(url, json={"text": "上门走访"}, headers={"Idempotency-Key": key})
+    def send(_: int, own: httpx.Client) -> httpx.Response:
+        return own.post(url, json={"text": "上门走访"}, headers={"Idempotency-Key": key})
 
-    five = in_parallel(5, send)
+    five = in_parallel(server, worker["headers"], 5, send)
     ok(five[0])
     same_answer(five)
     assert etag_version(five[0]) == 3
@@ -222,6 +226,19 @@ def test_a_retried_note_is_appended_once(server, worker, http):
     entries = history(http, case["id"])
     assert [e["type"] for e in entries] == ["CaseOpened", "NoteAdded", "NoteAdded"]
     assert [e["data"].get("text") for e in entries[1:]] == ["电话回访", "上门走访"]
+
+
+def test_a_retried_registration_registers_one_person(server, worker, http):
+    body = client_body(UNIT)
+    key = f"register-{uuid.uuid4()}"
+    before = store_position(http)
+    first = http.post("/v1/clients", json=body, headers={"Idempotency-Key": key})
+    ok(first, 201)
+    one = store_position(http) - before
+
+    again = http.post("/v1/clients", json=body, headers={"Idempotency-Key": key})
+    same_answer([first, again])
+    assert store_position(http) - before == one
 
 
 def replayed_state(output: str) -> dict:

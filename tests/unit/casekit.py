@@ -93,7 +93,7 @@ def valid_value(field: Field, case: ServiceCase | None = None, id_number: str = 
 
 # One value per field type that the type must refuse, whatever the field.
 INVALID_VALUES: dict[str, list[Any]] = {
-    "text": ["", "   ", 42, ["a list"]],
+    "text": ["", "   ", 42, ["a list"], "nul\x00byte", "bell\x07", "lone \ud800 surrogate"],
     "date": ["2024-13-01", "2024-02-30", "next tuesday", 20240301],
     "datetime": ["2024-03-05T09:30:00", "soon", 1709600000],
     "choice": ["none_of_these", 1],

@@ -1,0 +1,46 @@
+"""Prometheus figures: HTTP requests, events processed, projection lag."""
+
+import time
+
+from fastapi import FastAPI, Request
+from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+
+class ProjectionCollector:
+    """Reads the projector's figures at scrape time."""
+
+    def __init__(self, app: FastAPI):
+        self.app = app
+
+    def collect(self):
+        readside = getattr(self.app.state, "readside", None)
+        lag = GaugeMetricFamily("lastmeter_projection_lag_events", "Events a view is behind the log", labels=["view"])
+        processed = CounterMetricFamily("lastmeter_projection_events_processed",
+                                        "Events applied to a view by this process", labels=["view"])
+        if readside is not None:
+            for status in readside.projector.statuses():
+                lag.add_metric([status.name], status.lag)
+                processed.add_metric([status.name], readside.projector.processed[status.name])
+        yield lag
+        yield processed
+
+
+def install(app: FastAPI) -> CollectorRegistry:
+    registry = CollectorRegistry()
+    requests = Counter("lastmeter_http_requests", "HTTP requests answered", ["method", "route", "status"],
+                       registry=registry)
+    latency = Histogram("lastmeter_http_request_duration_seconds", "Time to answer", ["method", "route"],
+                        registry=registry, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5))
+    registry.register(ProjectionCollector(app))
+
+    @app.middleware("http")
+    async def measure(request: Request, call_next):
+        started = time.perf_counter()
+        response = await call_next(request)
+        route = getattr(request.scope.get("route"), "path", "unmatched")
+        latency.labels(request.method, route).observe(time.perf_counter() - started)
+        requests.labels(request.method, route, str(response.status_code)).inc()
+        return response
+
+    return registry

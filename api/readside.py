@@ -1,0 +1,43 @@
+"""The read side as the API holds it: the view store, the projector and its thread."""
+
+import logging
+import threading
+
+from domain.application import LastMeter
+from projections import VIEWS
+from projections.runner import Projector
+from projections.store import ViewStore
+
+log = logging.getLogger("lastmeter.projector")
+
+
+class ReadSide:
+    def __init__(self, app: LastMeter):
+        self.store = ViewStore(app.env)
+        self.projector = Projector(app, self.store, VIEWS)
+        self.projector.setup()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def start(self) -> None:
+        """Follows the log in a background thread."""
+        self._thread = threading.Thread(target=self._follow, name="projector", daemon=True)
+        self._thread.start()
+
+    def _follow(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.projector.run(self._stop)
+            except Exception as error:  # keep following; the failed batch was rolled back
+                log.error("projector batch failed: %s; retrying", type(error).__name__)
+                self._stop.wait(1.0)
+
+    @property
+    def following(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+        self.store.close()

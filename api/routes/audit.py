@@ -1,0 +1,40 @@
+"""Audit search over every event of every aggregate."""
+
+import json
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Query
+from pydantic import AwareDatetime
+
+from api.access import Principal
+from api.deps import Fresh, ReadSideDep, permit
+from api.render import decode_cursor, encode_cursor, moment
+from projections.audit import search
+from projections.timefmt import micros, moment as from_micros
+
+router = APIRouter(prefix="/v1/audit", tags=["audit"])
+
+
+@router.get("/events", dependencies=[Fresh])
+def audit_events(
+    readside: ReadSideDep, _: Annotated[Principal, permit("read_audit")],
+    case_id: UUID | None = None,
+    actor: Annotated[str | None, Query(max_length=64, description="a user id")] = None,
+    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
+    to: AwareDatetime | None = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    cursor: str | None = None,
+):
+    """Events in log order with who caused them and when; personal values are not shown here."""
+    with readside.store.read() as tx:
+        rows = search(tx, decode_cursor(cursor), limit + 1, str(case_id) if case_id else None, actor,
+                      micros(from_), micros(to))
+    page = rows[:limit]
+    items = [
+        {"position": r["position"], "at": moment(from_micros(r["at"])), "aggregate_id": r["aggregate_id"],
+         "aggregate_type": r["aggregate_type"], "version": r["version"], "type": r["type"],
+         "actor": {"user": r["actor_user"], "role": r["actor_role"]}, "data": json.loads(r["data"])}
+        for r in page
+    ]
+    return {"items": items, "next_cursor": encode_cursor(page[-1]["position"]) if len(rows) > limit else None}

@@ -1,0 +1,49 @@
+"""Reports: the liaisons' monthly work subsidy."""
+
+import re
+from datetime import datetime
+from decimal import Decimal
+from typing import Annotated, Literal
+
+from fastapi import APIRouter, Query
+
+from api.access import Principal
+from api.deps import App, Fresh, ReadSideDep, SettingsDep, permit
+from api.spreadsheet import tabular
+from domain.clock import SHANGHAI
+from domain.errors import InvalidInput
+from domain.subsidy import SubsidyTiers
+from projections.subsidies import liaison_work
+
+router = APIRouter(prefix="/v1/reports", tags=["reports"])
+COLUMNS = ("liaison", "cases_handled", "visits", "subsidy")
+
+
+def month_bounds(month: str) -> tuple[datetime, datetime]:
+    """The month's first moment and the next month's, Asia/Shanghai."""
+    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+        raise InvalidInput("month", "must be a month as YYYY-MM")
+    year, number = int(month[:4]), int(month[5:])
+    start = datetime(year, number, 1, tzinfo=SHANGHAI)
+    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=SHANGHAI)
+    return start, end
+
+
+@router.get("/liaison-subsidies", dependencies=[Fresh])
+def liaison_subsidies(
+    app: App, readside: ReadSideDep, settings: SettingsDep,
+    principal: Annotated[Principal, permit("read_subsidies")],
+    month: Annotated[str, Query(description="YYYY-MM, Asia/Shanghai")],
+    format: Annotated[Literal["json", "csv", "xlsx"], Query()] = "json",
+):
+    """Each liaison's work in the month (cases handled + visits recorded) and the subsidy it earns."""
+    start, end = month_bounds(month)
+    tiers = SubsidyTiers.parse(settings.subsidy_tiers)
+    with readside.store.read() as tx:
+        work = liaison_work(tx, start, end, principal.scope_prefix(app.org_tree()))
+    items = [
+        {"liaison": liaison, "cases_handled": cases, "visits": visits,
+         "subsidy": str(tiers.subsidy(cases + visits).quantize(Decimal("0.01")))}
+        for liaison, (cases, visits) in sorted(work.items())
+    ]
+    return tabular(items, COLUMNS, format, f"liaison-subsidies-{month}")

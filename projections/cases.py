@@ -1,0 +1,172 @@
+"""The case view: one row per case, for lists, filters and workload.
+
+Rows are the case aggregate's own state: a batch loads the rows it touches,
+turns each back into a ServiceCase, lets the events mutate it exactly as the
+write side does, and writes the rows back in one statement. So the view can
+never disagree with the aggregate about stages, due dates or holds.
+"""
+
+from collections.abc import Sequence
+from datetime import datetime, timedelta
+from typing import Any
+from uuid import UUID
+
+from domain.case import CLOSED, ServiceCase
+from projections.store import Tx
+from projections.timefmt import micros, moment
+from projections.view import Table, View
+
+COLUMNS = ("id", "version", "kind", "client_id", "org_unit", "stage", "status", "outcome", "assignee",
+           "service_mode", "priority", "opened_by", "opened_at", "updated_at", "due_at", "held_at",
+           "closed_at", "reopens_to", "notes", "visits", "opened_position")
+CASE_EVENTS = (ServiceCase.CaseOpened, ServiceCase.CaseEvent)
+
+
+class CaseView(View):
+    name = "cases"
+    tables = (
+        Table(
+            "cases",
+            "id TEXT PRIMARY KEY, version BIGINT NOT NULL, kind TEXT NOT NULL, client_id TEXT NOT NULL, "
+            "org_unit TEXT NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL, outcome TEXT, assignee TEXT, "
+            "service_mode TEXT, priority TEXT NOT NULL, opened_by TEXT NOT NULL, opened_at BIGINT NOT NULL, "
+            "updated_at BIGINT NOT NULL, due_at BIGINT, held_at BIGINT, closed_at BIGINT, reopens_to TEXT, "
+            "notes BIGINT NOT NULL, visits BIGINT NOT NULL, opened_position BIGINT NOT NULL",
+            indexes=("org_unit, opened_position", "assignee, opened_position", "opened_position",
+                     "status, due_at", "closed_at"),
+        ),
+    )
+
+    def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
+        batch = [(p, e) for p, e in events if isinstance(e, CASE_EVENTS)]
+        if not batch:
+            return
+        created = {e.originator_id for _, e in batch if isinstance(e, ServiceCase.CaseOpened)}
+        rows = self._load(tx, {e.originator_id for _, e in batch} - created)
+        for position, event in batch:
+            row = rows.get(event.originator_id)
+            rows[event.originator_id] = _applied(event, position, row)
+        table = self.table("cases")
+        updates = ", ".join(f"{c}=excluded.{c}" for c in COLUMNS[1:])
+        tx.executemany(
+            f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+            f"ON CONFLICT (id) DO UPDATE SET {updates}",
+            [_row(case, extra) for case, extra in rows.values()],
+        )
+
+    def _load(self, tx: Tx, ids: set[UUID]) -> dict[UUID, tuple[ServiceCase, dict]]:
+        rows: dict[UUID, tuple[ServiceCase, dict]] = {}
+        keys = [str(i) for i in ids]
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            found = tx.execute(
+                f"SELECT {', '.join(COLUMNS)} FROM {self.table('cases')} WHERE id IN ({', '.join('?' * len(chunk))})",
+                chunk,
+            ).fetchall()
+            for values in found:
+                case, extra = _case(dict(zip(COLUMNS, values)))
+                rows[case.id] = (case, extra)
+        return rows
+
+
+def _applied(event: Any, position: int, row: tuple[ServiceCase, dict] | None) -> tuple[ServiceCase, dict]:
+    if row is None:
+        return event.mutate(None), {"closed_at": None, "opened_position": position}
+    case, extra = row
+    was_closed = case.status == CLOSED
+    event.mutate(case)
+    if case.status == CLOSED and not was_closed:
+        extra["closed_at"] = event.timestamp
+    elif case.status != CLOSED:
+        extra["closed_at"] = None
+    return case, extra
+
+
+def _row(case: ServiceCase, extra: dict) -> tuple:
+    return (
+        str(case.id), case.version, case.kind, str(case.client_id), case.org_unit, case.stage, case.status,
+        case.outcome, case.assignee, case.service_mode, case.priority, case.opened_by, micros(case.created_on),
+        micros(case.modified_on), micros(case.due_at), micros(case.held_at), micros(extra["closed_at"]),
+        case.reopens_to, case.notes, case.visits, extra["opened_position"],
+    )
+
+
+def _case(row: dict) -> tuple[ServiceCase, dict]:
+    """A ServiceCase with the state a row keeps (no personal values: the view has none)."""
+    case = object.__new__(ServiceCase)
+    case.__dict__.update(
+        _id=UUID(row["id"]), _version=row["version"], _created_on=moment(row["opened_at"]),
+        _modified_on=moment(row["updated_at"]), _pending_events=[], kind=row["kind"],
+        client_id=UUID(row["client_id"]), org_unit=row["org_unit"], service_mode=row["service_mode"],
+        priority=row["priority"], opened_by=row["opened_by"], assignee=row["assignee"], status=row["status"],
+        outcome=row["outcome"], details={}, need=None, personal={}, notes=row["notes"], visits=row["visits"],
+        held_at=moment(row["held_at"]), reopens_to=row["reopens_to"], stage=row["stage"],
+        due_at=moment(row["due_at"]),
+    )
+    return case, {"closed_at": moment(row["closed_at"]), "opened_position": row["opened_position"]}
+
+
+# -- queries ---------------------------------------------------------------
+
+LISTED = ("id", "kind", "client_id", "org_unit", "stage", "status", "outcome", "assignee", "version",
+          "opened_at", "updated_at", "due_at", "priority", "opened_position")
+
+
+def list_cases(tx: Tx, where: "Where", limit: int, before: int | None) -> list[dict]:
+    """A page of cases, newest first, keyed on the position that opened each."""
+    clauses, params = where.sql()
+    if before is not None:
+        clauses.append("opened_position < ?")
+        params.append(before)
+    sql = f"SELECT {', '.join(LISTED)} FROM view_cases"
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += " ORDER BY opened_position DESC LIMIT ?"
+    rows = tx.execute(sql, [*params, limit]).fetchall()
+    return [dict(zip(LISTED, r)) for r in rows]
+
+
+class Where:
+    """Filters of the case list and workload, in SQL both stores understand."""
+
+    def __init__(self, now: datetime, prefix: str | None = None, **equal: Any):
+        self.now = now
+        self.prefix = prefix
+        self.equal = {k: v for k, v in equal.items() if v is not None}
+        self.overdue: bool | None = None
+
+    def sql(self) -> tuple[list[str], list[Any]]:
+        clauses, params = [], []
+        if self.prefix:
+            clauses.append("org_unit LIKE ?")
+            params.append(self.prefix + "%")
+        for column, value in self.equal.items():
+            clauses.append(f"{column} = ?")
+            params.append(value)
+        if self.overdue is not None:
+            test = "status = 'open' AND due_at < ?"
+            clauses.append(test if self.overdue else f"NOT ({test})")
+            params.append(micros(self.now))
+        return clauses, params
+
+
+WORKLOAD_KEYS = {"assignee": "assignee", "org_unit": "org_unit", "kind": "kind"}
+
+
+def workload(tx: Tx, by: str, where: Where, month_start: datetime) -> list[tuple]:
+    """(key, open, overdue, due_soon, closed_this_month) per key; keys may repeat-free roll up later."""
+    key = WORKLOAD_KEYS[by]
+    clauses, params = where.sql()
+    now, soon = micros(where.now), micros(where.now + timedelta(days=7))
+    sql = (
+        f"SELECT {key}, "
+        "SUM(CASE WHEN status <> 'closed' THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status = 'open' AND due_at < ? THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status = 'open' AND due_at >= ? AND due_at < ? THEN 1 ELSE 0 END), "
+        "SUM(CASE WHEN status = 'closed' AND closed_at >= ? THEN 1 ELSE 0 END) "
+        "FROM view_cases"
+    )
+    if clauses:
+        sql += " WHERE " + " AND ".join(clauses)
+    sql += f" GROUP BY {key}"
+    return tx.execute(sql, [now, now, soon, micros(month_start), *params]).fetchall()

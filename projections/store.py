@@ -1,0 +1,105 @@
+"""The views' own connection to the store: SQLite or PostgreSQL, one small interface.
+
+Views live in the same database as the events, so a view's rows and its
+position commit in one transaction. SQL is written once, with `?`
+placeholders and types both stores understand; PostgreSQL gets `%s`.
+Writers serialise on the database write lock (SQLite: BEGIN IMMEDIATE) or on
+their projection's tracking row (PostgreSQL: SELECT ... FOR UPDATE).
+"""
+
+import sqlite3
+import threading
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import psycopg
+from psycopg_pool import ConnectionPool
+
+
+class Tx:
+    """One transaction's cursor, speaking `?` SQL on either store."""
+
+    def __init__(self, cursor: Any, postgres: bool):
+        self._cursor = cursor
+        self._postgres = postgres
+
+    def _sql(self, statement: str) -> str:
+        return statement.replace("?", "%s") if self._postgres else statement
+
+    def execute(self, statement: str, params: Sequence[Any] = ()) -> "Tx":
+        self._cursor.execute(self._sql(statement), params)
+        return self
+
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            self._cursor.executemany(self._sql(statement), rows)
+
+    def fetchall(self) -> list[tuple]:
+        return self._cursor.fetchall()
+
+    def fetchone(self) -> tuple | None:
+        return self._cursor.fetchone()
+
+
+class ViewStore:
+    """Connections for views, configured from the application's persistence settings."""
+
+    def __init__(self, env: Mapping[str, str]):
+        self.postgres = env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres"
+        if self.postgres:
+            schema = env.get("POSTGRES_SCHEMA") or "public"
+            self._pool = ConnectionPool(
+                kwargs={
+                    "dbname": env["POSTGRES_DBNAME"], "host": env["POSTGRES_HOST"],
+                    "port": env.get("POSTGRES_PORT", "5432"), "user": env["POSTGRES_USER"],
+                    "password": env.get("POSTGRES_PASSWORD", ""),
+                    "options": f"-c search_path={schema} -c idle_in_transaction_session_timeout=5s",
+                },
+                min_size=1, max_size=int(env.get("POSTGRES_POOL_SIZE", "4")), open=True,
+            )
+        else:
+            self._path = env["SQLITE_DBNAME"]
+            self._local = threading.local()
+
+    def _sqlite(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self._path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn.execute("PRAGMA journal_mode=WAL")
+            self._local.conn = conn
+        return conn
+
+    @contextmanager
+    def write(self) -> Iterator[Tx]:
+        """A transaction that commits on success and rolls back on any error."""
+        if self.postgres:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+                yield Tx(cursor, True)
+            return
+        conn = self._sqlite()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield Tx(conn.cursor(), False)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+
+    @contextmanager
+    def read(self) -> Iterator[Tx]:
+        """A consistent read: one snapshot for every statement inside."""
+        if self.postgres:
+            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
+                yield Tx(cursor, True)
+            return
+        conn = self._sqlite()
+        conn.execute("BEGIN")
+        try:
+            yield Tx(conn.cursor(), False)
+        finally:
+            conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        if self.postgres:
+            self._pool.close()

@@ -1,0 +1,127 @@
+"""The liaison view: who was assignee of which open case when, and who recorded which visit.
+
+A spell runs from an assignment (or a reopening) to the next assignment or
+the case's closure; a case counts as handled in every month one of its
+spells touches. Visits count in the month they took place (Asia/Shanghai).
+"""
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from domain.case import ServiceCase
+from projections.store import Tx
+from projections.timefmt import micros
+from projections.view import Table, View
+
+
+class LiaisonView(View):
+    name = "liaisons"
+    tables = (
+        Table("liaison_cases", "case_id TEXT PRIMARY KEY, org_unit TEXT NOT NULL, assignee TEXT, closed INTEGER NOT NULL"),
+        Table("liaison_spells", "case_id TEXT NOT NULL, assignee TEXT NOT NULL, org_unit TEXT NOT NULL, "
+              "started_at BIGINT NOT NULL, ended_at BIGINT",
+              indexes=("case_id, ended_at", "started_at", "ended_at")),
+        Table("liaison_visits", "position BIGINT PRIMARY KEY, case_id TEXT NOT NULL, org_unit TEXT NOT NULL, "
+              "visitor TEXT NOT NULL, at BIGINT NOT NULL", indexes=("at",)),
+    )
+
+    def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
+        batch = _Batch(self, tx, events)
+        for position, event in events:
+            batch.apply(position, event)
+        batch.write()
+
+
+class _Batch:
+    """One batch's changes, gathered in memory and written with a few statements."""
+
+    def __init__(self, view: LiaisonView, tx: Tx, events: Sequence[tuple[int, Any]]):
+        self.view, self.tx = view, tx
+        touched = {e.originator_id for _, e in events if isinstance(e, ServiceCase.CaseEvent)}
+        self.cases: dict[UUID, dict] = self._load(touched)
+        self.new_spells: list[list] = []  # [case_id, assignee, org_unit, started_at, ended_at]
+        self.ended: list[tuple[int, str]] = []  # (ended_at, case_id) of spells stored earlier
+        self.visits: list[tuple] = []
+
+    def _load(self, ids: set[UUID]) -> dict[UUID, dict]:
+        keys, found = [str(i) for i in ids], {}
+        for start in range(0, len(keys), 500):
+            chunk = keys[start:start + 500]
+            rows = self.tx.execute(
+                f"SELECT case_id, org_unit, assignee, closed FROM {self.view.table('liaison_cases')} "
+                f"WHERE case_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
+            for case_id, org_unit, assignee, closed in rows:
+                found[UUID(case_id)] = {"org_unit": org_unit, "assignee": assignee, "closed": bool(closed),
+                                        "spell": "stored" if assignee and not closed else None}
+        return found
+
+    def apply(self, position: int, event: Any) -> None:
+        at = micros(event.timestamp)
+        if isinstance(event, ServiceCase.CaseOpened):
+            self.cases[event.originator_id] = {"org_unit": event.org_unit, "assignee": None, "closed": False,
+                                               "spell": None}
+            return
+        case = self.cases.get(event.originator_id)
+        if case is None:
+            return
+        if isinstance(event, ServiceCase.CaseAssigned):
+            self._end_spell(event.originator_id, case, at)
+            case["assignee"] = event.assignee
+            self._start_spell(event.originator_id, case, at)
+        elif _closes(event):
+            self._end_spell(event.originator_id, case, at)
+            case["closed"] = True
+        elif isinstance(event, ServiceCase.CaseReopened):
+            case["closed"] = False
+            self._start_spell(event.originator_id, case, at)
+        elif isinstance(event, ServiceCase.VisitRecorded):
+            visited = micros(datetime.fromisoformat(event.visited_at))
+            self.visits.append((position, str(event.originator_id), case["org_unit"], event.actor["user"], visited))
+
+    def _start_spell(self, case_id: UUID, case: dict, at: int) -> None:
+        if case["assignee"] and not case["closed"]:
+            spell = [str(case_id), case["assignee"], case["org_unit"], at, None]
+            self.new_spells.append(spell)
+            case["spell"] = spell
+
+    def _end_spell(self, case_id: UUID, case: dict, at: int) -> None:
+        if case["spell"] == "stored":
+            self.ended.append((at, str(case_id)))
+        elif case["spell"] is not None:
+            case["spell"][4] = at
+        case["spell"] = None
+
+    def write(self) -> None:
+        t = self.view.table
+        self.tx.executemany(f"UPDATE {t('liaison_spells')} SET ended_at=? WHERE case_id=? AND ended_at IS NULL",
+                            self.ended)
+        self.tx.executemany(f"INSERT INTO {t('liaison_spells')} VALUES (?, ?, ?, ?, ?)",
+                            [tuple(s) for s in self.new_spells])
+        self.tx.executemany(f"INSERT INTO {t('liaison_visits')} VALUES (?, ?, ?, ?, ?)", self.visits)
+        self.tx.executemany(
+            f"INSERT INTO {t('liaison_cases')} VALUES (?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET "
+            "assignee=excluded.assignee, closed=excluded.closed",
+            [(str(i), c["org_unit"], c["assignee"], int(c["closed"])) for i, c in self.cases.items()],
+        )
+
+
+def _closes(event: Any) -> bool:
+    if isinstance(event, ServiceCase.StepTaken):
+        return event.outcome is not None
+    return isinstance(event, ServiceCase.CaseClosed)
+
+
+def liaison_work(tx: Tx, start: datetime, end: datetime, prefix: str | None) -> dict[str, tuple[int, int]]:
+    """{liaison: (cases handled, visits recorded)} for [start, end), within an org-unit prefix."""
+    scope, params = ("AND org_unit LIKE ?", [prefix + "%"]) if prefix else ("", [])
+    s, e = micros(start), micros(end)
+    handled = tx.execute(
+        "SELECT assignee, COUNT(DISTINCT case_id) FROM view_liaison_spells "
+        f"WHERE started_at < ? AND (ended_at IS NULL OR ended_at >= ?) {scope} GROUP BY assignee",
+        [e, s, *params]).fetchall()
+    visits = dict(tx.execute(
+        f"SELECT visitor, COUNT(*) FROM view_liaison_visits WHERE at >= ? AND at < ? {scope} GROUP BY visitor",
+        [s, e, *params]).fetchall())
+    return {liaison: (cases, visits.get(liaison, 0)) for liaison, cases in handled}

@@ -1,0 +1,58 @@
+"""What every view is: its tables, its handler for a batch of events, its schema's fingerprint.
+
+A view names its tables through `table()`, so that the same code can build a
+fresh copy beside the live tables (a rebuild) and the copy can be swapped in
+by renaming. A view's schema fingerprint is a hash of its DDL: a changed
+view is rebuilt from the log, never migrated by hand.
+"""
+
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from projections.store import Tx
+
+NEXT = "__next"  # suffix of the tables a rebuild builds beside the live ones
+
+
+@dataclass(frozen=True)
+class Table:
+    name: str
+    columns: str  # portable column DDL, e.g. "id TEXT PRIMARY KEY, n BIGINT"
+    indexes: tuple[str, ...] = ()  # column lists, e.g. ("org_unit, opened_position",)
+
+
+class View:
+    name: ClassVar[str]
+    tables: ClassVar[tuple[Table, ...]]
+
+    def __init__(self, suffix: str = ""):
+        self.suffix = suffix
+
+    def table(self, name: str) -> str:
+        return f"view_{name}{self.suffix}"
+
+    @classmethod
+    def fingerprint(cls) -> str:
+        ddl = "\n".join(f"{t.name}({t.columns}){t.indexes}" for t in cls.tables)
+        return hashlib.sha256(ddl.encode()).hexdigest()[:16]
+
+    def create(self, tx: Tx, build: str) -> None:
+        """Creates this copy's tables; index names carry `build` so copies never clash."""
+        for t in self.tables:
+            tx.execute(f"CREATE TABLE {self.table(t.name)} ({t.columns})")
+            for i, columns in enumerate(t.indexes):
+                tx.execute(f"CREATE INDEX ix_{t.name}_{build}_{i} ON {self.table(t.name)} ({columns})")
+
+    def drop(self, tx: Tx) -> None:
+        for t in self.tables:
+            tx.execute(f"DROP TABLE IF EXISTS {self.table(t.name)}")
+
+    def rename_to_live(self, tx: Tx) -> None:
+        for t in self.tables:
+            tx.execute(f"ALTER TABLE {self.table(t.name)} RENAME TO view_{t.name}")
+
+    def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
+        """Applies a batch of (position, domain event) to this copy's tables."""
+        raise NotImplementedError
