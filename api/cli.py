@@ -3,6 +3,9 @@
 import csv
 import getpass
 import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Annotated, Optional
@@ -10,9 +13,11 @@ from uuid import UUID
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 from api.access import Principal
+from api.readside import ReadSide
 from api.render import case_state, history_entry
 from api.settings import Settings, get_settings
 from domain.actor import Actor
@@ -24,9 +29,11 @@ cli = typer.Typer(help="lastmeter: need-to-service cases for the disability-serv
 tokens_cli = typer.Typer(help="Access tokens.", no_args_is_help=True)
 audit_cli = typer.Typer(help="Audit: replay and verify history.", no_args_is_help=True)
 orgs_cli = typer.Typer(help="The org tree.", no_args_is_help=True)
+projections_cli = typer.Typer(help="The read side's views.", no_args_is_help=True)
 cli.add_typer(tokens_cli, name="tokens")
 cli.add_typer(audit_cli, name="audit")
 cli.add_typer(orgs_cli, name="orgs")
+cli.add_typer(projections_cli, name="projections")
 console = Console()
 
 
@@ -157,6 +164,65 @@ def orgs_import(file: Path) -> None:
     finally:
         app.close()
     console.print(f"{added} new org units of {len(units)} in the file")
+
+
+@contextmanager
+def read_side() -> Iterator[ReadSide]:
+    app = open_app()
+    readside = ReadSide(app)
+    try:
+        yield readside
+    finally:
+        readside.close()
+        app.close()
+
+
+@projections_cli.command("status")
+def projections_status() -> None:
+    """Each view's position and lag."""
+    with read_side() as readside:
+        statuses = readside.projector.statuses()
+    table = Table("view", "position", "head", "lag")
+    for s in statuses:
+        table.add_row(s.name, str(s.position), str(s.head), str(s.lag))
+    console.print(table)
+
+
+@projections_cli.command("rebuild")
+def projections_rebuild(name: Annotated[Optional[str], typer.Argument(help="one view; default: all")] = None) -> None:
+    """Rebuilds views beside the live ones from the whole log, swapping each in once caught up."""
+    with read_side() as readside:
+        projector = readside.projector
+        names = [name] if name else list(projector.views)
+        unknown = [n for n in names if n not in projector.views]
+        if unknown:
+            console.print(f"[red]error:[/red] no view {unknown[0]!r}; views: {', '.join(projector.views)}")
+            raise typer.Exit(2)
+        for view in names:
+            started = time.perf_counter()
+            with Progress(TextColumn(f"{view:<10}"), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(), console=console) as bar:
+                task = bar.add_task(view, total=max(projector.head(), 1), rate="-")
+
+                def progress(done: int, head: int) -> None:
+                    elapsed = time.perf_counter() - started
+                    bar.update(task, completed=done, total=max(head, done, 1), rate=f"{done / elapsed:,.0f}")
+
+                done = projector.rebuild(view, progress)
+            console.print(f"{view}: {done} events in {time.perf_counter() - started:.1f} s")
+
+
+@cli.command()
+def projector() -> None:
+    """Keeps the views up to date (run beside `serve` with LASTMETER_RUN_PROJECTOR=false)."""
+    with read_side() as readside:
+        console.print("following the event log; Ctrl-C to stop")
+        readside.start()
+        try:
+            while readside.following:
+                time.sleep(1)
+        except KeyboardInterrupt:
+            pass
 
 
 def main() -> None:

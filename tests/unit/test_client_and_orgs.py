@@ -14,6 +14,13 @@ ADMIN = Actor("root", "admin")
 DIGITS17 = st.text(alphabet="0123456789", min_size=17, max_size=17)
 
 
+def reference_check_character(first17: str) -> str:
+    """GB 11643 as ISO 7064 MOD 11-2: digit i weighs 2**(17 - i); the check makes the sum 1 mod 11."""
+    total = sum(int(d) * 2 ** (17 - i) for i, d in enumerate(first17))
+    check = (12 - total % 11) % 11
+    return "X" if check == 10 else str(check)
+
+
 class TestIdNumberCheckDigit:
     @pytest.mark.parametrize(
         "id_number",
@@ -28,6 +35,12 @@ class TestIdNumberCheckDigit:
     def test_computes_the_check_character_of_known_numbers(self):
         assert id_number_check_digit("11010519491231002") == "X"
         assert id_number_check_digit("44052418800101001") == "4"
+        assert id_number_check_digit("35052119870612345") == reference_check_character("35052119870612345")
+
+    @settings(max_examples=100, deadline=None)
+    @given(first17=DIGITS17)
+    def test_the_check_character_is_iso_7064_mod_11_2(self, first17):
+        assert id_number_check_digit(first17) == reference_check_character(first17)
 
     def test_accepts_a_lowercase_x_and_records_it_uppercased(self):
         assert check_id_number("11010519491231002x") == "11010519491231002X"
