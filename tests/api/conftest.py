@@ -9,7 +9,8 @@ class Desk:
     def __init__(self, api):
         self.api = api
         self.http = api.client
-        self.auth = api.token("case_worker", "350502", user="li-worker")
+        self.user = "li-worker"
+        self.auth = api.token("case_worker", "350502", user=self.user)
 
     def post(self, path: str, json=None, **headers):
         return self.http.post(path, json=json, headers={**self.auth, **headers})
@@ -29,6 +30,7 @@ class Desk:
         assert r.status_code == 201, r.text
         case = r.json()
         case["_client"] = client
+        case["_position"] = r.headers["x-position"]
         return case
 
 

@@ -1,0 +1,177 @@
+"""The read side through the API: lists, workload, subsidies, audit search, operations."""
+
+import csv
+import io
+from datetime import datetime, timedelta, timezone
+
+import pytest
+from openpyxl import load_workbook
+
+from domain.clock import local
+from domain.orgs import OrgUnit
+from tests.conftest import ADMIN
+
+
+def fresh(desk, response) -> dict:
+    """Read-your-writes: the position of a write, for min_position."""
+    return {"min_position": response.headers["x-position"]}
+
+
+class TestCaseList:
+    def test_lists_newest_first_with_filters_and_cursor_paging(self, desk):
+        opened = [desk.open(kind=k) for k in ("certificate", "home_care", "certificate")]
+        last = desk.post(f"/v1/cases/{opened[0]['id']}/assignment", {"assignee": "chen"})
+        page = desk.get("/v1/cases", limit=2, **fresh(desk, last)).json()
+        assert [c["id"] for c in page["items"]] == [opened[2]["id"], opened[1]["id"]]
+        rest = desk.get("/v1/cases", limit=2, cursor=page["next_cursor"]).json()
+        assert [c["id"] for c in rest["items"]] == [opened[0]["id"]] and rest["next_cursor"] is None
+        assert [c["id"] for c in desk.get("/v1/cases", kind="home_care").json()["items"]] == [opened[1]["id"]]
+        assert [c["id"] for c in desk.get("/v1/cases", assignee="chen").json()["items"]] == [opened[0]["id"]]
+        assert desk.get("/v1/cases", status="closed").json()["items"] == []
+
+    def test_shows_only_the_callers_scope(self, desk, api):
+        mine = desk.open(org_unit="350502")
+        last = api.client.post("/v1/clients", json={"name": "x", "id_number": mine["_client"]["id_number"],
+                                                    "phone": "13700000000", "org_unit": "350503"},
+                               headers=api.token("admin"))
+        elsewhere = api.token("case_worker", "350503")
+        items = api.client.get("/v1/cases", params=fresh(desk, last), headers=elsewhere).json()["items"]
+        assert items == []
+
+    def test_bad_filters_are_422(self, desk):
+        assert desk.get("/v1/cases", kind="haircut").status_code == 422
+        assert desk.get("/v1/cases", status="lost").status_code == 422
+        assert desk.get("/v1/cases", org_unit="999999").status_code == 422
+        assert desk.get("/v1/cases", cursor="zzz").status_code == 422
+
+
+class TestReadYourWrites:
+    def test_min_position_beyond_the_log_is_422(self, desk):
+        r = desk.get("/v1/cases", min_position=10**9)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "min_position"
+
+    def test_a_write_is_visible_at_its_position(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/steps/verify_documents")
+        listed = desk.get("/v1/cases", **fresh(desk, r)).json()["items"]
+        assert listed[0]["stage"] == "documents_verified" and listed[0]["version"] == 2
+
+
+class TestWorkload:
+    @pytest.fixture
+    def villages(self, api):
+        api.app.add_org_units(ADMIN, [OrgUnit("350502001", "海滨街道", "township"),
+                                      OrgUnit("350502001001", "新华社区", "community"),
+                                      OrgUnit("350502002", "开元街道", "township")])
+
+    def test_a_township_row_includes_its_villages(self, desk, villages):
+        desk.open(org_unit="350502001001")
+        desk.open(org_unit="350502001")
+        last = desk.open(org_unit="350502002")
+        rows = {r["key"]: r for r in desk.get("/v1/workload", by="org_unit", min_position=last["_position"]).json()["items"]}
+        assert rows["350502001001"]["open"] == 1
+        assert rows["350502001"]["open"] == 2
+        assert rows["350502002"]["open"] == 1
+        assert rows["350502"]["open"] == 3
+        assert "350500" not in rows  # above the case worker's scope
+        assert set(rows["350502"]) == {"key", "open", "overdue", "due_soon", "closed_this_month"}
+
+    def test_counts_closed_this_month_and_on_hold_cases_are_not_overdue(self, desk):
+        a, b = desk.open(), desk.open()
+        desk.post(f"/v1/cases/{a['id']}/closure", {"outcome": "withdrawn"})
+        last = desk.post(f"/v1/cases/{b['id']}/hold", {"reason": "外出务工"})
+        row = desk.get("/v1/workload", by="kind", **fresh(desk, last)).json()["items"][0]
+        assert (row["key"], row["open"], row["closed_this_month"], row["overdue"]) == ("certificate", 1, 1, 0)
+
+    def test_by_assignee(self, desk):
+        a = desk.open()
+        last = desk.post(f"/v1/cases/{a['id']}/assignment", {"assignee": "lin"})
+        rows = desk.get("/v1/workload", by="assignee", **fresh(desk, last)).json()["items"]
+        assert {"key": "lin", "open": 1, "overdue": 0, "due_soon": 0, "closed_this_month": 0} in rows
+
+    def test_an_unknown_grouping_is_422(self, desk):
+        r = desk.get("/v1/workload", by="colour")
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "by"
+
+
+class TestLiaisonSubsidies:
+    def work(self, desk, visits: int) -> str:
+        case = desk.open()
+        desk.post(f"/v1/cases/{case['id']}/assignment", {"assignee": desk.user})
+        visited = (datetime.now(timezone.utc) - timedelta(minutes=5)).isoformat()
+        last = None
+        for _ in range(visits):
+            last = desk.post(f"/v1/cases/{case['id']}/visits", {"mode": "door_to_door", "visited_at": visited,
+                                                                "summary": "走访"})
+        return last.headers["x-position"]
+
+    def test_work_and_subsidy_by_the_default_tiers(self, desk, api):
+        position = self.work(desk, visits=9)
+        month = local(datetime.now(timezone.utc)).strftime("%Y-%m")
+        supervisor = api.token("supervisor", "350502")
+        r = api.client.get("/v1/reports/liaison-subsidies", params={"month": month, "min_position": position},
+                           headers=supervisor)
+        row = next(i for i in r.json()["items"] if i["liaison"] == desk.user)
+        assert row == {"liaison": desk.user, "cases_handled": 1, "visits": 9, "subsidy": "100.00"}
+
+    def test_csv_and_xlsx_carry_the_same_rows(self, desk, api):
+        position = self.work(desk, visits=1)
+        month = local(datetime.now(timezone.utc)).strftime("%Y-%m")
+        params = {"month": month, "min_position": position}
+        admin = api.token("admin")
+        text = api.client.get("/v1/reports/liaison-subsidies", params={**params, "format": "csv"}, headers=admin)
+        assert text.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(text.content.decode("utf-8-sig"))))
+        assert {"liaison": desk.user, "cases_handled": "1", "visits": "1", "subsidy": "50.00"} in rows
+        book = api.client.get("/v1/reports/liaison-subsidies", params={**params, "format": "xlsx"}, headers=admin)
+        sheet = load_workbook(io.BytesIO(book.content)).active
+        values = [tuple(c.value for c in row) for row in sheet.iter_rows()]
+        assert values[0] == ("liaison", "cases_handled", "visits", "subsidy")
+        assert (desk.user, 1, 1, "50.00") in values
+
+    def test_a_bad_month_is_422_and_a_case_worker_may_not_read_it(self, desk, api):
+        r = api.client.get("/v1/reports/liaison-subsidies", params={"month": "2026-13"}, headers=api.token("admin"))
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "month"
+        assert desk.get("/v1/reports/liaison-subsidies", month="2026-01").status_code == 403
+
+
+class TestAuditSearch:
+    def test_finds_a_cases_events_by_case_and_actor_without_personal_text(self, desk, api):
+        case = desk.open()
+        last = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "病情说明"})
+        auditor = api.token("auditor")
+        params = {"case_id": case["id"], "min_position": last.headers["x-position"]}
+        items = api.client.get("/v1/audit/events", params=params, headers=auditor).json()["items"]
+        assert [i["type"] for i in items] == ["CaseOpened", "NoteAdded"]
+        assert items[1]["actor"] == {"user": "li-worker", "role": "case_worker"}
+        assert "病情说明" not in str(items)
+        by_actor = api.client.get("/v1/audit/events", params={"actor": "li-worker", "limit": 2}, headers=auditor).json()
+        assert len(by_actor["items"]) == 2 and by_actor["next_cursor"]
+
+    def test_time_range_and_roles(self, desk, api):
+        last = desk.open()
+        auditor = api.token("auditor")
+        future = (datetime.now(timezone.utc) + timedelta(days=1)).isoformat()
+        r = api.client.get("/v1/audit/events", params={"from": future, "min_position": last["_position"]},
+                           headers=auditor)
+        assert r.json()["items"] == []
+        assert desk.get("/v1/audit/events").status_code == 403
+
+
+class TestOperations:
+    def test_projections_report_position_and_lag(self, desk, api):
+        case = desk.open()
+        desk.get("/v1/cases", min_position=case["_position"])
+        items = api.client.get("/v1/projections", headers=api.token("auditor")).json()["items"]
+        assert {i["name"] for i in items} == {"cases", "audit", "liaisons"}
+        assert all(i["position"] >= int(case["_position"]) for i in items)
+
+    def test_metrics_show_http_figures_and_lag(self, desk, api):
+        desk.open()
+        text = api.client.get("/metrics").text
+        assert "lastmeter_http_requests_total" in text
+        assert 'lastmeter_projection_lag_events{view="cases"}' in text
+
+    def test_ready_once_the_views_follow(self, api):
+        r = api.client.get("/readyz")
+        assert r.status_code == 200 and set(r.json()["views"]) == {"cases", "audit", "liaisons"}
