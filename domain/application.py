@@ -99,8 +99,8 @@ class LastMeter(Application):
         self.check_org_unit("org_unit", fields["org_unit"])
         return self._run(idem, "client", 201, lambda: Client.register(actor, **fields))
 
-    def get_client(self, client_id: UUID) -> Client:
-        return self._get(client_id, Client, "client")
+    def get_client(self, client_id: UUID, version: int | None = None) -> Client:
+        return self._get(client_id, Client, "client", version)
 
     # -- cases ------------------------------------------------------------
 

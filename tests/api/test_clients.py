@@ -81,3 +81,14 @@ class TestTextThatCannotBeStored:
         r = api.client.post(f"/v1/cases/{case['id']}/steps/refuse", content=b'{"reason": "\\ud800"}',
                             headers={**worker, "Content-Type": "application/json"})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason"
+
+
+class TestRetriedRegistration:
+    def test_a_repeat_with_the_same_key_answers_the_first_answer(self, api):
+        worker = {**api.token("case_worker", "350502"), "Idempotency-Key": "register-1"}
+        body = client_body()
+        first = api.client.post("/v1/clients", json=body, headers=worker)
+        again = api.client.post("/v1/clients", json=body, headers=worker)
+        assert (again.status_code, again.json()) == (201, first.json())
+        assert again.headers["location"] == first.headers["location"]
+        assert again.headers["x-position"] == first.headers["x-position"]
