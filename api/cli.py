@@ -22,6 +22,7 @@ from api.render import case_state, history_entry
 from api.settings import Settings, get_settings
 from domain.actor import Actor
 from domain.application import LastMeter
+from domain.clock import SHANGHAI
 from domain.errors import DomainError
 from domain.orgs import OrgUnit
 
@@ -130,9 +131,12 @@ def tokens_create(
 @audit_cli.command("replay")
 def audit_replay(
     case: UUID,
-    as_of: Annotated[Optional[datetime], typer.Option("--as-of", help="ISO 8601 moment, e.g. 2026-03-01T12:00:00+08:00")] = None,
+    as_of: Annotated[Optional[datetime], typer.Option(
+        "--as-of", help="ISO 8601 moment, e.g. 2026-03-01T12:00:00+08:00; without an offset, Asia/Shanghai")] = None,
 ) -> None:
     """Prints a case's history and its state as of a moment (default: now)."""
+    if as_of is not None and as_of.tzinfo is None:
+        as_of = as_of.replace(tzinfo=SHANGHAI)
     app = open_app()
     auditor = Principal("cli", "auditor")
     try:

@@ -188,6 +188,8 @@ class CaseMachine(RuleBasedStateMachine):
         if self.attempt(actor, expected, self.case.take_step, actor, name, payload, id_number=id_number):
             event = self.events[-1]
             assert type(event).__name__ == step.event
+            assert set(event.personal) == {f.name for f in fields if f.personal and f.name in payload}
+            assert set(event.facts) == {f.name for f in fields if not f.personal and f.name in payload}
             if name == "record_assessment":
                 self.assessment = (payload["category"], payload["grade"])
             if name == "quote_plan":
@@ -209,8 +211,10 @@ class CaseMachine(RuleBasedStateMachine):
     @rule(actor=ACTORS, reason=TEXT)
     def resume(self, actor, reason):
         expected = CaseNotOnHold if self.status != "on_hold" else InvalidInput if bad_text(reason) else None
+        due, held_at = self.case.due_at, self.case.held_at
         if self.attempt(actor, expected, self.case.resume, actor, reason):
             self.status = "open"
+            assert self.case.due_at == due + (self.events[-1].timestamp - held_at)  # the clock stood still
 
     @rule(actor=ACTORS, outcome=st.sampled_from(OUTCOMES + ("served", "served", "finished")),
           reason=st.one_of(st.none(), TEXT))

@@ -1,0 +1,198 @@
+"""Government purchased-service contracts (政府购买服务) and the deliveries reported under them.
+
+A contract's deliveries are events of the contract itself, so its budget is
+an invariant kept by optimistic concurrency: two deliveries racing for the
+last yuan cannot both be recorded. A contractor's report reference is the
+natural key of a delivery: a delivery's id is derived from contract and
+reference, and a re-sent report finds the first.
+"""
+
+import re
+from dataclasses import dataclass
+from datetime import date
+from decimal import Decimal
+from typing import Any
+from uuid import NAMESPACE_URL, UUID, uuid5
+
+from eventsourcing.domain import Aggregate
+
+from domain.actor import Actor
+from domain.errors import CommandRefused, InvalidInput
+from domain.fields import clean_text, parse_money
+from domain.kinds import KINDS
+
+UNITS = ("session", "hour", "household", "device")
+PENDING, ACCEPTED, REJECTED = "pending", "accepted", "rejected"
+_REFERENCE = re.compile(r"^[\x21-\x7e]{1,64}$")
+CENT = Decimal("0.01")
+
+
+class DuplicateDelivery(Exception):
+    """The contract already has a delivery with this reference."""
+
+    def __init__(self, delivery_id: UUID):
+        super().__init__(str(delivery_id))
+        self.delivery_id = delivery_id
+
+
+@dataclass
+class Delivery:
+    id: UUID
+    reference: str
+    case_id: UUID
+    delivered_on: str
+    units: int
+    amount: Decimal
+    recorded_version: int  # the contract's version that recorded it: its first answer
+    status: str = PENDING
+    reason: str | None = None
+
+
+def delivery_id(contract_id: UUID, reference: str) -> UUID:
+    return uuid5(NAMESPACE_URL, f"lastmeter:delivery:{contract_id}:{reference}")
+
+
+class Contract(Aggregate):
+    class ContractCreated(Aggregate.Created):
+        actor: dict
+        provider: str
+        service_kind: str
+        unit: str
+        unit_price: str
+        budget: str
+        starts_on: str
+        ends_on: str
+        org_units: list
+
+    class DeliveryReported(Aggregate.Event):
+        actor: dict
+        delivery_id: UUID
+        reference: str
+        case_id: UUID
+        delivered_on: str
+        units: int
+        amount: str
+
+        def apply(self, contract: "Contract") -> None:
+            contract.deliveries[self.delivery_id] = Delivery(
+                self.delivery_id, self.reference, self.case_id, self.delivered_on, self.units,
+                Decimal(self.amount), self.originator_version)
+
+    class DeliveryAccepted(Aggregate.Event):
+        actor: dict
+        delivery_id: UUID
+
+        def apply(self, contract: "Contract") -> None:
+            contract.deliveries[self.delivery_id].status = ACCEPTED
+
+    class DeliveryRejected(Aggregate.Event):
+        actor: dict
+        delivery_id: UUID
+        reason: str
+
+        def apply(self, contract: "Contract") -> None:
+            delivery = contract.deliveries[self.delivery_id]
+            delivery.status, delivery.reason = REJECTED, self.reason
+
+    def __init__(self, actor: dict, provider: str, service_kind: str, unit: str, unit_price: str, budget: str,
+                 starts_on: str, ends_on: str, org_units: list):
+        self.provider, self.service_kind, self.unit = provider, service_kind, unit
+        self.unit_price, self.budget = Decimal(unit_price), Decimal(budget)
+        self.starts_on, self.ends_on = starts_on, ends_on
+        self.org_units = list(org_units)
+        self.created_by = actor["user"]
+        self.deliveries: dict[UUID, Delivery] = {}
+
+    @classmethod
+    def create(cls, actor: Actor, provider: str, service_kind: str, unit: str, unit_price: Any, budget: Any,
+               starts_on: date, ends_on: date, org_units: list[str]) -> "Contract":
+        if service_kind not in KINDS:
+            raise InvalidInput("service_kind", f"must be one of {', '.join(KINDS)}")
+        if unit not in UNITS:
+            raise InvalidInput("unit", f"must be one of {', '.join(UNITS)}")
+        price, total = parse_money(None, unit_price, "unit_price"), parse_money(None, budget, "budget")
+        if Decimal(price) <= 0:
+            raise InvalidInput("unit_price", "must be more than 0")
+        if ends_on < starts_on:
+            raise InvalidInput("ends_on", "must not be before starts_on")
+        if not org_units or len(set(org_units)) != len(org_units):
+            raise InvalidInput("org_units", "must list at least one org unit, each once")
+        return cls._create(cls.ContractCreated, actor=actor.as_dict(), provider=clean_text("provider", provider, 200),
+                           service_kind=service_kind, unit=unit, unit_price=price, budget=total,
+                           starts_on=starts_on.isoformat(), ends_on=ends_on.isoformat(), org_units=list(org_units))
+
+    # -- figures ------------------------------------------------------------
+
+    def total(self, *statuses: str) -> tuple[int, Decimal]:
+        chosen = [d for d in self.deliveries.values() if d.status in statuses]
+        return sum(d.units for d in chosen), sum((d.amount for d in chosen), Decimal("0.00"))
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.budget - self.total(PENDING, ACCEPTED)[1]
+
+    def covers_day(self, day: date) -> bool:
+        return self.starts_on <= day.isoformat() <= self.ends_on
+
+    # -- commands -----------------------------------------------------------
+
+    def report_delivery(self, actor: Actor, case_id: UUID, delivered_on: date, units: int, reference: str,
+                        referred: bool, today: date) -> UUID:
+        """Records a delivery, or raises DuplicateDelivery for a reference already recorded."""
+        if not isinstance(reference, str) or not _REFERENCE.match(reference):
+            raise InvalidInput("reference", "must be 1-64 visible ASCII characters")
+        found = delivery_id(self.id, reference)
+        if found in self.deliveries:
+            raise DuplicateDelivery(found)
+        if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= 100_000:
+            raise InvalidInput("units", "must be a whole number from 1 to 100000")
+        if delivered_on > today:
+            raise InvalidInput("delivered_on", "must not be in the future")
+        if not self.covers_day(delivered_on):
+            raise CommandRefused(f"delivered on {delivered_on}, outside the contract's period "
+                                 f"{self.starts_on} to {self.ends_on}")
+        if not referred:
+            raise CommandRefused(f"case {case_id} is not referred to this contract")
+        amount = (self.unit_price * units).quantize(CENT)
+        if amount > self.remaining:
+            raise CommandRefused(f"{amount} yuan exceeds the {self.remaining} yuan left of the budget")
+        self.trigger_event(self.DeliveryReported, actor=actor.as_dict(), delivery_id=found, reference=reference,
+                           case_id=case_id, delivered_on=delivered_on.isoformat(), units=units, amount=str(amount))
+        return found
+
+    def review(self, actor: Actor, delivery: UUID, accepted: bool, reason: str | None) -> None:
+        found = self.deliveries.get(delivery)
+        if found is None:
+            raise InvalidInput("delivery_id", "no such delivery on this contract")
+        if found.status != PENDING:
+            raise CommandRefused(f"the delivery was already {found.status}")
+        if accepted:
+            self.trigger_event(self.DeliveryAccepted, actor=actor.as_dict(), delivery_id=delivery)
+        else:
+            if reason is None:
+                raise InvalidInput("reason", "is required to reject a delivery")
+            self.trigger_event(self.DeliveryRejected, actor=actor.as_dict(), delivery_id=delivery,
+                               reason=clean_text("reason", reason, 2000))
+
+
+class PaymentStatement(Aggregate):
+    """A payment statement frozen at a log position: it names the contract's version it was made from."""
+
+    class StatementIssued(Aggregate.Created):
+        actor: dict
+        contract_id: UUID
+        period: str
+        contract_version: int
+        position: int
+
+    def __init__(self, actor: dict, contract_id: UUID, period: str, contract_version: int, position: int):
+        self.contract_id, self.period = contract_id, period
+        self.contract_version, self.position = contract_version, position
+        self.issued_by = actor["user"]
+
+    @classmethod
+    def issue(cls, actor: Actor, contract: Contract, period: str, position: int) -> "PaymentStatement":
+        if not isinstance(period, str) or not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
+            raise InvalidInput("period", "must be a month as YYYY-MM")
+        return cls._create(cls.StatementIssued, actor=actor.as_dict(), contract_id=contract.id, period=period,
+                           contract_version=contract.version, position=position)
