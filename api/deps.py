@@ -11,8 +11,8 @@ from api.access import Principal
 from domain.application import Idempotency, LastMeter
 from domain.errors import InvalidInput
 
-_KEY = re.compile(r"^[\x21-\x7e]{1,200}$")
-_ETAG = re.compile(r'^(W/)?"?(\d{1,9})"?$')
+_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+_ETAG = re.compile(r'(W/)?"?([0-9]{1,9})"?')
 
 
 def get_lastmeter(request: Request) -> LastMeter:
@@ -49,7 +49,7 @@ async def get_idempotency(
     """The Idempotency-Key with a hash of what it came with (route and body)."""
     if idempotency_key is None:
         return None
-    if not _KEY.match(idempotency_key):
+    if not _KEY.fullmatch(idempotency_key):
         raise InvalidInput("Idempotency-Key", "must be 1-200 visible ASCII characters")
     body = await request.body()
     try:
@@ -63,7 +63,7 @@ async def get_idempotency(
 def get_expected_version(if_match: Annotated[str | None, Header()] = None) -> int | None:
     if if_match is None or if_match.strip() == "*":
         return None
-    match = _ETAG.match(if_match.strip())
+    match = _ETAG.fullmatch(if_match.strip())
     if match is None:
         raise InvalidInput("If-Match", 'must be a version as an entity tag, e.g. "3"')
     return int(match.group(2))

@@ -12,7 +12,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.actor import ROLES, Actor
+from domain.actor import ROLES, STAFF_ID, Actor
+from domain.contract import check_provider
 from domain.errors import CommandRefused, InvalidInput
 
 SCOPED_ROLES = ("case_worker", "supervisor")
@@ -52,14 +53,14 @@ class AccessToken(Aggregate):
     def issue(
         cls, actor: Actor, secret: str, user: str, role: str, org_unit: str | None, provider: str | None
     ) -> "AccessToken":
-        if not user or len(user) > 64 or not user.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        if not isinstance(user, str) or not STAFF_ID.fullmatch(user):
             raise InvalidInput("user", "must be 1-64 letters, digits, '-', '_' or '.'")
         if role not in ROLES:
             raise InvalidInput("role", f"must be one of {', '.join(ROLES)}")
         if role in SCOPED_ROLES and org_unit is None:
             raise InvalidInput("org_unit", f"a {role} must be scoped to an org unit")
-        if role == "contractor" and not provider:
-            raise InvalidInput("provider", "a contractor must be scoped to a provider")
+        if role == "contractor":
+            check_provider("provider", provider)
         return cls._create(
             cls.TokenIssued,
             id=token_id(secret),

@@ -11,7 +11,7 @@ repeat finds the receipt and appends nothing, whatever crashed in between.
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -24,38 +24,19 @@ from domain.access import AccessToken, new_secret, token_id
 from domain.actor import Actor
 from domain.case import ServiceCase
 from domain.client import Client
-from domain.errors import DomainError, IdempotencyKeyReused, NotFound, StaleVersion, UnknownOrgUnit
+from domain.commands import Contention, Idempotency, Written
+from domain.errors import IdempotencyKeyReused, NotFound, StaleVersion, UnknownOrgUnit
 from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
+from domain.purchasing import PurchasedServices
 from domain.receipt import CommandReceipt
 
 MAX_ATTEMPTS = 200
 
 
-class Contention(DomainError):
-    """A command kept losing races; the caller may retry."""
+__all__ = ["Contention", "Idempotency", "LastMeter", "Written"]
 
 
-@dataclass(frozen=True)
-class Idempotency:
-    """A caller's Idempotency-Key and a hash of the request it came with."""
-
-    user: str
-    key: str
-    request_hash: str
-
-
-@dataclass(frozen=True)
-class Written:
-    resource: str
-    id: UUID
-    version: int
-    status: int
-    position: int | None  # None when answered from a receipt (look it up)
-    replayed: bool = False
-    state: Any = field(default=None, compare=False)  # the aggregate as written, when at hand
-
-
-class LastMeter(Application):
+class LastMeter(PurchasedServices, Application):
     name = "lastmeter"
 
     def __init__(self, env: dict[str, str] | None = None):
@@ -175,19 +156,19 @@ class LastMeter(Application):
 
     # -- the command loop -------------------------------------------------
 
-    def _run(self, idem: Idempotency | None, resource: str, status: int, attempt: Callable[[], Aggregate]) -> Written:
+    def _run(self, idem: Idempotency | None, resource: str, status: int, attempt: Callable[[], Any]) -> Written:
+        """Runs `attempt` (→ the aggregate, or (aggregate, item id)) under the receipt of `idem`."""
+
         def once() -> tuple[list[Aggregate], Written]:
             if idem is not None:
                 prior = self._receipt(idem)
                 if prior is not None:
                     return [], prior
-            target = attempt()
-            written = Written(resource, target.id, target.version, status, None)
+            target, item = _with_item(attempt())
+            written = Written(resource, target.id, target.version, status, None, item=item)
             if idem is None:
                 return [target], written
-            receipt = CommandReceipt.issue(
-                idem.user, idem.key, idem.request_hash, status, resource, target.id, target.version
-            )
+            receipt = CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written)
             return [target, receipt], written
 
         return self._retrying(once)
@@ -216,7 +197,8 @@ class LastMeter(Application):
             return None
         if receipt.request_hash != idem.request_hash:
             raise IdempotencyKeyReused()
-        return Written(receipt.resource, receipt.resource_id, receipt.resource_version, receipt.status, None, True)
+        return Written(receipt.resource, receipt.resource_id, receipt.resource_version, receipt.status, None, True,
+                       receipt.item)
 
     def _get(self, aggregate_id: UUID, cls: type, what: str, version: int | None = None) -> Any:
         try:
@@ -226,3 +208,7 @@ class LastMeter(Application):
         if not isinstance(aggregate, cls):
             raise NotFound(f"{what} {aggregate_id} not found")
         return aggregate
+
+
+def _with_item(result: Any) -> tuple[Aggregate, Any]:
+    return result if isinstance(result, tuple) else (result, None)

@@ -7,15 +7,16 @@ travel in each event's `personal` field, kept apart so that they can be
 encrypted with the person's own key; no event copies the person's identity.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import date, datetime, timedelta, timezone
 from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
-from domain.actor import Actor
+from domain.actor import STAFF_ID, Actor
 from domain.clock import end_of_day_after
+from domain.contract import Contract
 from domain.errors import (
     CaseClosed,
     CaseNotClosed,
@@ -27,6 +28,7 @@ from domain.errors import (
 )
 from domain.fields import clean_text, parse_payload
 from domain.kinds import CATEGORIES, KINDS, CaseKind, Step
+from domain.orgs import OrgTree
 
 SERVICE_MODES = ("centralised", "door_to_door", "proxy")
 PRIORITIES = ("normal", "high", "urgent")
@@ -99,6 +101,13 @@ class ServiceCase(Aggregate):
             case.outcome = None
             case._enter(self.stage, self.timestamp)
 
+    class CaseReferred(CaseEvent):
+        contract_id: UUID
+        provider: str
+
+        def apply(self, case: "ServiceCase") -> None:
+            case.referrals[str(self.contract_id)] = self.provider
+
     class StepTaken(CaseEvent):
         """Base of every kind's step events; subclasses are made from the declarations."""
 
@@ -142,6 +151,7 @@ class ServiceCase(Aggregate):
         self.visits = 0
         self.held_at: datetime | None = None
         self.reopens_to: str | None = None
+        self.referrals: dict[str, str] = {}  # contract id → provider
         self.stage = ""
         self.due_at: datetime | None = None
         self._enter(self.declaration.first_stage.name, self.created_on)
@@ -177,6 +187,8 @@ class ServiceCase(Aggregate):
         )
 
     def assign(self, actor: Actor, assignee: str) -> None:
+        if not isinstance(assignee, str) or not STAFF_ID.fullmatch(assignee):
+            raise InvalidInput("assignee", "must be a staff user id: letters, digits, '.', '_' or '-', at most 64")
         self._require_not_closed()
         if assignee == self.assignee:
             raise CommandRefused(f"the case is already assigned to {assignee}")
@@ -231,6 +243,23 @@ class ServiceCase(Aggregate):
             stage=self.reopens_to,
             personal={"reason": _text("reason", reason)},
         )
+
+    def refer(self, actor: Actor, contract: Contract, tree: OrgTree, today: date) -> None:
+        """Refers the case to a purchased-service contract that covers its kind, unit and day."""
+        self._require_not_closed()
+        if str(contract.id) in self.referrals:
+            raise CommandRefused("the case is already referred to this contract")
+        if contract.service_kind != self.kind:
+            raise CommandRefused(f"the contract is for {contract.service_kind} cases, not {self.kind}")
+        if not any(tree.covers(unit, self.org_unit) for unit in contract.org_units):
+            raise CommandRefused(f"the contract does not cover org unit {self.org_unit}")
+        if not contract.covers_day(today):
+            raise CommandRefused(f"the contract runs from {contract.starts_on} to {contract.ends_on}")
+        self.trigger_event(self.CaseReferred, actor=actor.as_dict(), contract_id=contract.id,
+                           provider=contract.provider)
+
+    def provided_by(self, provider: str) -> bool:
+        return provider in self.referrals.values()
 
     def take_step(self, actor: Actor, step_name: str, payload: Any, id_number: str | None = None) -> None:
         """Takes a step of the case's kind; `id_number` is needed to check a certificate number."""

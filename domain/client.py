@@ -16,7 +16,7 @@ from domain.fields import clean_text
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
-_PHONE = re.compile(r"^(\+?86)?1\d{10}$|^0\d{2,3}-?\d{7,8}$")
+_PHONE = re.compile(r"(\+?86)?1[0-9]{10}|0[0-9]{2,3}-?[0-9]{7,8}")
 
 
 def id_number_check_digit(first17: str) -> str:
@@ -25,7 +25,7 @@ def id_number_check_digit(first17: str) -> str:
 
 
 def check_id_number(value: Any) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"\d{17}[\dXx]", value):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{17}[0-9Xx]", value):
         raise InvalidInput("id_number", "must be an 18-character resident ID number")
     value = value.upper()
     if id_number_check_digit(value[:17]) != value[17]:
@@ -34,7 +34,7 @@ def check_id_number(value: Any) -> str:
 
 
 def check_phone(value: Any) -> str:
-    if not isinstance(value, str) or not _PHONE.match(value.replace(" ", "")):
+    if not isinstance(value, str) or not _PHONE.fullmatch(value.replace(" ", "")):
         raise InvalidInput("phone", "must be a mainland mobile (11 digits) or landline number")
     return value.replace(" ", "")
 

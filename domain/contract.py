@@ -23,7 +23,14 @@ from domain.kinds import KINDS
 
 UNITS = ("session", "hour", "household", "device")
 PENDING, ACCEPTED, REJECTED = "pending", "accepted", "rejected"
-_REFERENCE = re.compile(r"^[\x21-\x7e]{1,64}$")
+_REFERENCE = re.compile(r"[\x21-\x7e]{1,64}")
+PROVIDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
+
+def check_provider(field: str, provider: Any) -> str:
+    if not isinstance(provider, str) or not PROVIDER.fullmatch(provider):
+        raise InvalidInput(field, "must be a provider id: letters, digits, '.', '_' or '-', at most 64")
+    return provider
 CENT = Decimal("0.01")
 
 
@@ -117,7 +124,7 @@ class Contract(Aggregate):
             raise InvalidInput("ends_on", "must not be before starts_on")
         if not org_units or len(set(org_units)) != len(org_units):
             raise InvalidInput("org_units", "must list at least one org unit, each once")
-        return cls._create(cls.ContractCreated, actor=actor.as_dict(), provider=clean_text("provider", provider, 200),
+        return cls._create(cls.ContractCreated, actor=actor.as_dict(), provider=check_provider("provider", provider),
                            service_kind=service_kind, unit=unit, unit_price=price, budget=total,
                            starts_on=starts_on.isoformat(), ends_on=ends_on.isoformat(), org_units=list(org_units))
 
@@ -139,7 +146,7 @@ class Contract(Aggregate):
     def report_delivery(self, actor: Actor, case_id: UUID, delivered_on: date, units: int, reference: str,
                         referred: bool, today: date) -> UUID:
         """Records a delivery, or raises DuplicateDelivery for a reference already recorded."""
-        if not isinstance(reference, str) or not _REFERENCE.match(reference):
+        if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference):
             raise InvalidInput("reference", "must be 1-64 visible ASCII characters")
         found = delivery_id(self.id, reference)
         if found in self.deliveries:
@@ -192,7 +199,7 @@ class PaymentStatement(Aggregate):
 
     @classmethod
     def issue(cls, actor: Actor, contract: Contract, period: str, position: int) -> "PaymentStatement":
-        if not isinstance(period, str) or not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", period):
+        if not isinstance(period, str) or not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", period):
             raise InvalidInput("period", "must be a month as YYYY-MM")
         return cls._create(cls.StatementIssued, actor=actor.as_dict(), contract_id=contract.id, period=period,
                            contract_version=contract.version, position=position)

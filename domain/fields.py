@@ -14,7 +14,7 @@ from typing import Any
 
 from domain.errors import InvalidInput
 
-_MONEY = re.compile(r"^\d{1,9}(\.\d{1,2})?$")
+_MONEY = re.compile(r"[0-9]{1,9}(\.[0-9]{1,2})?")
 
 
 @dataclass(frozen=True)
@@ -126,7 +126,7 @@ def parse_integer(f: Field, value: Any, path: str) -> int:
 
 def parse_money(_: Field, value: Any, path: str) -> str:
     """Yuan as a decimal string with at most two places, never a float."""
-    if not isinstance(value, str) or not _MONEY.match(value):
+    if not isinstance(value, str) or not _MONEY.fullmatch(value):
         raise InvalidInput(path, 'must be yuan as a decimal string, e.g. "1200.00"')
     try:
         return str(Decimal(value).quantize(Decimal("0.01")))
@@ -141,7 +141,7 @@ def parse_boolean(_: Field, value: Any, path: str) -> bool:
 
 
 def parse_certificate_number(_: Field, value: Any, path: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"\d{17}[\dX]\d{2}", value):
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{17}[0-9X][0-9]{2}", value):
         raise InvalidInput(path, "must be the 18-character ID number followed by two digits")
     return value
 

@@ -15,6 +15,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
 from domain.errors import InvalidInput
+from domain.fields import clean_text
 
 CITY = "350500"
 LEVELS = {6: "county", 9: "township", 12: "village"}
@@ -37,7 +38,7 @@ BUILT_IN = (
     ("350590", "台商投资区", "county"),
 )
 
-_CODE = re.compile(r"^\d{6}(\d{3}){0,2}$")
+_CODE = re.compile(r"[0-9]{6}([0-9]{3}){0,2}")
 
 
 @dataclass(frozen=True)
@@ -61,7 +62,7 @@ def parent_of(code: str) -> str | None:
 
 
 def check_code(field: str, code: str) -> str:
-    if not isinstance(code, str) or not _CODE.match(code):
+    if not isinstance(code, str) or not _CODE.fullmatch(code):
         raise InvalidInput(field, "must be a 6, 9 or 12 digit statistical division code")
     return code
 
@@ -136,18 +137,20 @@ class OrgRegistry(Aggregate):
         """Adds units not yet known (parents first); returns how many were new."""
         known = set(self.units)
         new = []
-        for i, unit in enumerate(sorted(units, key=lambda u: len(u.code))):
-            field = f"units[{i}]"
-            check_code(f"{field}.code", unit.code)
+        for i, unit in enumerate(units):
+            check_code(f"units[{i}].code", unit.code)
+        for i in sorted(range(len(units)), key=lambda i: len(units[i].code)):
+            unit, field = units[i], f"units[{i}]"
+            if unit.code in known:
+                continue
             if unit.kind not in UNIT_KINDS:
                 raise InvalidInput(f"{field}.kind", f"must be one of {', '.join(UNIT_KINDS)}")
-            if not unit.name.strip():
+            if not isinstance(unit.name, str) or not unit.name.strip():
                 raise InvalidInput(f"{field}.name", "must not be empty")
             if unit.parent not in known:
                 raise InvalidInput(f"{field}.code", f"its parent {unit.parent} is not known")
-            if unit.code not in known:
-                known.add(unit.code)
-                new.append({"code": unit.code, "name": unit.name.strip(), "kind": unit.kind})
+            known.add(unit.code)
+            new.append({"code": unit.code, "name": clean_text(f"{field}.name", unit.name, 100), "kind": unit.kind})
         if new:
             self.trigger_event(self.UnitsAdded, actor=actor.as_dict(), units=new)
         return len(new)

@@ -10,6 +10,8 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.commands import Written
+
 
 class CommandReceipt(Aggregate):
     class CommandAnswered(Aggregate.Created):
@@ -18,28 +20,30 @@ class CommandReceipt(Aggregate):
         resource: str  # "case" or "client"
         resource_id: UUID
         resource_version: int
+        item: UUID | None
 
     @staticmethod
     def id_for(user: str, key: str) -> UUID:
         return uuid5(NAMESPACE_URL, f"lastmeter:receipt:{user}\x00{key}")
 
-    def __init__(self, request_hash: str, status: int, resource: str, resource_id: UUID, resource_version: int):
+    def __init__(self, request_hash: str, status: int, resource: str, resource_id: UUID, resource_version: int,
+                 item: UUID | None):
         self.request_hash = request_hash
         self.status = status
         self.resource = resource
         self.resource_id = resource_id
         self.resource_version = resource_version
+        self.item = item
 
     @classmethod
-    def issue(
-        cls, user: str, key: str, request_hash: str, status: int, resource: str, resource_id: UUID, version: int
-    ) -> "CommandReceipt":
+    def issue(cls, user: str, key: str, request_hash: str, written: Written) -> "CommandReceipt":
         return cls._create(
             cls.CommandAnswered,
             id=cls.id_for(user, key),
             request_hash=request_hash,
-            status=status,
-            resource=resource,
-            resource_id=resource_id,
-            resource_version=version,
+            status=written.status,
+            resource=written.resource,
+            resource_id=written.id,
+            resource_version=written.version,
+            item=written.item,
         )

@@ -18,7 +18,7 @@ from projections.view import Table, View
 
 COLUMNS = ("id", "version", "kind", "client_id", "org_unit", "stage", "status", "outcome", "assignee",
            "service_mode", "priority", "opened_by", "opened_at", "updated_at", "due_at", "held_at",
-           "closed_at", "reopens_to", "notes", "visits", "opened_position")
+           "closed_at", "reopens_to", "notes", "visits", "opened_position", "providers")
 CASE_EVENTS = (ServiceCase.CaseOpened, ServiceCase.CaseEvent)
 
 
@@ -31,7 +31,7 @@ class CaseView(View):
             "org_unit TEXT NOT NULL, stage TEXT NOT NULL, status TEXT NOT NULL, outcome TEXT, assignee TEXT, "
             "service_mode TEXT, priority TEXT NOT NULL, opened_by TEXT NOT NULL, opened_at BIGINT NOT NULL, "
             "updated_at BIGINT NOT NULL, due_at BIGINT, held_at BIGINT, closed_at BIGINT, reopens_to TEXT, "
-            "notes BIGINT NOT NULL, visits BIGINT NOT NULL, opened_position BIGINT NOT NULL",
+            "notes BIGINT NOT NULL, visits BIGINT NOT NULL, opened_position BIGINT NOT NULL, providers TEXT NOT NULL",
             indexes=("org_unit, opened_position", "assignee, opened_position", "opened_position",
                      "status, due_at", "closed_at"),
         ),
@@ -88,6 +88,7 @@ def _row(case: ServiceCase, extra: dict) -> tuple:
         case.outcome, case.assignee, case.service_mode, case.priority, case.opened_by, micros(case.created_on),
         micros(case.modified_on), micros(case.due_at), micros(case.held_at), micros(extra["closed_at"]),
         case.reopens_to, case.notes, case.visits, extra["opened_position"],
+        "".join(f"|{contract}={provider}" for contract, provider in sorted(case.referrals.items())) + "|",
     )
 
 
@@ -100,6 +101,7 @@ def _case(row: dict) -> tuple[ServiceCase, dict]:
         client_id=UUID(row["client_id"]), org_unit=row["org_unit"], service_mode=row["service_mode"],
         priority=row["priority"], opened_by=row["opened_by"], assignee=row["assignee"], status=row["status"],
         outcome=row["outcome"], details={}, need=None, personal={}, notes=row["notes"], visits=row["visits"],
+        referrals=dict(p.split("=", 1) for p in row["providers"].split("|") if p),
         held_at=moment(row["held_at"]), reopens_to=row["reopens_to"], stage=row["stage"],
         due_at=moment(row["due_at"]),
     )
@@ -129,9 +131,10 @@ def list_cases(tx: Tx, where: "Where", limit: int, before: int | None) -> list[d
 class Where:
     """Filters of the case list and workload, in SQL both stores understand."""
 
-    def __init__(self, now: datetime, prefix: str | None = None, **equal: Any):
+    def __init__(self, now: datetime, prefix: str | None = None, provider: str | None = None, **equal: Any):
         self.now = now
         self.prefix = prefix
+        self.provider = provider
         self.equal = {k: v for k, v in equal.items() if v is not None}
         self.overdue: bool | None = None
 
@@ -140,6 +143,10 @@ class Where:
         if self.prefix:
             clauses.append("org_unit LIKE ?")
             params.append(self.prefix + "%")
+        if self.provider:
+            escaped = self.provider.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            clauses.append("providers LIKE ? ESCAPE '\\'")
+            params.append(f"%={escaped}|%")
         for column, value in self.equal.items():
             clauses.append(f"{column} = ?")
             params.append(value)

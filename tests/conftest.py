@@ -12,9 +12,7 @@ from collections.abc import Iterator
 
 import psycopg
 import pytest
-from fastapi.testclient import TestClient
 
-from api.app import create_app
 from api.settings import Settings
 from domain.actor import Actor
 from domain.application import LastMeter
@@ -67,22 +65,3 @@ def lastmeter(settings: Settings) -> Iterator[LastMeter]:
     app.found()
     yield app
     app.close()
-
-
-class Api:
-    """The FastAPI app under test, with tokens for any role and scope."""
-
-    def __init__(self, client: TestClient):
-        self.client = client
-        self.app: LastMeter = client.app.state.lastmeter
-
-    def token(self, role: str, org_unit: str | None = None, user: str | None = None, provider: str | None = None) -> dict:
-        user = user or f"{role}-{uuid.uuid4().hex[:6]}"
-        secret = self.app.issue_token(ADMIN, user, role, org_unit, provider)
-        return {"Authorization": f"Bearer {secret}"}
-
-
-@pytest.fixture
-def api(settings: Settings) -> Iterator[Api]:
-    with TestClient(create_app(settings)) as client:
-        yield Api(client)

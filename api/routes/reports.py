@@ -21,7 +21,7 @@ COLUMNS = ("liaison", "cases_handled", "visits", "subsidy")
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
     """The month's first moment and the next month's, Asia/Shanghai."""
-    if not re.fullmatch(r"\d{4}-(0[1-9]|1[0-2])", month):
+    if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):
         raise InvalidInput("month", "must be a month as YYYY-MM")
     year, number = int(month[:4]), int(month[5:])
     start = datetime(year, number, 1, tzinfo=SHANGHAI)

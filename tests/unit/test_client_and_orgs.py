@@ -81,7 +81,6 @@ class TestIdNumberCheckDigit:
         with pytest.raises(InvalidInput):
             check_id_number(typo)
 
-    @pytest.mark.xfail(strict=True, reason="BUG: \\d matches full-width and other Unicode digits (domain/client.py)")
     def test_refuses_full_width_digits(self):
         first17 = "３５０５０２１９８００１０１１２３"  # what a Chinese input method may type
         with pytest.raises(InvalidInput):
@@ -126,7 +125,6 @@ class TestPhone:
             check_phone(phone)
         assert excinfo.value.field == "phone"
 
-    @pytest.mark.xfail(strict=True, reason="BUG: `$` in _PHONE matches before a final newline, which is kept")
     def test_refuses_a_trailing_newline(self):
         with pytest.raises(InvalidInput):
             check_phone("13912345678\n")
@@ -310,13 +308,11 @@ class TestOrgRegistry:
         events = registry.collect_events()
         assert replay(events).units == registry.units
 
-    @pytest.mark.xfail(strict=True, reason="BUG: the city (no parent) is refused instead of skipped as already known")
     def test_an_import_that_lists_the_city_again_adds_only_what_is_new(self):
         registry = OrgRegistry.founded()
         units = [OrgUnit("350500", "泉州市", "city"), OrgUnit("350502001", "海滨街道", "township")]
         assert registry.add_units(units, ADMIN) == 1
 
-    @pytest.mark.xfail(strict=True, reason="BUG: units[i] counts in the sorted order, not in the order given")
     def test_a_refused_unit_is_named_by_its_place_in_the_list_given(self):
         registry = OrgRegistry.founded()
         units = [OrgUnit("350502001001", "某社区", "community"), OrgUnit("350599001", "某街道", "township")]

@@ -1,0 +1,161 @@
+"""Use cases of purchased services: contracts, referrals, deliveries, reviews, statements.
+
+A mixin of the LastMeter application, kept apart so that each module has one job.
+"""
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import date, datetime, timezone
+from typing import Any
+from uuid import UUID
+
+from domain.actor import Actor
+from domain.case import ServiceCase
+from domain.clock import local
+from domain.contract import Contract, Delivery, DuplicateDelivery, PaymentStatement
+from domain.commands import Written
+from domain.errors import CommandRefused, InvalidInput, NotFound, StaleVersion
+
+
+@dataclass(frozen=True)
+class DeliveryRow:
+    """One delivery as a contractor reports it (a request body, or a spreadsheet row)."""
+
+    case_id: Any
+    delivered_on: Any
+    units: Any
+    reference: Any
+
+
+@dataclass(frozen=True)
+class RowResult:
+    row: int
+    result: str  # recorded, duplicate or refused
+    reference: str | None
+    delivery_id: UUID | None = None
+    reason: str | None = None
+
+
+def today() -> date:
+    return local(datetime.now(timezone.utc)).date()
+
+
+class PurchasedServices:
+    """Mixed into LastMeter: relies on its _run, _retrying, _get, get_case and org_tree."""
+
+    def create_contract(self, actor: Actor, idem, org_units: list[str], **fields: Any):
+        for i, unit in enumerate(org_units):
+            self.check_org_unit(f"org_units[{i}]", unit)
+        return self._run(idem, "contract", 201, lambda: Contract.create(actor, org_units=org_units, **fields))
+
+    def get_contract(self, contract_id: UUID, version: int | None = None) -> Contract:
+        return self._get(contract_id, Contract, "contract", version)
+
+    def refer_case(self, actor: Actor, idem, case_id: UUID, expected: int | None, contract_id: UUID):
+        contract = self.get_contract(contract_id)
+        tree = self.org_tree()
+        return self.update_case(idem, case_id, expected, lambda case: case.refer(actor, contract, tree, today()))
+
+    def report_delivery(self, actor: Actor, idem, contract_id: UUID, row: DeliveryRow):
+        """Records one delivery; a reference already recorded answers the first answer again."""
+
+        def attempt() -> tuple[Contract, UUID]:
+            contract = self.get_contract(contract_id)
+            try:
+                return contract, self._record_row(actor, contract, row)
+            except DuplicateDelivery as duplicate:
+                raise _Replay(contract.deliveries[duplicate.delivery_id]) from None
+
+        try:
+            return self._run(idem, "delivery", 201, attempt)
+        except _Replay as replay:
+            return self._delivery_written(contract_id, replay.delivery)
+
+    def import_deliveries(self, actor: Actor, contract_id: UUID, rows: list[DeliveryRow]) -> list[RowResult]:
+        """Records every acceptable row in one transaction; answers each row."""
+
+        def once() -> tuple[list, list[RowResult]]:
+            contract = self.get_contract(contract_id)
+            results = [self._import_row(actor, contract, number, row) for number, row in enumerate(rows, start=2)]
+            recorded = any(r.result == "recorded" for r in results)
+            return ([contract] if recorded else []), results
+
+        return self._retrying(once)
+
+    def review_delivery(self, actor: Actor, idem, contract_id: UUID, delivery: UUID, expected: int | None,
+                        accepted: bool, reason: str | None, may_review: Callable[[ServiceCase], None]):
+        def attempt() -> tuple[Contract, UUID]:
+            contract = self.get_contract(contract_id)
+            if expected is not None and contract.version != expected:
+                raise StaleVersion(expected, contract.version)
+            found = contract.deliveries.get(delivery)
+            if found is None:
+                raise NotFound(f"delivery {delivery} not found")
+            may_review(self.get_case(found.case_id))
+            contract.review(actor, delivery, accepted, reason)
+            return contract, delivery
+
+        return self._run(idem, "delivery", 200, attempt)
+
+    def issue_statement(self, actor: Actor, idem, contract_id: UUID, period: str):
+        def attempt() -> PaymentStatement:
+            contract = self.get_contract(contract_id)
+            return PaymentStatement.issue(actor, contract, period, self.recorder.max_notification_id() or 0)
+
+        return self._run(idem, "statement", 201, attempt)
+
+    def get_statement(self, contract_id: UUID, statement_id: UUID) -> tuple[PaymentStatement, Contract]:
+        statement = self._get(statement_id, PaymentStatement, "statement")
+        if statement.contract_id != contract_id:
+            raise NotFound(f"statement {statement_id} not found")
+        return statement, self.get_contract(contract_id, statement.contract_version)
+
+    # -- rows -------------------------------------------------------------
+
+    def _record_row(self, actor: Actor, contract: Contract, row: DeliveryRow) -> UUID:
+        case_id, delivered_on = _uuid("case_id", row.case_id), _day("delivered_on", row.delivered_on)
+        try:
+            referred = str(contract.id) in self.get_case(case_id).referrals
+        except NotFound:
+            referred = False
+        return contract.report_delivery(actor, case_id, delivered_on, row.units, row.reference, referred, today())
+
+    def _import_row(self, actor: Actor, contract: Contract, number: int, row: DeliveryRow) -> RowResult:
+        reference = row.reference if isinstance(row.reference, str) else None
+        try:
+            return RowResult(number, "recorded", reference, self._record_row(actor, contract, row))
+        except DuplicateDelivery as duplicate:
+            return RowResult(number, "duplicate", reference, duplicate.delivery_id)
+        except InvalidInput as error:
+            return RowResult(number, "refused", reference, reason=f"{error.field}: {error.reason}")
+        except CommandRefused as error:
+            return RowResult(number, "refused", reference, reason=str(error))
+
+    def _delivery_written(self, contract_id: UUID, delivery: Delivery) -> Written:
+        return Written("delivery", contract_id, delivery.recorded_version, 201, None, replayed=True,
+                       item=delivery.id)
+
+
+class _Replay(Exception):
+    """Carries a delivery already recorded out of the command loop: its first answer is the answer."""
+
+    def __init__(self, delivery: Delivery):
+        self.delivery = delivery
+
+
+def _uuid(field: str, value: Any) -> UUID:
+    try:
+        return value if isinstance(value, UUID) else UUID(str(value).strip())
+    except ValueError:
+        raise InvalidInput(field, "must be a case id (UUID)") from None
+
+
+def _day(field: str, value: Any) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise InvalidInput(field, "must be a date as YYYY-MM-DD") from None
