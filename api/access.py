@@ -5,6 +5,7 @@ their own; a case or client outside their scope answers 404 so its existence
 is not revealed. A role that may not act at all answers 403.
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from domain.actor import Actor
@@ -20,14 +21,21 @@ MATRIX: dict[str, frozenset[str]] = {
     "read_client": STAFF | {"auditor"},
     "open_case": STAFF,
     "update_case": STAFF,
-    "read_case": STAFF | {"auditor"},
+    "read_case": STAFF | {"auditor", "contractor"},
     "read_history": STAFF | {"auditor"},
     "read_reference": EVERYONE,
-    "list_cases": STAFF | {"auditor"},
+    "list_cases": STAFF | {"auditor", "contractor"},
     "read_workload": STAFF | {"auditor"},
     "read_subsidies": frozenset({"supervisor", "admin", "auditor"}),
     "read_audit": frozenset({"auditor", "admin"}),
     "read_projections": EVERYONE,
+    "create_contract": frozenset({"supervisor", "admin"}),
+    "read_contract": STAFF | {"auditor", "contractor"},
+    "refer_case": STAFF,
+    "report_delivery": frozenset({"contractor"}),
+    "review_delivery": STAFF,
+    "issue_statement": frozenset({"supervisor", "admin"}),
+    "read_statement": frozenset({"supervisor", "admin", "auditor", "contractor"}),
 }
 
 # Who sees a person's personal fields (name, ID number, phone, address, notes ...).
@@ -64,6 +72,20 @@ class Principal:
         if own is not None and tree.covers(wanted, own):
             return code_prefix(own)
         return NOTHING
+
+    def sees_case(self, tree: OrgTree, org_unit: str, providers: Iterable[str]) -> bool:
+        """A contractor sees the cases referred to its provider; others, the cases in their scope."""
+        if self.role == "contractor":
+            return self.provider in providers
+        return self.covers(tree, org_unit)
+
+    def sees_contract(self, tree: OrgTree, provider: str, org_units: Iterable[str]) -> bool:
+        """A contractor sees its provider's contracts; scoped staff, contracts overlapping their scope."""
+        if self.role == "contractor":
+            return self.provider == provider
+        if self.role in ("admin", "auditor"):
+            return True
+        return any(tree.covers(self.org_unit, u) or tree.covers(u, self.org_unit) for u in org_units)
 
     def covers(self, tree: OrgTree, org_unit: str) -> bool:
         """Whether this principal's scope reaches `org_unit`."""

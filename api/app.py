@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import metrics, problems
-from api.routes import audit, cases, clients, health, reference, reports, workload
+from api.routes import audit, cases, clients, contracts, health, reference, reports, workload
 from api.readside import ReadSide
 from api.settings import Settings, get_settings
 from domain.application import LastMeter
@@ -36,7 +36,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     app.state.metrics = metrics.install(app)
-    for module in (clients, cases, workload, reports, audit, reference, health):
+    for module in (clients, cases, contracts, workload, reports, audit, reference, health):
         app.include_router(module.router)
     return app
 

@@ -31,10 +31,12 @@ tokens_cli = typer.Typer(help="Access tokens.", no_args_is_help=True)
 audit_cli = typer.Typer(help="Audit: replay and verify history.", no_args_is_help=True)
 orgs_cli = typer.Typer(help="The org tree.", no_args_is_help=True)
 projections_cli = typer.Typer(help="The read side's views.", no_args_is_help=True)
+import_cli = typer.Typer(help="Imports from files.", no_args_is_help=True)
 cli.add_typer(tokens_cli, name="tokens")
 cli.add_typer(audit_cli, name="audit")
 cli.add_typer(orgs_cli, name="orgs")
 cli.add_typer(projections_cli, name="projections")
+cli.add_typer(import_cli, name="import")
 console = Console()
 
 
@@ -168,6 +170,30 @@ def orgs_import(file: Path) -> None:
     finally:
         app.close()
     console.print(f"{added} new org units of {len(units)} in the file")
+
+
+@import_cli.command("deliveries")
+def import_deliveries(
+    file: Path,
+    contract: Annotated[UUID, typer.Option(help="the contract the deliveries are reported under")],
+) -> None:
+    """Imports a contractor's CSV or XLSX of deliveries; prints each row's result."""
+    from api.imports import read_rows
+
+    app = open_app()
+    try:
+        results = app.import_deliveries(operator(), contract, read_rows(file.read_bytes(), file.name))
+    except DomainError as error:
+        fail(error)
+    finally:
+        app.close()
+    table = Table("row", "result", "reference", "reason")
+    for r in results:
+        if r.result != "recorded":
+            table.add_row(str(r.row), r.result, r.reference or "", r.reason or "")
+    console.print(table)
+    counts = {name: sum(r.result == name for r in results) for name in ("recorded", "duplicate", "refused")}
+    console.print(", ".join(f"{n} {name}" for name, n in counts.items()))
 
 
 @contextmanager

@@ -68,6 +68,11 @@ def client_state(client: Client, principal: Principal) -> dict[str, Any]:
     }
 
 
+def visit_contact(client: Client) -> dict[str, Any]:
+    """The personal fields a contractor's visit needs, and no others."""
+    return {key: client.personal.get(key) for key in ("name", "phone", "address")}
+
+
 def history_entry(event: ServiceCase.Event, principal: Principal) -> dict[str, Any]:
     data = {k: v for k, v in vars(event).items() if k not in _EVENT_META}
     if principal.sees_personal_data():

@@ -1,6 +1,6 @@
 """Request bodies. Shapes are checked here; the domain checks meaning (ID check digits, codes, stages)."""
 
-from datetime import datetime
+from datetime import date
 from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
@@ -51,5 +51,32 @@ class ClosureIn(Body):
     reason: str | None = Field(default=None, min_length=1, max_length=4000)
 
 
-class PastMoment(Body):
-    as_of: datetime
+class ReferralIn(Body):
+    contract_id: UUID
+
+
+class ContractIn(Body):
+    provider: str = Field(description="the provider's id, as contractor tokens name it")
+    service_kind: str = Field(description="the case kind the contract serves")
+    unit: str = Field(description="session, hour, household or device")
+    unit_price: str = Field(description='yuan per unit, e.g. "120.00"')
+    budget: str = Field(description='yuan, e.g. "50000.00"')
+    starts_on: date
+    ends_on: date
+    org_units: list[str] = Field(min_length=1, max_length=5000)
+
+
+class DeliveryIn(Body):
+    case_id: UUID
+    delivered_on: date
+    units: int = Field(ge=1, le=100_000)
+    reference: str = Field(min_length=1, max_length=64, description="the contractor's own report reference")
+
+
+class ReviewIn(Body):
+    accepted: bool
+    reason: str | None = Field(default=None, min_length=1, max_length=2000)
+
+
+class StatementIn(Body):
+    period: str = Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")

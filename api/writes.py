@@ -1,31 +1,66 @@
-"""The answer to every write: the new state, ETag, X-Position, and Location on creation."""
+"""The answer to every write: the new state, ETag, X-Position, and Location on creation.
+
+A replay from a receipt (or of a delivery already recorded) renders the
+version that the first answer rendered, so the answer is the same.
+"""
 
 from collections.abc import Callable
 from typing import Any
 
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 
 from api.access import Principal
+from api.ledger import canonical, contract_state, delivery_state, statement_document
 from api.render import case_state, client_state
 from domain.application import LastMeter, Written
 from projections.eventlog import position_of
 
-_RESOURCES: dict[str, tuple[str, Callable[..., Any], Callable[..., Any]]] = {
-    "case": ("/v1/cases", LastMeter.get_case, case_state),
-    "client": ("/v1/clients", LastMeter.get_client, client_state),
+Renderer = Callable[[LastMeter, Written, Principal], tuple[Any, str]]  # → (body, location)
+
+
+def _case(app: LastMeter, w: Written, principal: Principal) -> tuple[Any, str]:
+    state = w.state if w.state is not None else app.get_case(w.id, w.version)
+    return case_state(state, principal), f"/v1/cases/{w.id}"
+
+
+def _client(app: LastMeter, w: Written, principal: Principal) -> tuple[Any, str]:
+    state = w.state if w.state is not None else app.get_client(w.id, w.version)
+    return client_state(state, principal), f"/v1/clients/{w.id}"
+
+
+def _contract(app: LastMeter, w: Written, _: Principal) -> tuple[Any, str]:
+    state = w.state if w.state is not None else app.get_contract(w.id, w.version)
+    return contract_state(state), f"/v1/contracts/{w.id}"
+
+
+def _delivery(app: LastMeter, w: Written, _: Principal) -> tuple[Any, str]:
+    contract = w.state if w.state is not None else app.get_contract(w.id, w.version)
+    return delivery_state(contract, contract.deliveries[w.item]), f"/v1/contracts/{w.id}/deliveries/{w.item}"
+
+
+def _statement(app: LastMeter, w: Written, _: Principal) -> tuple[Any, str]:
+    statement, contract = app.get_statement_by_id(w.id)
+    path = f"/v1/contracts/{statement.contract_id}/statements/{w.id}"
+    return Response(canonical(statement_document(statement, contract)), media_type="application/json"), path
+
+
+RENDERERS: dict[str, Renderer] = {
+    "case": _case, "client": _client, "contract": _contract, "delivery": _delivery, "statement": _statement,
 }
 
 
-def answer(app: LastMeter, principal: Principal, written: Written) -> JSONResponse:
-    """Renders what a command wrote; a replay from a receipt renders the same version again."""
-    path, load, render = _RESOURCES[written.resource]
-    state = written.state if written.state is not None else load(app, written.id, written.version)
+def answer(app: LastMeter, principal: Principal, written: Written) -> Response:
+    body, location = RENDERERS[written.resource](app, written, principal)
     position = written.position
     if position is None:
         position = position_of(app.recorder, written.id, written.version)
     headers = {"ETag": f'"{written.version}"', "X-Position": str(position)}
     if written.status == 201:
-        headers["Location"] = f"{path}/{written.id}"
+        headers["Location"] = location
     if written.replayed:
         headers["Idempotent-Replayed"] = "true"
-    return JSONResponse(render(state, principal), status_code=written.status, headers=headers)
+    if isinstance(body, Response):
+        body.status_code = written.status
+        body.headers.update(headers)
+        return body
+    return JSONResponse(body, status_code=written.status, headers=headers)

@@ -81,9 +81,10 @@ class Contract(Aggregate):
         amount: str
 
         def apply(self, contract: "Contract") -> None:
-            contract.deliveries[self.delivery_id] = Delivery(
-                self.delivery_id, self.reference, self.case_id, self.delivered_on, self.units,
-                Decimal(self.amount), self.originator_version)
+            delivery = Delivery(self.delivery_id, self.reference, self.case_id, self.delivered_on, self.units,
+                                Decimal(self.amount), self.originator_version)
+            contract.deliveries[self.delivery_id] = delivery
+            contract.committed += delivery.amount
 
     class DeliveryAccepted(Aggregate.Event):
         actor: dict
@@ -100,6 +101,7 @@ class Contract(Aggregate):
         def apply(self, contract: "Contract") -> None:
             delivery = contract.deliveries[self.delivery_id]
             delivery.status, delivery.reason = REJECTED, self.reason
+            contract.committed -= delivery.amount
 
     def __init__(self, actor: dict, provider: str, service_kind: str, unit: str, unit_price: str, budget: str,
                  starts_on: str, ends_on: str, org_units: list):
@@ -109,7 +111,7 @@ class Contract(Aggregate):
         self.org_units = list(org_units)
         self.created_by = actor["user"]
         self.deliveries: dict[UUID, Delivery] = {}
-
+        self.committed = Decimal("0.00")  # pending and accepted amounts: what the budget is spoken for
     @classmethod
     def create(cls, actor: Actor, provider: str, service_kind: str, unit: str, unit_price: Any, budget: Any,
                starts_on: date, ends_on: date, org_units: list[str]) -> "Contract":
@@ -136,7 +138,7 @@ class Contract(Aggregate):
 
     @property
     def remaining(self) -> Decimal:
-        return self.budget - self.total(PENDING, ACCEPTED)[1]
+        return self.budget - self.committed
 
     def covers_day(self, day: date) -> bool:
         return self.starts_on <= day.isoformat() <= self.ends_on

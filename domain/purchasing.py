@@ -76,7 +76,9 @@ class PurchasedServices:
 
         def once() -> tuple[list, list[RowResult]]:
             contract = self.get_contract(contract_id)
-            results = [self._import_row(actor, contract, number, row) for number, row in enumerate(rows, start=2)]
+            referred: dict[Any, bool] = {}  # case id → referred to this contract, looked up once per import
+            results = [self._import_row(actor, contract, number, row, referred)
+                       for number, row in enumerate(rows, start=2)]
             recorded = any(r.result == "recorded" for r in results)
             return ([contract] if recorded else []), results
 
@@ -104,26 +106,33 @@ class PurchasedServices:
 
         return self._run(idem, "statement", 201, attempt)
 
-    def get_statement(self, contract_id: UUID, statement_id: UUID) -> tuple[PaymentStatement, Contract]:
+    def get_statement_by_id(self, statement_id: UUID) -> tuple[PaymentStatement, Contract]:
+        """The statement, and its contract as it stood when the statement was frozen."""
         statement = self._get(statement_id, PaymentStatement, "statement")
-        if statement.contract_id != contract_id:
-            raise NotFound(f"statement {statement_id} not found")
-        return statement, self.get_contract(contract_id, statement.contract_version)
+        return statement, self.get_contract(statement.contract_id, statement.contract_version)
 
     # -- rows -------------------------------------------------------------
 
-    def _record_row(self, actor: Actor, contract: Contract, row: DeliveryRow) -> UUID:
+    def _record_row(self, actor: Actor, contract: Contract, row: DeliveryRow,
+                    referred: dict[Any, bool] | None = None) -> UUID:
         case_id, delivered_on = _uuid("case_id", row.case_id), _day("delivered_on", row.delivered_on)
-        try:
-            referred = str(contract.id) in self.get_case(case_id).referrals
-        except NotFound:
-            referred = False
-        return contract.report_delivery(actor, case_id, delivered_on, row.units, row.reference, referred, today())
+        referred = {} if referred is None else referred
+        if case_id not in referred:
+            referred[case_id] = self._is_referred(case_id, contract.id)
+        return contract.report_delivery(actor, case_id, delivered_on, row.units, row.reference,
+                                        referred[case_id], today())
 
-    def _import_row(self, actor: Actor, contract: Contract, number: int, row: DeliveryRow) -> RowResult:
+    def _is_referred(self, case_id: UUID, contract_id: UUID) -> bool:
+        try:
+            return str(contract_id) in self.get_case(case_id).referrals
+        except NotFound:
+            return False
+
+    def _import_row(self, actor: Actor, contract: Contract, number: int, row: DeliveryRow,
+                    referred: dict[Any, bool]) -> RowResult:
         reference = row.reference if isinstance(row.reference, str) else None
         try:
-            return RowResult(number, "recorded", reference, self._record_row(actor, contract, row))
+            return RowResult(number, "recorded", reference, self._record_row(actor, contract, row, referred))
         except DuplicateDelivery as duplicate:
             return RowResult(number, "duplicate", reference, duplicate.delivery_id)
         except InvalidInput as error:

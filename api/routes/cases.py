@@ -12,14 +12,15 @@ from pydantic import AwareDatetime
 
 from api.access import Principal
 from api.deps import App, ExpectedVersion, Fresh, Idem, ReadSideDep, permit
-from api.render import case_state, decode_cursor, encode_cursor, history_entry, listed_case
-from api.schemas import AssignmentIn, CaseIn, ClosureIn, NoteIn, ReasonIn, VisitIn
+from api.render import case_state, decode_cursor, encode_cursor, history_entry, listed_case, visit_contact
+from api.schemas import AssignmentIn, CaseIn, ClosureIn, NoteIn, ReasonIn, ReferralIn, VisitIn
 from api.writes import answer
 from domain.actor import Actor
 from domain.application import Idempotency, LastMeter
 from domain.case import ServiceCase
 from domain.errors import InvalidInput, NotFound
 from domain.kinds import KINDS
+from domain.orgs import code_prefix
 from projections import cases as views
 from projections.cases import Where
 
@@ -29,7 +30,7 @@ router = APIRouter(prefix="/v1/cases", tags=["cases"])
 def case_in_scope(app: LastMeter, principal: Principal, case_id: UUID) -> ServiceCase:
     """The case, or 404 when it does not exist or lies outside the caller's scope."""
     case = app.get_case(case_id)
-    if not principal.covers(app.org_tree(), case.org_unit):
+    if not principal.sees_case(app.org_tree(), case.org_unit, case.referrals.values()):
         raise NotFound(f"case {case_id} not found")
     return case
 
@@ -91,7 +92,11 @@ def list_cases(
         raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
     if org_unit is not None:
         app.check_org_unit("org_unit", org_unit)
-    where = Where(datetime.now(timezone.utc), principal.scope_prefix(app.org_tree(), org_unit),
+    if principal.role == "contractor":  # its scope is its provider's referrals, not an org unit
+        prefix = code_prefix(org_unit) if org_unit else None
+    else:
+        prefix = principal.scope_prefix(app.org_tree(), org_unit)
+    where = Where(datetime.now(timezone.utc), prefix, provider=principal.provider,
                   assignee=assignee, kind=kind, stage=stage, status=status)
     where.overdue = overdue
     with readside.store.read() as tx:
@@ -119,7 +124,10 @@ def read_case(
         case = app.get_case(case_id, version)
     elif as_of is not None:
         case = app.case_as_of(case_id, as_of)
-    return JSONResponse(case_state(case, principal), headers={"ETag": f'"{case.version}"'})
+    state = case_state(case, principal)
+    if principal.role == "contractor":
+        state["visit_contact"] = visit_contact(app.get_client(case.client_id))
+    return JSONResponse(state, headers={"ETag": f'"{case.version}"'})
 
 
 @router.get("/{case_id}/history")
@@ -164,6 +172,20 @@ def take_step(step: str, command: Command, payload: Annotated[dict[str, Any] | N
     written = command.app.take_step(
         command.principal.actor, command.idem, command.case_id, command.expected, step, payload or {}
     )
+    return answer(command.app, command.principal, written)
+
+
+@router.post("/{case_id}/referral")
+def refer(body: ReferralIn, command: Command):
+    """Refers the case to a purchased-service contract covering its kind, org unit and today."""
+    try:
+        contract = command.app.get_contract(body.contract_id)
+    except NotFound:
+        raise InvalidInput("contract_id", "no such contract") from None
+    if not command.principal.sees_contract(command.app.org_tree(), contract.provider, contract.org_units):
+        raise InvalidInput("contract_id", "no such contract")
+    written = command.app.refer_case(command.principal.actor, command.idem, command.case_id, command.expected,
+                                     body.contract_id)
     return answer(command.app, command.principal, written)
 
 

@@ -1,0 +1,66 @@
+"""What a contract, its ledger, a delivery and a payment statement look like to a caller.
+
+Money is yuan as a decimal string with two places. A statement is rendered
+from the contract's version it was frozen at, as canonical JSON, so the same
+statement is the same bytes however much was recorded since.
+"""
+
+import json
+from decimal import Decimal
+from typing import Any
+
+from api.render import moment
+from domain.contract import ACCEPTED, PENDING, REJECTED, Contract, Delivery, PaymentStatement
+
+
+def yuan(amount: Decimal) -> str:
+    return str(amount.quantize(Decimal("0.01")))
+
+
+def contract_state(contract: Contract) -> dict[str, Any]:
+    figures = {
+        "delivered": contract.total(PENDING, ACCEPTED, REJECTED),
+        "accepted": contract.total(ACCEPTED),
+        "rejected": contract.total(REJECTED),
+        "pending": contract.total(PENDING),
+    }
+    state = {
+        "id": str(contract.id), "provider": contract.provider, "service_kind": contract.service_kind,
+        "unit": contract.unit, "unit_price": yuan(contract.unit_price), "budget": yuan(contract.budget),
+        "starts_on": contract.starts_on, "ends_on": contract.ends_on, "org_units": contract.org_units,
+        "version": contract.version, "created_at": moment(contract.created_on),
+    }
+    for name, (units, amount) in figures.items():
+        state[name] = yuan(amount)
+        state[f"{name}_units"] = units
+    state["remaining"] = yuan(contract.remaining)
+    return state
+
+
+def delivery_state(contract: Contract, delivery: Delivery) -> dict[str, Any]:
+    return {
+        "id": str(delivery.id), "contract_id": str(contract.id), "case_id": str(delivery.case_id),
+        "delivered_on": delivery.delivered_on, "units": delivery.units, "reference": delivery.reference,
+        "amount": yuan(delivery.amount), "status": delivery.status, "reason": delivery.reason,
+    }
+
+
+def statement_document(statement: PaymentStatement, contract: Contract) -> dict[str, Any]:
+    payable = sorted(
+        (d for d in contract.deliveries.values() if d.status == ACCEPTED and d.delivered_on[:7] == statement.period),
+        key=lambda d: (d.delivered_on, d.reference),
+    )
+    return {
+        "id": str(statement.id), "contract_id": str(contract.id), "provider": contract.provider,
+        "period": statement.period, "frozen_at_position": statement.position,
+        "contract_version": statement.contract_version, "issued_at": moment(statement.created_on),
+        "issued_by": statement.issued_by, "unit": contract.unit, "unit_price": yuan(contract.unit_price),
+        "lines": [{"delivery_id": str(d.id), "reference": d.reference, "case_id": str(d.case_id),
+                   "delivered_on": d.delivered_on, "units": d.units, "amount": yuan(d.amount)} for d in payable],
+        "total_units": sum(d.units for d in payable),
+        "total": yuan(sum((d.amount for d in payable), Decimal("0.00"))),
+    }
+
+
+def canonical(document: dict[str, Any]) -> bytes:
+    return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()

@@ -1,0 +1,130 @@
+"""Purchased services: contracts, deliveries, reviews, the ledger and payment statements."""
+
+from typing import Annotated
+from uuid import UUID
+
+from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi.responses import Response
+
+from api.access import Principal
+from api.deps import App, ExpectedVersion, Idem, permit
+from api.imports import read_rows
+from api.ledger import canonical, contract_state, delivery_state, statement_document
+from api.schemas import ContractIn, DeliveryIn, ReviewIn, StatementIn
+from api.writes import answer
+from domain.application import LastMeter
+from domain.case import ServiceCase
+from domain.contract import Contract
+from domain.errors import InvalidInput, NotFound
+from domain.purchasing import DeliveryRow
+
+router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
+MAX_UPLOAD = 20 * 1024 * 1024
+
+
+def visible_contract(app: LastMeter, principal: Principal, contract_id: UUID) -> Contract:
+    contract = app.get_contract(contract_id)
+    if not principal.sees_contract(app.org_tree(), contract.provider, contract.org_units):
+        raise NotFound(f"contract {contract_id} not found")
+    return contract
+
+
+@router.post("", status_code=201)
+def create_contract(body: ContractIn, app: App, idem: Idem, principal: Annotated[Principal, permit("create_contract")]):
+    """Creates a government purchased-service contract with a provider."""
+    tree = app.org_tree()
+    for i, unit in enumerate(body.org_units):
+        app.check_org_unit(f"org_units[{i}]", unit)
+        if not principal.covers(tree, unit):
+            raise HTTPException(403, f"org unit {unit} is outside your scope")
+    return answer(app, principal, app.create_contract(principal.actor, idem, **body.model_dump()))
+
+
+@router.get("/{contract_id}")
+def read_contract(contract_id: UUID, app: App, principal: Annotated[Principal, permit("read_contract")]):
+    """The contract and its ledger: units and yuan delivered, accepted, rejected, pending; the budget left."""
+    return contract_state(visible_contract(app, principal, contract_id))
+
+
+@router.post("/{contract_id}/deliveries", status_code=201)
+def report_delivery(contract_id: UUID, body: DeliveryIn, app: App, idem: Idem,
+                    principal: Annotated[Principal, permit("report_delivery")]):
+    """Reports one delivery; a reference already recorded on the contract answers the first answer."""
+    visible_contract(app, principal, contract_id)
+    row = DeliveryRow(body.case_id, body.delivered_on, body.units, body.reference)
+    return answer(app, principal, app.report_delivery(principal.actor, idem, contract_id, row))
+
+
+async def uploaded(request: Request) -> tuple[bytes, str]:
+    """The file of an import: the request body (CSV or XLSX) or the multipart field `file`."""
+    kind = request.headers.get("content-type", "")
+    if kind.startswith("multipart/form-data"):
+        form = await request.form()
+        upload = form.get("file")
+        if upload is None or isinstance(upload, str):
+            raise InvalidInput("file", "the multipart field file is missing")
+        content, kind = await upload.read(), upload.filename or upload.content_type or ""
+    else:
+        content = await request.body()
+    if not content:
+        raise InvalidInput("file", "is empty")
+    if len(content) > MAX_UPLOAD:
+        raise HTTPException(413, "the file is larger than 20 MB")
+    return content, kind
+
+
+@router.post("/{contract_id}/deliveries/import")
+def import_deliveries(contract_id: UUID, app: App, principal: Annotated[Principal, permit("report_delivery")],
+                      upload: Annotated[tuple[bytes, str], Depends(uploaded)]):
+    """Imports a CSV or XLSX of deliveries; answers each row: recorded, duplicate, or refused with the reason."""
+    visible_contract(app, principal, contract_id)
+    results = app.import_deliveries(principal.actor, contract_id, read_rows(*upload))
+    items = [{"row": r.row, "result": r.result, "reference": r.reference,
+              "delivery_id": str(r.delivery_id) if r.delivery_id else None, "reason": r.reason} for r in results]
+    counts = {name: sum(r.result == name for r in results) for name in ("recorded", "duplicate", "refused")}
+    return {"items": items, "next_cursor": None, **counts}
+
+
+@router.get("/{contract_id}/deliveries/{delivery_id}")
+def read_delivery(contract_id: UUID, delivery_id: UUID, app: App,
+                  principal: Annotated[Principal, permit("read_contract")]):
+    """One delivery and its review."""
+    contract = visible_contract(app, principal, contract_id)
+    if delivery_id not in contract.deliveries:
+        raise NotFound(f"delivery {delivery_id} not found")
+    return delivery_state(contract, contract.deliveries[delivery_id])
+
+
+@router.post("/{contract_id}/deliveries/{delivery_id}/review")
+def review_delivery(contract_id: UUID, delivery_id: UUID, body: ReviewIn, app: App, idem: Idem,
+                    expected: ExpectedVersion, principal: Annotated[Principal, permit("review_delivery")]):
+    """Accepts a delivery, or rejects it with a reason; only for a case in the reviewer's scope."""
+    visible_contract(app, principal, contract_id)
+    tree = app.org_tree()
+
+    def may_review(case: ServiceCase) -> None:
+        if not principal.covers(tree, case.org_unit):
+            raise NotFound(f"delivery {delivery_id} not found")
+
+    written = app.review_delivery(principal.actor, idem, contract_id, delivery_id, expected, body.accepted,
+                                  body.reason, may_review)
+    return answer(app, principal, written)
+
+
+@router.post("/{contract_id}/statements", status_code=201)
+def issue_statement(contract_id: UUID, body: StatementIn, app: App, idem: Idem,
+                    principal: Annotated[Principal, permit("issue_statement")]):
+    """Freezes a payment statement for a month at the current log position."""
+    visible_contract(app, principal, contract_id)
+    return answer(app, principal, app.issue_statement(principal.actor, idem, contract_id, body.period))
+
+
+@router.get("/{contract_id}/statements/{statement_id}")
+def read_statement(contract_id: UUID, statement_id: UUID, app: App,
+                   principal: Annotated[Principal, permit("read_statement")]):
+    """The statement, byte for byte as it was issued, however much was recorded since."""
+    visible_contract(app, principal, contract_id)
+    statement, contract = app.get_statement_by_id(statement_id)
+    if statement.contract_id != contract_id:
+        raise NotFound(f"statement {statement_id} not found")
+    return Response(canonical(statement_document(statement, contract)), media_type="application/json")

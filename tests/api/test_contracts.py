@@ -1,0 +1,223 @@
+"""Purchased services end to end through the API, on both stores."""
+
+import io
+from datetime import date, timedelta
+
+import pytest
+from openpyxl import Workbook
+
+from domain.purchasing import today
+
+TODAY = today()
+
+
+@pytest.fixture
+def market(api, desk):
+    """A supervisor of Licheng, a home-care contract with provider ngo-a, and its contractor."""
+    supervisor = api.token("supervisor", "350502")
+    body = {"provider": "ngo-a", "service_kind": "home_care", "unit": "hour", "unit_price": "80.00",
+            "budget": "2000.00", "starts_on": (TODAY - timedelta(days=60)).isoformat(),
+            "ends_on": (TODAY + timedelta(days=60)).isoformat(), "org_units": ["350502"]}
+    r = api.client.post("/v1/contracts", json=body, headers=supervisor)
+    assert r.status_code == 201, r.text
+    return {"supervisor": supervisor, "contract": r.json(), "body": body,
+            "contractor": api.token("contractor", provider="ngo-a", user="ngo-a-staff")}
+
+
+def referred_case(desk, market) -> dict:
+    case = desk.open(kind="home_care")
+    r = desk.post(f"/v1/cases/{case['id']}/referral", {"contract_id": market["contract"]["id"]})
+    assert r.status_code == 200, r.text
+    return case
+
+
+def deliver(api, market, case_id: str, reference: str, units: int = 2, day: date = TODAY):
+    return api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries",
+                           json={"case_id": case_id, "delivered_on": day.isoformat(), "units": units,
+                                 "reference": reference}, headers=market["contractor"])
+
+
+class TestContracts:
+    def test_a_contract_starts_with_its_whole_budget_left(self, market):
+        ledger = market["contract"]
+        assert (ledger["budget"], ledger["remaining"], ledger["delivered"], ledger["pending_units"]) == (
+            "2000.00", "2000.00", "0.00", 0)
+
+    @pytest.mark.parametrize("field,value", [("unit_price", 80.5), ("unit_price", "8,0"), ("unit", "litre"),
+                                             ("service_kind", "haircut"), ("org_units", ["999999"]),
+                                             ("provider", "ngo a|b")])
+    def test_bad_fields_are_422_naming_them(self, api, market, field, value):
+        r = api.client.post("/v1/contracts", json={**market["body"], field: value}, headers=market["supervisor"])
+        assert r.status_code == 422
+        assert r.json()["errors"][0]["field"].startswith(field)
+
+    def test_a_case_worker_may_not_create_one(self, api, desk, market):
+        assert desk.post("/v1/contracts", market["body"]).status_code == 403
+
+
+class TestReferral:
+    def test_the_contractor_then_sees_the_case_with_only_what_a_visit_needs(self, api, desk, market):
+        case = referred_case(desk, market)
+        r = api.client.get(f"/v1/cases/{case['id']}", headers=market["contractor"])
+        assert r.status_code == 200
+        assert set(r.json()["visit_contact"]) == {"name", "phone", "address"}
+        assert case["_client"]["id_number"] not in r.text and r.json()["need"] is None
+
+    def test_a_contractor_never_sees_a_case_not_referred_to_it(self, api, desk, market):
+        other = desk.open(kind="home_care")
+        assert api.client.get(f"/v1/cases/{other['id']}", headers=market["contractor"]).status_code == 404
+        assert api.client.get(f"/v1/clients/{other['client_id']}", headers=market["contractor"]).status_code == 403
+        r = api.client.post(f"/v1/cases/{other['id']}/notes", json={"text": "x"}, headers=market["contractor"])
+        assert r.status_code == 403
+
+    def test_the_contractor_lists_only_its_referred_cases(self, api, desk, market):
+        desk.open(kind="home_care")
+        mine = referred_case(desk, market)
+        last = desk.post(f"/v1/cases/{mine['id']}/notes", {"text": "x"})
+        r = api.client.get("/v1/cases", params={"min_position": last.headers["x-position"]},
+                           headers=market["contractor"])
+        assert [c["id"] for c in r.json()["items"]] == [mine["id"]]
+
+    def test_a_contract_for_another_kind_is_refused(self, desk, market):
+        case = desk.open(kind="rehabilitation")
+        r = desk.post(f"/v1/cases/{case['id']}/referral", {"contract_id": market["contract"]["id"]})
+        assert r.status_code == 409 and "home_care" in r.json()["detail"]
+
+    def test_a_contract_that_does_not_cover_the_unit_is_refused(self, api, market):
+        outside = api.token("case_worker", "350503")
+        client = api.client.post("/v1/clients", json={**__import__("tests.helpers", fromlist=["x"]).client_body(
+            org_unit="350503")}, headers=outside).json()
+        case = api.client.post("/v1/cases", json={"kind": "home_care", "client_id": client["id"],
+                                                  "org_unit": "350503", "need": "x"}, headers=outside).json()
+        r = api.client.post(f"/v1/cases/{case['id']}/referral", json={"contract_id": market["contract"]["id"]},
+                            headers=outside)
+        assert r.status_code in (409, 422)
+
+    def test_an_unknown_contract_is_422(self, desk):
+        case = desk.open(kind="home_care")
+        r = desk.post(f"/v1/cases/{case['id']}/referral", {"contract_id": "00000000-0000-0000-0000-000000000009"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "contract_id"
+
+
+class TestDeliveries:
+    def test_a_resent_report_answers_the_first_answer_and_records_nothing(self, api, desk, market):
+        case = referred_case(desk, market)
+        first = deliver(api, market, case["id"], "R-001")
+        again = deliver(api, market, case["id"], "R-001", units=5)
+        assert first.status_code == again.status_code == 201
+        assert again.json() == first.json() and first.json()["amount"] == "160.00"
+        assert again.headers["x-position"] == first.headers["x-position"]
+        ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
+        assert (ledger["delivered_units"], ledger["remaining"]) == (2, "1840.00")
+
+    def test_a_case_not_referred_is_409(self, api, desk, market):
+        other = desk.open(kind="home_care")
+        assert deliver(api, market, other["id"], "R-002").status_code == 409
+
+    def test_beyond_the_budget_is_409(self, api, desk, market):
+        case = referred_case(desk, market)
+        assert deliver(api, market, case["id"], "R-003", units=25).status_code == 201
+        r = deliver(api, market, case["id"], "R-004", units=1)
+        assert r.status_code == 409 and "budget" in r.json()["detail"]
+
+    def test_outside_the_period_is_409_and_in_the_future_is_422(self, api, desk, market):
+        case = referred_case(desk, market)
+        assert deliver(api, market, case["id"], "R-005", day=TODAY - timedelta(days=90)).status_code == 409
+        r = deliver(api, market, case["id"], "R-006", day=TODAY + timedelta(days=1))
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "delivered_on"
+
+    def test_another_providers_contractor_cannot_see_the_contract(self, api, desk, market):
+        case = referred_case(desk, market)
+        stranger = api.token("contractor", provider="ngo-b")
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries",
+                            json={"case_id": case["id"], "delivered_on": TODAY.isoformat(), "units": 1,
+                                  "reference": "X"}, headers=stranger)
+        assert r.status_code == 404
+
+
+class TestReview:
+    def test_accept_and_reject_move_the_ledger(self, api, desk, market):
+        case = referred_case(desk, market)
+        ok = deliver(api, market, case["id"], "R-010", units=3).json()
+        bad = deliver(api, market, case["id"], "R-011", units=1).json()
+        base = f"/v1/contracts/{market['contract']['id']}/deliveries"
+        assert desk.post(f"{base}/{ok['id']}/review", {"accepted": True}).json()["status"] == "accepted"
+        assert desk.post(f"{base}/{bad['id']}/review", {"accepted": False}).status_code == 422
+        r = desk.post(f"{base}/{bad['id']}/review", {"accepted": False, "reason": "未上门"})
+        assert r.json()["status"] == "rejected"
+        assert desk.post(f"{base}/{bad['id']}/review", {"accepted": True}).status_code == 409
+        ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["contractor"]).json()
+        assert (ledger["accepted"], ledger["rejected"], ledger["pending"], ledger["remaining"]) == (
+            "240.00", "80.00", "0.00", "1760.00")
+
+
+def csv_file(rows: list[tuple], chinese: bool = False) -> bytes:
+    header = "案件编号,服务日期,数量,报告编号" if chinese else "case_id,delivered_on,units,reference"
+    return ("\n".join([header] + [",".join(str(v) for v in row) for row in rows]) + "\n").encode()
+
+
+class TestImport:
+    def test_each_row_is_answered_and_a_second_import_records_nothing(self, api, desk, market):
+        case = referred_case(desk, market)
+        other = desk.open(kind="home_care")
+        rows = [(case["id"], TODAY, 1, "B-1"), (case["id"], TODAY, "two", "B-2"),
+                (other["id"], TODAY, 1, "B-3"), (case["id"], TODAY, 2, "B-4")]
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        headers = {**market["contractor"], "Content-Type": "text/csv"}
+        first = api.client.post(url, content=csv_file(rows, chinese=True), headers=headers).json()
+        assert [(i["row"], i["result"]) for i in first["items"]] == [
+            (2, "recorded"), (3, "refused"), (4, "refused"), (5, "recorded")]
+        assert "units" in first["items"][1]["reason"] and "not referred" in first["items"][2]["reason"]
+        second = api.client.post(url, content=csv_file(rows), headers=headers).json()
+        assert (second["recorded"], second["duplicate"], second["refused"]) == (0, 2, 2)
+
+    def test_an_xlsx_upload_as_multipart(self, api, desk, market):
+        case = referred_case(desk, market)
+        book = Workbook()
+        book.active.append(["case_id", "delivered_on", "units", "reference"])
+        book.active.append([case["id"], TODAY, 3, "X-1"])
+        data = io.BytesIO()
+        book.save(data)
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import",
+                            files={"file": ("deliveries.xlsx", data.getvalue())}, headers=market["contractor"])
+        assert r.status_code == 200 and r.json()["recorded"] == 1
+
+    def test_a_file_without_the_columns_is_422(self, api, market):
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import", content=b"a,b\n1,2\n",
+                            headers={**market["contractor"], "Content-Type": "text/csv"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "file"
+
+    def test_ten_thousand_rows_import_once(self, api, desk, market):
+        case = referred_case(desk, market)
+        big = {**market["body"], "budget": "9999999.00"}
+        contract = api.client.post("/v1/contracts", json=big, headers=market["supervisor"]).json()
+        desk.post(f"/v1/cases/{case['id']}/referral", {"contract_id": contract["id"]})
+        rows = [(case["id"], TODAY, 1, f"BULK-{n:05d}") for n in range(10_000)]
+        url = f"/v1/contracts/{contract['id']}/deliveries/import"
+        headers = {**market["contractor"], "Content-Type": "text/csv"}
+        assert api.client.post(url, content=csv_file(rows), headers=headers).json()["recorded"] == 10_000
+        assert api.client.post(url, content=csv_file(rows), headers=headers).json()["duplicate"] == 10_000
+        ledger = api.client.get(f"/v1/contracts/{contract['id']}", headers=market["supervisor"]).json()
+        assert ledger["delivered_units"] == 10_000
+
+
+class TestStatements:
+    def test_a_statement_regenerated_after_later_deliveries_is_identical(self, api, desk, market):
+        case = referred_case(desk, market)
+        base = f"/v1/contracts/{market['contract']['id']}"
+        first = deliver(api, market, case["id"], "S-1", units=2).json()
+        desk.post(f"{base}/deliveries/{first['id']}/review", {"accepted": True})
+        period = TODAY.strftime("%Y-%m")
+        issued = api.client.post(f"{base}/statements", json={"period": period}, headers=market["supervisor"])
+        assert issued.status_code == 201 and issued.json()["total"] == "160.00"
+        later = deliver(api, market, case["id"], "S-2", units=1).json()
+        desk.post(f"{base}/deliveries/{later['id']}/review", {"accepted": True})
+        again = api.client.get(issued.headers["location"], headers=market["contractor"])
+        assert again.content == issued.content
+        fresh = api.client.post(f"{base}/statements", json={"period": period}, headers=market["supervisor"])
+        assert fresh.json()["total"] == "240.00"
+
+    def test_a_bad_period_is_422(self, api, market):
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/statements", json={"period": "2026-1"},
+                            headers=market["supervisor"])
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "period"
