@@ -3,6 +3,7 @@
 import csv
 import getpass
 import os
+import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -155,6 +156,21 @@ def audit_replay(
                       f"{entry['actor']['user']} ({entry['actor']['role']})", str(entry["data"]))
     console.print(table)
     console.print_json(data=case_state(state, auditor))
+
+
+@audit_cli.command("statement")
+def audit_statement(statement: UUID) -> None:
+    """Prints a payment statement, replayed from the log, byte for byte as the API serves it."""
+    from api.ledger import canonical, statement_document
+
+    app = open_app()
+    try:
+        found, contract = app.get_statement_by_id(statement)
+    except DomainError as error:
+        fail(error)
+    finally:
+        app.close()
+    sys.stdout.buffer.write(canonical(statement_document(found, contract)) + b"\n")
 
 
 @orgs_cli.command("import")

@@ -1,1 +1,0 @@
-"""Benchmarks (run by hand, never by the test suite)."""
