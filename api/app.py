@@ -7,9 +7,9 @@ from fastapi import FastAPI
 
 from api import metrics, problems
 from api.routes import audit, cases, clients, contracts, health, reference, reports, workload
+from api.backend import open_backend
 from api.readside import ReadSide
 from api.settings import Settings, get_settings
-from domain.application import LastMeter
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -17,16 +17,17 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        lastmeter = open_store(settings)
-        readside = ReadSide(lastmeter)
+        backend = open_backend(settings)
+        readside = ReadSide(backend)
         if settings.run_projector:
             readside.start()
-        app.state.lastmeter, app.state.readside, app.state.settings = lastmeter, readside, settings
+        app.state.lastmeter, app.state.backend = backend.lastmeter, backend
+        app.state.readside, app.state.settings = readside, settings
         try:
             yield
         finally:
             readside.close()
-            lastmeter.close()
+            backend.close()
 
     app = FastAPI(
         title="lastmeter",
@@ -39,10 +40,3 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     for module in (clients, cases, contracts, workload, reports, audit, reference, health):
         app.include_router(module.router)
     return app
-
-
-def open_store(settings: Settings) -> LastMeter:
-    """The application on the configured store, with the built-in org tree in place."""
-    lastmeter = LastMeter(env=settings.eventsourcing_env())
-    lastmeter.found()
-    return lastmeter

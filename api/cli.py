@@ -2,12 +2,13 @@
 
 import csv
 import getpass
+import json
 import os
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
 from uuid import UUID
@@ -18,14 +19,15 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from api.access import Principal
+from api.backend import Backend, open_backend
 from api.readside import ReadSide
-from api.render import case_state, history_entry
+from api.render import case_state, history_entry, moment
 from api.settings import Settings, get_settings
 from domain.actor import Actor
-from domain.application import LastMeter
 from domain.clock import SHANGHAI
 from domain.errors import DomainError
 from domain.orgs import OrgUnit
+from projections import chain
 
 cli = typer.Typer(help="lastmeter: need-to-service cases for the disability-service network.", no_args_is_help=True)
 tokens_cli = typer.Typer(help="Access tokens.", no_args_is_help=True)
@@ -33,11 +35,9 @@ audit_cli = typer.Typer(help="Audit: replay and verify history.", no_args_is_hel
 orgs_cli = typer.Typer(help="The org tree.", no_args_is_help=True)
 projections_cli = typer.Typer(help="The read side's views.", no_args_is_help=True)
 import_cli = typer.Typer(help="Imports from files.", no_args_is_help=True)
-cli.add_typer(tokens_cli, name="tokens")
-cli.add_typer(audit_cli, name="audit")
-cli.add_typer(orgs_cli, name="orgs")
-cli.add_typer(projections_cli, name="projections")
-cli.add_typer(import_cli, name="import")
+for group, name in ((tokens_cli, "tokens"), (audit_cli, "audit"), (orgs_cli, "orgs"),
+                    (projections_cli, "projections"), (import_cli, "import")):
+    cli.add_typer(group, name=name)
 console = Console()
 
 
@@ -46,15 +46,27 @@ def operator() -> Actor:
     return Actor(f"cli:{getpass.getuser()}", "admin")
 
 
-def open_app() -> LastMeter:
-    from api.app import open_store
+@contextmanager
+def opened() -> Iterator[Backend]:
+    """The store, closed afterwards; a refused command prints its reason and exits 2."""
+    backend = open_backend(get_settings())
+    try:
+        yield backend
+    except DomainError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+    finally:
+        backend.close()
 
-    return open_store(get_settings())
 
-
-def fail(error: DomainError) -> None:
-    console.print(f"[red]error:[/red] {error}")
-    raise typer.Exit(2)
+@contextmanager
+def read_side() -> Iterator[ReadSide]:
+    with opened() as backend:
+        readside = ReadSide(backend)
+        try:
+            yield readside
+        finally:
+            readside.close()
 
 
 @cli.command()
@@ -84,11 +96,8 @@ def show_demo_tokens(settings: Settings) -> None:
     from api.demo import seed_demo
 
     tokens_file = demo_tokens_file(settings)
-    app = open_app()
-    try:
-        tokens = seed_demo(app)
-    finally:
-        app.close()
+    with opened() as backend:
+        tokens = seed_demo(backend.lastmeter)
     if tokens is not None:
         lines = [f"{user:<16} {role:<12} {org_unit or '-':<10} {secret}" for user, role, org_unit, secret in tokens]
         tokens_file.write_text("\n".join(lines) + "\n")
@@ -112,24 +121,44 @@ def redact(url: str) -> str:
     return url
 
 
+# -- tokens -------------------------------------------------------------------
+
 @tokens_cli.command("create")
 def tokens_create(
     user: Annotated[str, typer.Option(help="the staff user id")],
     role: Annotated[str, typer.Option(help="case_worker, supervisor, auditor, contractor or admin")],
     org_unit: Annotated[Optional[str], typer.Option(help="scope of a case_worker or supervisor")] = None,
     provider: Annotated[Optional[str], typer.Option(help="the provider of a contractor")] = None,
+    personal_data: Annotated[bool, typer.Option(help="let an auditor see personal values")] = False,
 ) -> None:
     """Creates a token; it is printed once, alone on the last line, and stored only hashed."""
-    app = open_app()
-    try:
-        secret = app.issue_token(operator(), user, role, org_unit, provider)
-    except DomainError as error:
-        fail(error)
-    finally:
-        app.close()
+    with opened() as backend:
+        secret = backend.lastmeter.issue_token(operator(), user, role, org_unit, provider, personal_data)
     console.print(f"token for {user} ({role}); keep it, it is not shown again:")
     print(secret)
 
+
+@tokens_cli.command("list")
+def tokens_list() -> None:
+    """Every token issued: its id (for revoking), user, role, scope, and whether it is revoked."""
+    with opened() as backend:
+        tokens = backend.lastmeter.tokens()
+    table = Table("id", "user", "role", "scope", "issued", "revoked")
+    for t in tokens:
+        scope = t.org_unit or t.provider or ("personal data" if t.reads_personal else "-")
+        table.add_row(str(t.id), t.user, t.role, scope, moment(t.created_on), "yes" if t.revoked else "")
+    console.print(table)
+
+
+@tokens_cli.command("revoke")
+def tokens_revoke(token_id: UUID) -> None:
+    """Revokes a token (by the id `tokens list` shows); the next request with it is refused."""
+    with opened() as backend:
+        backend.lastmeter.revoke_token(operator(), token_id)
+    console.print(f"token {token_id} revoked")
+
+
+# -- audit --------------------------------------------------------------------
 
 @audit_cli.command("replay")
 def audit_replay(
@@ -140,15 +169,11 @@ def audit_replay(
     """Prints a case's history and its state as of a moment (default: now)."""
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=SHANGHAI)
-    app = open_app()
     auditor = Principal("cli", "auditor")
-    try:
+    with opened() as backend:
+        app = backend.lastmeter
         state = app.case_as_of(case, as_of) if as_of else app.get_case(case)
         events = app.case_events(case, limit=state.version)
-    except DomainError as error:
-        fail(error)
-    finally:
-        app.close()
     table = Table("version", "at", "type", "actor", "data", title=f"history of case {case}")
     for event in events:
         entry = history_entry(event, auditor)
@@ -163,28 +188,51 @@ def audit_statement(statement: UUID) -> None:
     """Prints a payment statement, replayed from the log, byte for byte as the API serves it."""
     from api.ledger import canonical, statement_document
 
-    app = open_app()
-    try:
-        found, contract = app.get_statement_by_id(statement)
-    except DomainError as error:
-        fail(error)
-    finally:
-        app.close()
+    with opened() as backend:
+        found, contract = backend.lastmeter.get_statement_by_id(statement)
     sys.stdout.buffer.write(canonical(statement_document(found, contract)) + b"\n")
 
+
+@audit_cli.command("verify")
+def audit_verify(
+    digest: Annotated[Optional[Path], typer.Option(help="a digest from `audit digest`: prove nothing changed up to it")] = None,
+) -> None:
+    """Checks the hash chain over every stored event; names the first bad position."""
+    kept = json.loads(digest.read_text()) if digest else None
+    with read_side() as readside:
+        readside.projector.catch_up()
+        result = chain.verify(readside.projector.app.recorder, readside.store,
+                              upto=kept and kept["position"], expected_head=kept and kept["head"])
+    console.print_json(data={"ok": result.ok, "checked": result.checked, "head": result.head,
+                             "first_bad_position": result.first_bad_position})
+    if not result.ok:
+        raise typer.Exit(1)
+
+
+@audit_cli.command("digest")
+def audit_digest(out: Annotated[Optional[Path], typer.Option(help="write it here (default: print it)")] = None) -> None:
+    """Writes a small digest (position, head hash, time) for an auditor to keep outside the system."""
+    with read_side() as readside:
+        readside.projector.catch_up()
+        last = chain.head(readside.store)
+    position, head = last or (0, chain.GENESIS)
+    text = json.dumps({"position": position, "head": head, "at": datetime.now(timezone.utc).isoformat()})
+    if out:
+        out.write_text(text + "\n")
+        console.print(f"digest of {position} events written to {out}")
+    else:
+        print(text)
+
+
+# -- reference data and imports -------------------------------------------------
 
 @orgs_cli.command("import")
 def orgs_import(file: Path) -> None:
     """Loads org units from a CSV with columns code, name, kind (parents before or after children)."""
     with file.open(newline="", encoding="utf-8-sig") as handle:
         units = [OrgUnit(row["code"].strip(), row["name"], row["kind"].strip()) for row in csv.DictReader(handle)]
-    app = open_app()
-    try:
-        added = app.add_org_units(operator(), units)
-    except DomainError as error:
-        fail(error)
-    finally:
-        app.close()
+    with opened() as backend:
+        added = backend.lastmeter.add_org_units(operator(), units)
     console.print(f"{added} new org units of {len(units)} in the file")
 
 
@@ -196,13 +244,8 @@ def import_deliveries(
     """Imports a contractor's CSV or XLSX of deliveries; prints each row's result."""
     from api.imports import read_rows
 
-    app = open_app()
-    try:
-        results = app.import_deliveries(operator(), contract, read_rows(file.read_bytes(), file.name))
-    except DomainError as error:
-        fail(error)
-    finally:
-        app.close()
+    with opened() as backend:
+        results = backend.lastmeter.import_deliveries(operator(), contract, read_rows(file.read_bytes(), file.name))
     table = Table("row", "result", "reference", "reason")
     for r in results:
         if r.result != "recorded":
@@ -212,16 +255,7 @@ def import_deliveries(
     console.print(", ".join(f"{n} {name}" for name, n in counts.items()))
 
 
-@contextmanager
-def read_side() -> Iterator[ReadSide]:
-    app = open_app()
-    readside = ReadSide(app)
-    try:
-        yield readside
-    finally:
-        readside.close()
-        app.close()
-
+# -- the read side ---------------------------------------------------------------
 
 @projections_cli.command("status")
 def projections_status() -> None:
@@ -245,17 +279,21 @@ def projections_rebuild(name: Annotated[Optional[str], typer.Argument(help="one 
             console.print(f"[red]error:[/red] no view {unknown[0]!r}; views: {', '.join(projector.views)}")
             raise typer.Exit(2)
         for view in names:
-            started = time.perf_counter()
-            with Progress(TextColumn(f"{view:<10}"), BarColumn(), MofNCompleteColumn(),
-                          TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(), console=console) as bar:
-                task = bar.add_task(view, total=max(projector.head(), 1), rate="-")
+            rebuild_one(projector, view)
 
-                def progress(done: int, head: int) -> None:
-                    elapsed = time.perf_counter() - started
-                    bar.update(task, completed=done, total=max(head, done, 1), rate=f"{done / elapsed:,.0f}")
 
-                done = projector.rebuild(view, progress)
-            console.print(f"{view}: {done} events in {time.perf_counter() - started:.1f} s")
+def rebuild_one(projector, view: str) -> None:
+    started = time.perf_counter()
+    with Progress(TextColumn(f"{view:<10}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(), console=console) as bar:
+        task = bar.add_task(view, total=max(projector.head(), 1), rate="-")
+
+        def progress(done: int, head: int) -> None:
+            elapsed = time.perf_counter() - started
+            bar.update(task, completed=done, total=max(head, done, 1), rate=f"{done / elapsed:,.0f}")
+
+        done = projector.rebuild(view, progress)
+    console.print(f"{view}: {done} events in {time.perf_counter() - started:.1f} s")
 
 
 @cli.command()

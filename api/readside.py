@@ -3,18 +3,20 @@
 import logging
 import threading
 
-from domain.application import LastMeter
+from api.backend import Backend
 from projections import VIEWS
+from projections.privacy import PersonalDataMapper
 from projections.runner import Projector
-from projections.store import ViewStore
 
 log = logging.getLogger("lastmeter.projector")
 
 
 class ReadSide:
-    def __init__(self, app: LastMeter):
-        self.store = ViewStore(app.env)
-        self.projector = Projector(app, self.store, VIEWS)
+    def __init__(self, backend: Backend):
+        self.store = backend.views
+        app = backend.lastmeter
+        keyless = PersonalDataMapper(app.construct_transcoder(), keys=None)  # views never hold personal data
+        self.projector = Projector(app, self.store, VIEWS, mapper=keyless)
         self.projector.setup()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -40,4 +42,3 @@ class ReadSide:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout=10)
-        self.store.close()

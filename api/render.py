@@ -18,7 +18,7 @@ from domain.clock import local
 from domain.errors import InvalidInput
 from projections.timefmt import moment as from_micros
 
-_EVENT_META = ("originator_id", "originator_version", "originator_topic", "timestamp", "actor", "personal")
+_EVENT_META = ("originator_id", "originator_version", "originator_topic", "timestamp", "actor", "person", "personal")
 
 
 def moment(value: datetime | None) -> str | None:

@@ -18,6 +18,10 @@ class Settings(BaseSettings):
     postgres_pool_size: int = 10
     postgres_schema: str = ""
     """A PostgreSQL schema for lastmeter's tables (default: public)."""
+    master_key: str = ""
+    """The master key (32 bytes, base64) that wraps every person's key; else read from master_key_file."""
+    master_key_file: str = ""
+    """Where the master key is kept (made on first start): default beside the SQLite file, or ./lastmeter.key."""
     run_projector: bool = True
     """Whether `serve` keeps the views up to date in a background thread (else run `lastmeter projector`)."""
     subsidy_tiers: str = DEFAULT_TIERS

@@ -35,6 +35,7 @@ class AccessToken(Aggregate):
         role: str
         org_unit: str | None
         provider: str | None
+        reads_personal: bool
 
     class TokenRevoked(Aggregate.Event):
         actor: dict
@@ -42,7 +43,9 @@ class AccessToken(Aggregate):
         def apply(self, token: "AccessToken") -> None:
             token.revoked = True
 
-    def __init__(self, actor: dict, user: str, role: str, org_unit: str | None, provider: str | None):
+    def __init__(self, actor: dict, user: str, role: str, org_unit: str | None, provider: str | None,
+                 reads_personal: bool):
+        self.reads_personal = reads_personal  # an auditor allowed to see personal values
         self.user = user
         self.role = role
         self.org_unit = org_unit
@@ -51,7 +54,8 @@ class AccessToken(Aggregate):
 
     @classmethod
     def issue(
-        cls, actor: Actor, secret: str, user: str, role: str, org_unit: str | None, provider: str | None
+        cls, actor: Actor, secret: str, user: str, role: str, org_unit: str | None, provider: str | None,
+        reads_personal: bool = False,
     ) -> "AccessToken":
         if not isinstance(user, str) or not STAFF_ID.fullmatch(user):
             raise InvalidInput("user", "must be 1-64 letters, digits, '-', '_' or '.'")
@@ -69,6 +73,7 @@ class AccessToken(Aggregate):
             role=role,
             org_unit=org_unit if role in SCOPED_ROLES else None,
             provider=provider if role == "contractor" else None,
+            reads_personal=reads_personal and role == "auditor",
         )
 
     def revoke(self, actor: Actor) -> None:

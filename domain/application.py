@@ -19,11 +19,12 @@ from uuid import UUID
 from eventsourcing.application import AggregateNotFoundError, Application
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError
+from eventsourcing.utils import get_topic
 
 from domain.access import AccessToken, new_secret, token_id
 from domain.actor import Actor
 from domain.case import ServiceCase
-from domain.client import Client
+from domain.client import Client, Disclosure
 from domain.commands import Contention, Idempotency, Written
 from domain.errors import IdempotencyKeyReused, NotFound, StaleVersion, UnknownOrgUnit
 from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
@@ -39,9 +40,16 @@ __all__ = ["Contention", "Idempotency", "LastMeter", "Written"]
 class LastMeter(PurchasedServices, Application):
     name = "lastmeter"
 
-    def __init__(self, env: dict[str, str] | None = None):
+    def __init__(self, env: dict[str, str] | None = None, mapper_factory: Callable[[Any], Any] | None = None):
+        """`mapper_factory` builds the mapper from the transcoder: how personal data is sealed."""
+        self._mapper_factory = mapper_factory
         super().__init__(env)
         self._orgs: OrgTree | None = None
+
+    def construct_mapper(self) -> Any:
+        if self._mapper_factory is None:
+            return super().construct_mapper()
+        return self._mapper_factory(self.construct_transcoder())
 
     # -- org tree ---------------------------------------------------------
 
@@ -79,6 +87,20 @@ class LastMeter(PurchasedServices, Application):
     def register_client(self, actor: Actor, idem: Idempotency | None, **fields: Any) -> Written:
         self.check_org_unit("org_unit", fields["org_unit"])
         return self._run(idem, "client", 201, lambda: Client.register(actor, **fields))
+
+    def erase_client(self, actor: Actor, idem: Idempotency | None, client_id: UUID, reason: str) -> Written:
+        """Records the erasure of a person (PIPL); the caller then destroys the person's key."""
+
+        def attempt() -> Client:
+            client = self.get_client(client_id)
+            client.erase(actor, reason)
+            return client
+
+        return self._run(idem, "client", 200, attempt)
+
+    def record_disclosure(self, actor: Actor, person: UUID, resource: str, resource_id: UUID) -> None:
+        """Puts a read of a person's personal values on the audit trail."""
+        self.save(Disclosure.record(actor, person, resource, resource_id))
 
     def get_client(self, client_id: UUID, version: int | None = None) -> Client:
         return self._get(client_id, Client, "client", version)
@@ -140,12 +162,30 @@ class LastMeter(PurchasedServices, Application):
 
     # -- access tokens ----------------------------------------------------
 
-    def issue_token(self, actor: Actor, user: str, role: str, org_unit: str | None = None, provider: str | None = None) -> str:
+    def issue_token(self, actor: Actor, user: str, role: str, org_unit: str | None = None,
+                    provider: str | None = None, reads_personal: bool = False) -> str:
         if org_unit is not None:
             self.check_org_unit("org_unit", org_unit)
         secret = new_secret()
-        self.save(AccessToken.issue(actor, secret, user, role, org_unit, provider))
+        self.save(AccessToken.issue(actor, secret, user, role, org_unit, provider, reads_personal))
         return secret
+
+    def revoke_token(self, actor: Actor, token_id: UUID) -> None:
+        def attempt() -> tuple[list[Aggregate], None]:
+            token = self._get(token_id, AccessToken, "token")
+            token.revoke(actor)
+            return [token], None
+
+        self._retrying(attempt)
+
+    def tokens(self) -> list[AccessToken]:
+        """Every token ever issued, revoked ones included, oldest first."""
+        topic = get_topic(AccessToken.TokenIssued)
+        found, start = [], 1
+        while batch := self.recorder.select_notifications(start, 1000, topics=[topic]):
+            found += [self.repository.get(n.originator_id) for n in batch]
+            start = batch[-1].id + 1
+        return found
 
     def find_token(self, secret: str) -> AccessToken | None:
         try:

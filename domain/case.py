@@ -49,35 +49,37 @@ class ServiceCase(Aggregate):
     class CaseEvent(Aggregate.Event):
         actor: dict
 
+    class PersonalEvent(CaseEvent):
+        """An event with values about the person: sealed with `person`'s own key when stored."""
+
+        person: UUID
+        personal: dict
+
     class CaseAssigned(CaseEvent):
         assignee: str
 
         def apply(self, case: "ServiceCase") -> None:
             case.assignee = self.assignee
 
-    class NoteAdded(CaseEvent):
-        personal: dict
+    class NoteAdded(PersonalEvent):
 
         def apply(self, case: "ServiceCase") -> None:
             case.notes += 1
 
-    class VisitRecorded(CaseEvent):
+    class VisitRecorded(PersonalEvent):
         mode: str
         visited_at: str
-        personal: dict
 
         def apply(self, case: "ServiceCase") -> None:
             case.visits += 1
 
-    class CasePutOnHold(CaseEvent):
-        personal: dict
+    class CasePutOnHold(PersonalEvent):
 
         def apply(self, case: "ServiceCase") -> None:
             case.status = ON_HOLD
             case.held_at = self.timestamp
 
-    class CaseResumed(CaseEvent):
-        personal: dict
+    class CaseResumed(PersonalEvent):
 
         def apply(self, case: "ServiceCase") -> None:
             if case.due_at is not None:
@@ -85,16 +87,14 @@ class ServiceCase(Aggregate):
             case.status = OPEN
             case.held_at = None
 
-    class CaseClosed(CaseEvent):
+    class CaseClosed(PersonalEvent):
         outcome: str
-        personal: dict
 
         def apply(self, case: "ServiceCase") -> None:
             case._close(self.outcome, reopens_to=case.stage)
 
-    class CaseReopened(CaseEvent):
+    class CaseReopened(PersonalEvent):
         stage: str
-        personal: dict
 
         def apply(self, case: "ServiceCase") -> None:
             case.status = OPEN
@@ -108,14 +108,13 @@ class ServiceCase(Aggregate):
         def apply(self, case: "ServiceCase") -> None:
             case.referrals[str(self.contract_id)] = self.provider
 
-    class StepTaken(CaseEvent):
+    class StepTaken(PersonalEvent):
         """Base of every kind's step events; subclasses are made from the declarations."""
 
         step: str
         stage: str
         outcome: str | None
         facts: dict
-        personal: dict
 
         def apply(self, case: "ServiceCase") -> None:
             case.details.update(self.facts)
@@ -145,7 +144,7 @@ class ServiceCase(Aggregate):
         self.status = OPEN
         self.outcome: str | None = None
         self.details: dict[str, Any] = {}
-        self.need = personal["need"]
+        self.need = personal.get("need")  # None once the person's data is erased
         self.personal: dict[str, Any] = {}  # personal values given in steps
         self.notes = 0
         self.visits = 0
@@ -195,7 +194,7 @@ class ServiceCase(Aggregate):
         self.trigger_event(self.CaseAssigned, actor=actor.as_dict(), assignee=assignee)
 
     def add_note(self, actor: Actor, text: str) -> None:
-        self.trigger_event(self.NoteAdded, actor=actor.as_dict(), personal={"text": _text("text", text)})
+        self._record(self.NoteAdded, actor, {"text": _text("text", text)})
 
     def record_visit(self, actor: Actor, mode: str, visited_at: datetime, summary: str) -> None:
         self._require_not_closed()
@@ -205,22 +204,17 @@ class ServiceCase(Aggregate):
             raise InvalidInput("visited_at", "must carry a UTC offset, e.g. +08:00")
         if visited_at > datetime.now(timezone.utc) + timedelta(minutes=5):
             raise InvalidInput("visited_at", "must not be in the future")
-        self.trigger_event(
-            self.VisitRecorded,
-            actor=actor.as_dict(),
-            mode=mode,
-            visited_at=visited_at.isoformat(),
-            personal={"summary": _text("summary", summary)},
-        )
+        self._record(self.VisitRecorded, actor, {"summary": _text("summary", summary)},
+                     mode=mode, visited_at=visited_at.isoformat())
 
     def put_on_hold(self, actor: Actor, reason: str) -> None:
         self._require_open()
-        self.trigger_event(self.CasePutOnHold, actor=actor.as_dict(), personal={"reason": _text("reason", reason)})
+        self._record(self.CasePutOnHold, actor, {"reason": _text("reason", reason)})
 
     def resume(self, actor: Actor, reason: str) -> None:
         if self.status != ON_HOLD:
             raise CaseNotOnHold(f"the case is {self.status}, not on hold")
-        self.trigger_event(self.CaseResumed, actor=actor.as_dict(), personal={"reason": _text("reason", reason)})
+        self._record(self.CaseResumed, actor, {"reason": _text("reason", reason)})
 
     def close(self, actor: Actor, outcome: str, reason: str | None = None) -> None:
         if outcome not in OUTCOMES:
@@ -232,17 +226,12 @@ class ServiceCase(Aggregate):
                 f"{', '.join(self.declaration.serves_from) or 'its own closing step'}; it is at {self.stage}"
             )
         personal = {"reason": _text("reason", reason)} if reason is not None else {}
-        self.trigger_event(self.CaseClosed, actor=actor.as_dict(), outcome=outcome, personal=personal)
+        self._record(self.CaseClosed, actor, personal, outcome=outcome)
 
     def reopen(self, actor: Actor, reason: str) -> None:
         if self.status != CLOSED:
             raise CaseNotClosed(f"the case is {self.status}, not closed")
-        self.trigger_event(
-            self.CaseReopened,
-            actor=actor.as_dict(),
-            stage=self.reopens_to,
-            personal={"reason": _text("reason", reason)},
-        )
+        self._record(self.CaseReopened, actor, {"reason": _text("reason", reason)}, stage=self.reopens_to)
 
     def refer(self, actor: Actor, contract: Contract, tree: OrgTree, today: date) -> None:
         """Refers the case to a purchased-service contract that covers its kind, unit and day."""
@@ -275,15 +264,14 @@ class ServiceCase(Aggregate):
         if step.name == "approve_budget":
             self._check_within_quote(values["approved_amount"])
         personal_names = {f.name for f in step.fields if f.personal}
-        self.trigger_event(
-            step_event(step),
-            actor=actor.as_dict(),
-            step=step.name,
-            stage=step.to_stage,
-            outcome=step.closes_with,
+        self._record(
+            step_event(step), actor, {k: v for k, v in values.items() if k in personal_names},
+            step=step.name, stage=step.to_stage, outcome=step.closes_with,
             facts={k: v for k, v in values.items() if k not in personal_names},
-            personal={k: v for k, v in values.items() if k in personal_names},
         )
+
+    def _record(self, event_class: type, actor: Actor, personal: dict, **facts: Any) -> None:
+        self.trigger_event(event_class, actor=actor.as_dict(), person=self.client_id, personal=personal, **facts)
 
     # -- rules ------------------------------------------------------------
 

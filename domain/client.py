@@ -7,11 +7,12 @@ own key and erased with it.
 
 import re
 from typing import Any
+from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
-from domain.errors import InvalidInput
+from domain.errors import CommandRefused, InvalidInput
 from domain.fields import clean_text
 
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
@@ -47,10 +48,21 @@ class Client(Aggregate):
         org_unit: str
         personal: dict
 
+    class ClientErased(Aggregate.Event):
+        """The person's data was erased on lawful request (PIPL): their key is destroyed."""
+
+        actor: dict
+        reason: str
+
+        def apply(self, client: "Client") -> None:
+            client.erased = True
+            client.personal = {name: None for name in client.personal}
+
     def __init__(self, actor: dict, org_unit: str, personal: dict):
         self.org_unit = org_unit
         self.personal = personal
         self.registered_by = actor["user"]
+        self.erased = False
 
     @classmethod
     def register(
@@ -65,6 +77,29 @@ class Client(Aggregate):
             personal["address"] = clean_text("address", address, 300)
         return cls._create(cls.ClientRegistered, actor=actor.as_dict(), org_unit=org_unit, personal=personal)
 
+    def erase(self, actor: Actor, reason: str) -> None:
+        if self.erased:
+            raise CommandRefused("the person's data is already erased")
+        self.trigger_event(self.ClientErased, actor=actor.as_dict(), reason=clean_text("reason", reason, 500))
+
     @property
-    def id_number(self) -> str:
-        return self.personal["id_number"]
+    def id_number(self) -> str | None:
+        return self.personal.get("id_number")
+
+
+class Disclosure(Aggregate):
+    """One read of a person's personal values, by whom, of what: the audit trail of disclosures."""
+
+    class PersonalDataRead(Aggregate.Created):
+        actor: dict
+        person: UUID
+        resource: str
+        resource_id: UUID
+
+    def __init__(self, actor: dict, person: UUID, resource: str, resource_id: UUID):
+        self.person = person
+
+    @classmethod
+    def record(cls, actor: Actor, person: UUID, resource: str, resource_id: UUID) -> "Disclosure":
+        return cls._create(cls.PersonalDataRead, actor=actor.as_dict(), person=person, resource=resource,
+                           resource_id=resource_id)

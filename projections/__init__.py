@@ -2,6 +2,7 @@
 
 from projections.audit import AuditView
 from projections.cases import CaseView
+from projections.chain import ChainView
 from projections.subsidies import LiaisonView
 
-VIEWS = (CaseView, AuditView, LiaisonView)
+VIEWS = (CaseView, AuditView, LiaisonView, ChainView)

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from eventsourcing.application import Application
+from eventsourcing.persistence import Mapper
 
 from projections.store import Tx, ViewStore
 from projections.view import NEXT, View
@@ -40,8 +41,10 @@ class Status:
 
 
 class Projector:
-    def __init__(self, app: Application, store: ViewStore, views: Sequence[type[View]], batch_size: int = 2000):
+    def __init__(self, app: Application, store: ViewStore, views: Sequence[type[View]], batch_size: int = 2000,
+                 mapper: Mapper | None = None):
         self.app = app
+        self.mapper = mapper or app.mapper
         self.store = store
         self.views = {v.name: v for v in views}
         self.batch_size = batch_size
@@ -83,14 +86,16 @@ class Projector:
         suffix = " FOR UPDATE" if self.store.postgres else ""
         return tx.execute(f"SELECT position FROM {POSITIONS} WHERE name=?{suffix}", (tracking,)).fetchone()[0]
 
-    def _read(self, after: int, limit: int) -> list[tuple[int, Any]]:
+    def _read(self, after: int, limit: int, view: View) -> list[tuple[int, Any]]:
         notifications = self.app.recorder.select_notifications(after + 1, limit)
-        return [(n.id, self.app.mapper.to_domain_event(n)) for n in notifications]
+        if view.stored:
+            return [(n.id, n) for n in notifications]
+        return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
 
     def step(self, view: View, tracking: str) -> int:
         """Applies one batch to one view; returns how many events it applied."""
         start = self.position(tracking)
-        events = self._read(start, self.batch_size)
+        events = self._read(start, self.batch_size, view)
         if not events:
             return 0
         with self.store.write() as tx:
@@ -150,7 +155,7 @@ class Projector:
         with self.store.write() as tx:
             self._lock_position(tx, name)
             position = self._lock_position(tx, tracking)
-            while events := self._read(position, self.batch_size):
+            while events := self._read(position, self.batch_size, fresh):
                 fresh.apply(tx, events)
                 position = events[-1][0]
                 done += len(events)

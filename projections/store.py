@@ -67,6 +67,7 @@ class ViewStore:
         if conn is None:
             conn = sqlite3.connect(self._path, isolation_level=None, timeout=30, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA secure_delete=ON")  # deleted rows (erased keys) are overwritten
             self._local.conn = conn
         return conn
 
@@ -99,6 +100,18 @@ class ViewStore:
             yield Tx(conn.cursor(), False)
         finally:
             conn.execute("ROLLBACK")
+
+    def purge(self, table: str) -> None:
+        """Leaves no copy of deleted rows of `table` on disk (dead tuples, freed pages, the WAL)."""
+        if self.postgres:
+            with self._pool.connection() as conn:
+                conn.autocommit = True
+                try:
+                    conn.execute(f"VACUUM {table}")
+                finally:
+                    conn.autocommit = False
+            return
+        self._sqlite().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def close(self) -> None:
         if self.postgres:

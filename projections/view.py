@@ -26,6 +26,7 @@ class Table:
 class View:
     name: ClassVar[str]
     tables: ClassVar[tuple[Table, ...]]
+    stored: ClassVar[bool] = False  # True: `apply` gets the events as stored (bytes), not decoded
 
     def __init__(self, suffix: str = ""):
         self.suffix = suffix
@@ -54,5 +55,5 @@ class View:
             tx.execute(f"ALTER TABLE {self.table(t.name)} RENAME TO view_{t.name}")
 
     def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
-        """Applies a batch of (position, domain event) to this copy's tables."""
+        """Applies a batch of (position, domain event) — or (position, stored event) — to this copy's tables."""
         raise NotImplementedError

@@ -6,6 +6,7 @@ LASTMETER_TEST_DATABASE_URL; without PostgreSQL they skip, except under CI,
 where a missing PostgreSQL fails the run.
 """
 
+import base64
 import os
 import uuid
 from collections.abc import Iterator
@@ -13,12 +14,14 @@ from collections.abc import Iterator
 import psycopg
 import pytest
 
+from api.backend import Backend, open_backend
 from api.settings import Settings
 from domain.actor import Actor
 from domain.application import LastMeter
 
 PG_URL = os.environ.get("LASTMETER_TEST_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/test")
 ADMIN = Actor("test-admin", "admin")
+MASTER_KEY = base64.b64encode(os.urandom(32)).decode()
 
 
 def postgres_available() -> bool:
@@ -46,22 +49,26 @@ def store(request) -> str:
 @pytest.fixture
 def settings(store: str, tmp_path, request) -> Iterator[Settings]:
     if store == "sqlite":
-        yield Settings(database_url=f"sqlite:///{tmp_path / 'lastmeter.db'}")
+        yield Settings(database_url=f"sqlite:///{tmp_path / 'lastmeter.db'}", master_key=MASTER_KEY)
         return
     url = request.getfixturevalue("postgres")
     schema = f"t_{uuid.uuid4().hex[:12]}"
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield Settings(database_url=url, postgres_schema=schema, postgres_pool_size=4)
+        yield Settings(database_url=url, postgres_schema=schema, postgres_pool_size=4, master_key=MASTER_KEY)
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
 
 
 @pytest.fixture
-def lastmeter(settings: Settings) -> Iterator[LastMeter]:
-    app = LastMeter(env=settings.eventsourcing_env())
-    app.found()
-    yield app
-    app.close()
+def backend(settings: Settings) -> Iterator[Backend]:
+    opened = open_backend(settings)
+    yield opened
+    opened.close()
+
+
+@pytest.fixture
+def lastmeter(backend: Backend) -> LastMeter:
+    return backend.lastmeter

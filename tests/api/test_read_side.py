@@ -163,7 +163,7 @@ class TestOperations:
         case = desk.open()
         desk.get("/v1/cases", min_position=case["_position"])
         items = api.client.get("/v1/projections", headers=api.token("auditor")).json()["items"]
-        assert {i["name"] for i in items} == {"cases", "audit", "liaisons"}
+        assert {i["name"] for i in items} == {"cases", "audit", "liaisons", "chain"}
         assert all(i["position"] >= int(case["_position"]) for i in items)
 
     def test_metrics_show_http_figures_and_lag(self, desk, api):
@@ -174,4 +174,4 @@ class TestOperations:
 
     def test_ready_once_the_views_follow(self, api):
         r = api.client.get("/readyz")
-        assert r.status_code == 200 and set(r.json()["views"]) == {"cases", "audit", "liaisons"}
+        assert r.status_code == 200 and set(r.json()["views"]) == {"cases", "audit", "liaisons", "chain"}

@@ -1,0 +1,53 @@
+"""Everything the API and the command line open on the store, opened and closed in one place."""
+
+import base64
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from api.settings import Settings
+from domain.application import LastMeter
+from projections.privacy import KeyRing, PersonalDataMapper
+from projections.store import ViewStore
+
+
+@dataclass
+class Backend:
+    lastmeter: LastMeter
+    views: ViewStore
+    keys: KeyRing
+
+    def close(self) -> None:
+        self.lastmeter.close()
+        self.views.close()
+
+
+def open_backend(settings: Settings) -> Backend:
+    """The application on the configured store, sealing personal data, with the built-in org tree."""
+    env = settings.eventsourcing_env()
+    views = ViewStore(env)
+    keys = KeyRing(views, master_key(settings))
+    keys.setup()
+    lastmeter = LastMeter(env=env, mapper_factory=lambda transcoder: PersonalDataMapper(transcoder, keys))
+    lastmeter.found()
+    return Backend(lastmeter, views, keys)
+
+
+def master_key(settings: Settings) -> bytes:
+    """LASTMETER_MASTER_KEY (base64), else the key file, made once with owner-only access."""
+    if settings.master_key:
+        return base64.b64decode(settings.master_key)
+    path = Path(settings.master_key_file or default_key_file(settings))
+    try:
+        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return base64.b64decode(path.read_text())
+    with os.fdopen(descriptor, "w") as handle:
+        handle.write(base64.b64encode(os.urandom(32)).decode())
+    return base64.b64decode(path.read_text())
+
+
+def default_key_file(settings: Settings) -> str:
+    if settings.is_postgres:
+        return "lastmeter.key"
+    return str(Path(settings.database_url.removeprefix("sqlite:///")).with_suffix(".key"))

@@ -1,0 +1,96 @@
+"""Tamper evidence: a hash chain over every event as stored.
+
+Each link's hash covers the previous link and the event as it is stored
+(position, aggregate, version, topic and the stored bytes, ciphertext
+included), so altering, deleting, inserting or reordering a stored event
+breaks every link from there on. The chain is kept like a view, in the same
+transaction as its position; verifying recomputes it from the events table.
+A digest (position, head hash, time) kept outside the system proves that
+nothing up to its position changed since, even if the chain itself were
+rewritten.
+"""
+
+import hashlib
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from projections.store import Tx, ViewStore
+from projections.view import Table, View
+
+GENESIS = hashlib.sha256(b"lastmeter").hexdigest()
+
+
+def link(previous: str, position: int, stored: Any) -> str:
+    digest = hashlib.sha256(previous.encode())
+    digest.update(f"|{position}|{stored.originator_id}|{stored.originator_version}|{stored.topic}|".encode())
+    digest.update(bytes(stored.state))
+    return digest.hexdigest()
+
+
+class ChainView(View):
+    name = "chain"
+    stored = True
+    tables = (Table("chain_links", "position BIGINT PRIMARY KEY, hash TEXT NOT NULL"),)
+
+    def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
+        row = tx.execute(f"SELECT hash FROM {self.table('chain_links')} ORDER BY position DESC LIMIT 1").fetchone()
+        previous, links = row[0] if row else GENESIS, []
+        for position, stored in events:
+            previous = link(previous, position, stored)
+            links.append((position, previous))
+        tx.executemany(f"INSERT INTO {self.table('chain_links')} VALUES (?, ?)", links)
+
+
+@dataclass(frozen=True)
+class Verification:
+    ok: bool
+    checked: int
+    head: str | None
+    first_bad_position: int | None
+
+
+def verify(recorder: Any, store: ViewStore, upto: int | None = None, expected_head: str | None = None,
+           batch: int = 5000) -> Verification:
+    """Recomputes the chain from the stored events and compares it with the links (and a digest's head)."""
+    previous, checked = GENESIS, 0
+    events, links = _events(recorder, batch, upto), _links(store, batch, upto)
+    event, chained = next(events, None), next(links, None)
+    while chained is not None or (event is not None and expected_head is not None):
+        if event is None or chained is not None and event.id != chained[0]:
+            bad = chained[0] if event is None or chained[0] < event.id else event.id
+            return Verification(False, checked, previous, bad)
+        previous = link(previous, event.id, event)
+        if chained is not None and chained[1] != previous:
+            return Verification(False, checked, previous, event.id)
+        checked += 1
+        event, chained = next(events, None), next(links, None)
+    if expected_head is not None and previous != expected_head:
+        return Verification(False, checked, previous, upto)
+    return Verification(True, checked, None if checked == 0 else previous, None)
+
+
+def _events(recorder: Any, batch: int, upto: int | None) -> Iterator[Any]:
+    start = 1
+    while notifications := recorder.select_notifications(start, batch, stop=upto):
+        yield from notifications
+        start = notifications[-1].id + 1
+
+
+def _links(store: ViewStore, batch: int, upto: int | None) -> Iterator[tuple[int, str]]:
+    after, limit = 0, upto if upto is not None else 2**62
+    while True:
+        with store.read() as tx:
+            rows = tx.execute("SELECT position, hash FROM view_chain_links WHERE position > ? AND position <= ? "
+                              "ORDER BY position LIMIT ?", (after, limit, batch)).fetchall()
+        if not rows:
+            return
+        yield from rows
+        after = rows[-1][0]
+
+
+def head(store: ViewStore) -> tuple[int, str] | None:
+    """The last link: the position the chain covers and its hash."""
+    with store.read() as tx:
+        row = tx.execute("SELECT position, hash FROM view_chain_links ORDER BY position DESC LIMIT 1").fetchone()
+    return None if row is None else (row[0], row[1])

@@ -1,0 +1,127 @@
+"""Personal data sealed per person: each person's values are encrypted with a key of their own.
+
+Keys live in a table of their own, each wrapped (AES-GCM) with the master
+key, which is kept outside the database. Erasing a person deletes their key:
+every sealed value about them, in every event, becomes unreadable
+(crypto-shredding), while the events themselves, and the hash chain over
+them, stay as they were.
+
+Events carry their personal values in a `personal` field. When stored, the
+field becomes an envelope `{"person", "fields", "sealed"}`: the person it is
+about, the names of the fields (not personal), and the ciphertext. Read back
+with the person's key it is the values again; without it (erased, or a
+reader that holds no keys, like the projector) every field reads None.
+"""
+
+import base64
+import json
+import os
+import threading
+import time
+from typing import Any
+from uuid import UUID
+
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
+
+from projections.store import ViewStore
+
+KEYS = "person_keys"
+KEY_CACHE_SECONDS = 1.0  # another process's erasure is seen within this time
+
+
+class KeyRing:
+    def __init__(self, store: ViewStore, master_key: bytes):
+        if len(master_key) != 32:
+            raise ValueError("the master key must be 32 bytes")
+        self.store = store
+        self._master = AESGCM(master_key)
+        self._cache: dict[UUID, tuple[float, bytes | None]] = {}
+        self._lock = threading.Lock()
+
+    def setup(self) -> None:
+        blob = "BYTEA" if self.store.postgres else "BLOB"
+        with self.store.write() as tx:
+            tx.execute(f"CREATE TABLE IF NOT EXISTS {KEYS} (person_id TEXT PRIMARY KEY, wrapped {blob} NOT NULL)")
+
+    def key_for(self, person: UUID, create: bool = False) -> bytes | None:
+        """The person's key; a new one if they have none yet and `create`; None once erased."""
+        now = time.monotonic()
+        cached = self._cache.get(person)
+        if cached and now - cached[0] < KEY_CACHE_SECONDS and (cached[1] or not create):
+            return cached[1]
+        key = self._load(person)
+        if key is None and create:
+            key = self._create(person)
+        with self._lock:
+            self._cache[person] = (now, key)
+        return key
+
+    def _load(self, person: UUID) -> bytes | None:
+        with self.store.read() as tx:
+            row = tx.execute(f"SELECT wrapped FROM {KEYS} WHERE person_id=?", (str(person),)).fetchone()
+        return None if row is None else self._unwrap(person, bytes(row[0]))
+
+    def _create(self, person: UUID) -> bytes:
+        nonce, key = os.urandom(12), AESGCM.generate_key(bit_length=256)
+        wrapped = nonce + self._master.encrypt(nonce, key, str(person).encode())
+        with self.store.write() as tx:
+            tx.execute(f"INSERT INTO {KEYS} (person_id, wrapped) VALUES (?, ?) ON CONFLICT (person_id) DO NOTHING",
+                       (str(person), wrapped))
+        return self._load(person)  # another writer may have won the race; theirs is the key
+
+    def _unwrap(self, person: UUID, wrapped: bytes) -> bytes:
+        return self._master.decrypt(wrapped[:12], wrapped[12:], str(person).encode())
+
+    def destroy(self, person: UUID) -> None:
+        """Deletes the person's key, and with it every value sealed with it."""
+        with self.store.write() as tx:
+            tx.execute(f"DELETE FROM {KEYS} WHERE person_id=?", (str(person),))
+        self.store.purge(KEYS)  # leave no copy of the key in freed pages
+        with self._lock:
+            self._cache[person] = (time.monotonic(), None)
+
+
+def person_of(state: dict[str, Any], originator_id: UUID) -> UUID:
+    """Whom an event's personal values are about: its `person`, a case's client, or the client itself."""
+    return state.get("person") or state.get("client_id") or originator_id
+
+
+class PersonalDataMapper(Mapper):
+    """Seals `personal` on the way into the store and opens it on the way out."""
+
+    def __init__(self, transcoder: Transcoder, keys: KeyRing | None):
+        super().__init__(transcoder)
+        self.keys = keys
+
+    def to_stored_event(self, domain_event: Any) -> StoredEvent:
+        state = vars(domain_event)
+        if not state.get("personal"):
+            return super().to_stored_event(domain_event)
+        if self.keys is None:
+            raise RuntimeError("a mapper without keys cannot store personal data")
+        person = person_of(state, state["originator_id"])
+        sealed = object.__new__(type(domain_event))
+        object.__setattr__(sealed, "__dict__", {**state, "personal": self._seal(person, state["personal"])})
+        return super().to_stored_event(sealed)
+
+    def to_domain_event(self, stored_event: StoredEvent) -> Any:
+        event = super().to_domain_event(stored_event)
+        envelope = event.__dict__.get("personal")
+        if isinstance(envelope, dict) and "sealed" in envelope:
+            event.__dict__["personal"] = self._open(envelope)
+        return event
+
+    def _seal(self, person: UUID, values: dict[str, Any]) -> dict[str, Any]:
+        key = self.keys.key_for(person, create=True)
+        nonce = os.urandom(12)
+        plain = json.dumps(values, ensure_ascii=False).encode()
+        sealed = nonce + AESGCM(key).encrypt(nonce, plain, str(person).encode())
+        return {"person": str(person), "fields": sorted(values), "sealed": base64.b64encode(sealed).decode()}
+
+    def _open(self, envelope: dict[str, Any]) -> dict[str, Any]:
+        key = self.keys.key_for(UUID(envelope["person"])) if self.keys is not None else None
+        if key is None:
+            return {name: None for name in envelope["fields"]}
+        sealed = base64.b64decode(envelope["sealed"])
+        return json.loads(AESGCM(key).decrypt(sealed[:12], sealed[12:], envelope["person"].encode()))
