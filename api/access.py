@@ -31,14 +31,16 @@ MATRIX: dict[str, frozenset[str]] = {
     "read_projections": EVERYONE,
     "create_contract": frozenset({"supervisor", "admin"}),
     "read_contract": STAFF | {"auditor", "contractor"},
-    "refer_case": STAFF,
     "report_delivery": frozenset({"contractor"}),
     "review_delivery": STAFF,
     "issue_statement": frozenset({"supervisor", "admin"}),
     "read_statement": frozenset({"supervisor", "admin", "auditor", "contractor"}),
+    "erase_client": frozenset({"admin"}),
+    "verify_log": frozenset({"auditor", "admin"}),
 }
 
-# Who sees a person's personal fields (name, ID number, phone, address, notes ...).
+# Who sees a person's personal fields (name, ID number, phone, address, notes ...);
+# an auditor only with a token issued with --personal-data; a contractor only a visit's contact fields.
 PERSONAL_READERS = STAFF
 
 
@@ -48,6 +50,7 @@ class Principal:
     role: str
     org_unit: str | None = None
     provider: str | None = None
+    reads_personal: bool = False  # an auditor whose token allows personal values
 
     @property
     def actor(self) -> Actor:
@@ -57,7 +60,7 @@ class Principal:
         return self.role in MATRIX[action]
 
     def sees_personal_data(self) -> bool:
-        return self.role in PERSONAL_READERS
+        return self.role in PERSONAL_READERS or (self.role == "auditor" and self.reads_personal)
 
     def scope_prefix(self, tree: OrgTree, wanted: str | None = None) -> str | None:
         """The org-code prefix of what this principal may see, narrowed to `wanted`.

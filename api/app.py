@@ -12,6 +12,9 @@ from api.readside import ReadSide
 from api.settings import Settings, get_settings
 
 
+ROUTERS = tuple(m.router for m in (clients, cases, contracts, workload, reports, audit, reference, health))
+
+
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
 
@@ -37,6 +40,6 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     problems.install(app)
     app.state.metrics = metrics.install(app)
-    for module in (clients, cases, contracts, workload, reports, audit, reference, health):
-        app.include_router(module.router)
+    for router in ROUTERS:
+        app.include_router(router)
     return app

@@ -27,7 +27,7 @@ def get_principal(app: App, authorization: Annotated[str | None, Header()] = Non
     token = app.find_token(secret.strip()) if scheme.lower() == "bearer" and secret.strip() else None
     if token is None:
         raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
-    return Principal(token.user, token.role, token.org_unit, token.provider)
+    return Principal(token.user, token.role, token.org_unit, token.provider, token.reads_personal)
 
 
 def permit(action: str):
@@ -38,6 +38,7 @@ def permit(action: str):
             raise HTTPException(403, f"a {principal.role} may not {action.replace('_', ' ')}")
         return principal
 
+    check.action = action  # what the access-matrix tests read off each route
     return Depends(check)
 
 
@@ -73,6 +74,10 @@ Idem = Annotated[Idempotency | None, Depends(get_idempotency)]
 ExpectedVersion = Annotated[int | None, Depends(get_expected_version)]
 
 
+def get_backend(request: Request):
+    return request.app.state.backend
+
+
 def get_readside(request: Request):
     return request.app.state.readside
 
@@ -97,5 +102,6 @@ def fresh(
 
 
 ReadSideDep = Annotated[object, Depends(get_readside)]
+BackendDep = Annotated[object, Depends(get_backend)]
 SettingsDep = Annotated[object, Depends(get_settings_dep)]
 Fresh = Depends(fresh)

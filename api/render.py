@@ -65,6 +65,7 @@ def client_state(client: Client, principal: Principal) -> dict[str, Any]:
         "version": client.version,
         "registered_at": moment(client.created_on),
         "personal_data_withheld": not principal.sees_personal_data(),
+        "erased": client.erased,
     }
 
 

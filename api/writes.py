@@ -10,6 +10,7 @@ from typing import Any
 from fastapi.responses import JSONResponse, Response
 
 from api.access import Principal
+from api.disclosure import disclose
 from api.ledger import canonical, contract_state, delivery_state, statement_document
 from api.render import case_state, client_state
 from domain.application import LastMeter, Written
@@ -20,11 +21,13 @@ Renderer = Callable[[LastMeter, Written, Principal], tuple[Any, str]]  # → (bo
 
 def _case(app: LastMeter, w: Written, principal: Principal) -> tuple[Any, str]:
     state = w.state if w.state is not None else app.get_case(w.id, w.version)
+    disclose(app, principal, state.client_id, "case", w.id)
     return case_state(state, principal), f"/v1/cases/{w.id}"
 
 
 def _client(app: LastMeter, w: Written, principal: Principal) -> tuple[Any, str]:
     state = w.state if w.state is not None else app.get_client(w.id, w.version)
+    disclose(app, principal, w.id, "client", w.id)
     return client_state(state, principal), f"/v1/clients/{w.id}"
 
 

@@ -199,8 +199,8 @@ class CitySeeder:
     `app.events.put()`.
     """
 
-    def __init__(self, app: LastMeter, cases: int, seed: int = 2024, flush_every: int = 20_000,
-                 log: Callable[[str], None] = print):
+    def __init__(self, app: LastMeter, cases: int, seed: int = 2024, flush_every: int = 5_000,
+                 log: Callable[[str], None] = lambda line: print(line, flush=True)):
         self.app = app
         self.cases = cases
         self.rng = random.Random(seed)

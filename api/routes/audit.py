@@ -8,8 +8,9 @@ from fastapi import APIRouter, Query
 from pydantic import AwareDatetime
 
 from api.access import Principal
-from api.deps import Fresh, ReadSideDep, permit
+from api.deps import App, Fresh, ReadSideDep, permit
 from api.render import decode_cursor, encode_cursor, moment
+from projections import chain
 from projections.audit import search
 from projections.timefmt import micros, moment as from_micros
 
@@ -38,3 +39,11 @@ def audit_events(
         for r in page
     ]
     return {"items": items, "next_cursor": encode_cursor(page[-1]["position"]) if len(rows) > limit else None}
+
+
+@router.get("/verify")
+def verify_log(app: App, readside: ReadSideDep, _: Annotated[Principal, permit("verify_log")]):
+    """Recomputes the hash chain over every stored event; names the first position that does not match."""
+    result = chain.verify(app.recorder, readside.store)
+    return {"ok": result.ok, "checked": result.checked, "head": result.head,
+            "first_bad_position": result.first_bad_position}

@@ -12,6 +12,7 @@ from pydantic import AwareDatetime
 
 from api.access import Principal
 from api.deps import App, ExpectedVersion, Fresh, Idem, ReadSideDep, permit
+from api.disclosure import disclose
 from api.render import case_state, decode_cursor, encode_cursor, history_entry, listed_case, visit_contact
 from api.schemas import AssignmentIn, CaseIn, ClosureIn, NoteIn, ReasonIn, ReferralIn, VisitIn
 from api.writes import answer
@@ -127,6 +128,7 @@ def read_case(
     state = case_state(case, principal)
     if principal.role == "contractor":
         state["visit_contact"] = visit_contact(app.get_client(case.client_id))
+    disclose(app, principal, case.client_id, "case", case_id)
     return JSONResponse(state, headers={"ETag": f'"{case.version}"'})
 
 
@@ -137,11 +139,12 @@ def read_history(
     cursor: str | None = None,
 ):
     """Every event of the case, oldest first: version, type, time, actor and data."""
-    case_in_scope(app, principal, case_id)
+    case = case_in_scope(app, principal, case_id)
     after = decode_cursor(cursor)
     events = app.case_events(case_id, after=after, limit=limit + 1)
     page = events[:limit]
     more = len(events) > limit
+    disclose(app, principal, case.client_id, "history", case_id)
     return {
         "items": [history_entry(e, principal) for e in page],
         "next_cursor": encode_cursor(page[-1].originator_version) if more else None,

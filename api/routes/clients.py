@@ -1,15 +1,19 @@
 """Persons served (clients): registration and reading, personal fields by role."""
 
+from dataclasses import replace
 from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, HTTPException
 
 from api.access import Principal
-from api.deps import App, Idem, permit
+from api.deps import App, BackendDep, Idem, permit
+from api.disclosure import disclose
 from api.render import client_state
-from api.schemas import ClientIn
+from api.schemas import ClientIn, ReasonIn
 from api.writes import answer
+from domain.application import LastMeter
+from domain.client import Client
 from domain.errors import NotFound
 
 router = APIRouter(prefix="/v1/clients", tags=["clients"])
@@ -28,7 +32,27 @@ def register_client(body: ClientIn, app: App, idem: Idem,
 @router.get("/{client_id}")
 def read_client(client_id: UUID, app: App, principal: Annotated[Principal, permit("read_client")]):
     """A person; name, ID number, phone and address only for roles that may see them."""
+    client = in_scope(app, principal, client_id)
+    disclose(app, principal, client_id, "client", client_id)
+    return client_state(client, principal)
+
+
+@router.post("/{client_id}/erasure")
+def erase_client(client_id: UUID, body: ReasonIn, app: App, backend: BackendDep, idem: Idem,
+                 principal: Annotated[Principal, permit("erase_client")]):
+    """Erases a person's personal data (PIPL): their key is destroyed, so every value sealed with it,
+    in every event, reads as erased; case facts that are not personal remain."""
+    in_scope(app, principal, client_id)
+    try:
+        written = app.erase_client(principal.actor, idem, client_id, body.reason)
+    finally:
+        if app.get_client(client_id).erased:  # also completes an erasure cut short before the key went
+            backend.keys.destroy(client_id)
+    return answer(app, principal, replace(written, state=None))
+
+
+def in_scope(app: LastMeter, principal: Principal, client_id: UUID) -> Client:
     client = app.get_client(client_id)
     if not principal.covers(app.org_tree(), client.org_unit):
         raise NotFound(f"client {client_id} not found")
-    return client_state(client, principal)
+    return client

@@ -1,0 +1,83 @@
+"""Erasure (PIPL): the person's key is destroyed; their values read as erased everywhere; facts remain."""
+
+from tests.conftest import ADMIN
+from tests.privacy.test_plaintext import ID_NUMBER, NAME, NEED, NOTE, write_everything
+
+
+def erase(api, desk, client_id: str, **headers):
+    return api.client.post(f"/v1/clients/{client_id}/erasure", json={"reason": "本人依法申请删除 (PIPL art. 47)"},
+                           headers={**api.token("admin"), **headers})
+
+
+def test_after_erasure_personal_values_read_as_erased_and_facts_remain(api, desk):
+    write_everything(desk)
+    case = desk.get("/v1/cases", status="closed").json()["items"][0]
+    other = desk.open()  # someone else, not erased
+    r = erase(api, desk, case["client_id"])
+    assert r.status_code == 200 and r.json()["erased"] is True and r.json()["name"] is None
+
+    client = desk.get(f"/v1/clients/{case['client_id']}").json()
+    assert (client["name"], client["id_number"], client["phone"], client["address"]) == (None, None, None, None)
+    state = desk.get(f"/v1/cases/{case['id']}").json()
+    assert state["need"] is None and state["details"]["certificate_number"] is None
+    assert (state["stage"], state["outcome"], state["details"]["category"], state["details"]["grade"]) == (
+        "issued", "served", "physical", 2)
+    history = desk.get(f"/v1/cases/{case['id']}/history").json()["items"]
+    assert [e["data"]["text"] for e in history if e["type"] == "NoteAdded"] == [None]
+    assert not any(value in str(history) for value in (NAME, ID_NUMBER, NEED, NOTE))
+    assert desk.get(f"/v1/clients/{other['client_id']}").json()["name"] == other["_client"]["name"]
+
+    auditor = api.token("auditor")
+    verified = api.client.get("/v1/audit/verify", headers=auditor).json()
+    assert verified["ok"] is True and verified["checked"] > 0
+    events = api.client.get("/v1/audit/events", params={"case_id": case["client_id"],
+                                                        "min_position": r.headers["x-position"]},
+                            headers=auditor).json()["items"]
+    assert [e["type"] for e in events][-1] == "ClientErased"
+
+
+def test_erasure_is_for_admins_and_happens_once(api, desk):
+    case = desk.open()
+    assert desk.post(f"/v1/clients/{case['client_id']}/erasure", {"reason": "x"}).status_code == 403
+    assert erase(api, desk, case["client_id"]).status_code == 200
+    assert erase(api, desk, case["client_id"]).status_code == 409
+
+
+def test_a_retried_erasure_answers_the_first_answer(api, desk):
+    case = desk.open()
+    key = {"Idempotency-Key": "erase-1"}
+    admin = {**api.token("admin"), **key}
+    body = {"reason": "依法删除"}
+    first = api.client.post(f"/v1/clients/{case['client_id']}/erasure", json=body, headers=admin)
+    again = api.client.post(f"/v1/clients/{case['client_id']}/erasure", json=body, headers=admin)
+    assert (first.status_code, again.status_code) == (200, 200) and again.json() == first.json()
+
+
+def test_every_read_of_personal_values_is_on_the_audit_trail(api, desk):
+    case = desk.open()
+    desk.get(f"/v1/clients/{case['client_id']}")
+    last = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "x"})
+    auditor = api.token("auditor")
+    events = api.client.get("/v1/audit/events", params={"actor": desk.user, "min_position": last.headers[
+        "x-position"], "limit": 1000}, headers=auditor).json()["items"]
+    reads = [e["data"] for e in events if e["type"] == "PersonalDataRead"]
+    assert {"person": case["client_id"], "resource": "client", "resource_id": case["client_id"]} in reads
+
+
+def test_an_auditor_sees_personal_values_only_with_a_token_that_allows_it(api, desk):
+    case = desk.open()
+    plain = api.client.get(f"/v1/clients/{case['client_id']}", headers=api.token("auditor")).json()
+    assert plain["name"] is None and plain["personal_data_withheld"] is True
+    secret = api.app.issue_token(ADMIN, "inspector", "auditor", reads_personal=True)
+    allowed = api.client.get(f"/v1/clients/{case['client_id']}", headers={"Authorization": f"Bearer {secret}"})
+    assert allowed.json()["name"] == case["_client"]["name"]
+
+
+def test_a_revoked_token_is_refused_on_the_next_request(api):
+    secret = api.app.issue_token(ADMIN, "leaving", "case_worker", "350502")
+    headers = {"Authorization": f"Bearer {secret}"}
+    assert api.client.get("/v1/case-kinds", headers=headers).status_code == 200
+    token = next(t for t in api.app.tokens() if t.user == "leaving")
+    api.app.revoke_token(ADMIN, token.id)
+    assert api.client.get("/v1/case-kinds", headers=headers).status_code == 401
+    assert next(t for t in api.app.tokens() if t.user == "leaving").revoked
