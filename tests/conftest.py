@@ -72,3 +72,19 @@ def backend(settings: Settings) -> Iterator[Backend]:
 @pytest.fixture
 def lastmeter(backend: Backend) -> LastMeter:
     return backend.lastmeter
+
+
+@pytest.fixture
+def cli(settings: Settings, monkeypatch):
+    """Runs `lastmeter` commands in-process against this test's store."""
+    from typer.testing import CliRunner
+
+    from api.cli import cli as lastmeter_cli
+    from api.settings import get_settings
+
+    for name, value in (("DATABASE_URL", settings.database_url), ("POSTGRES_SCHEMA", settings.postgres_schema),
+                        ("MASTER_KEY", settings.master_key)):
+        monkeypatch.setenv(f"LASTMETER_{name}", value)
+    get_settings.cache_clear()
+    yield lambda *args: CliRunner().invoke(lastmeter_cli, list(args))
+    get_settings.cache_clear()

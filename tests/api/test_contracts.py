@@ -224,24 +224,13 @@ class TestStatements:
 
 
 class TestStatementFromTheCommandLine:
-    def test_lastmeter_replays_the_same_bytes_from_the_log(self, api, desk, market, settings, monkeypatch):
-        from typer.testing import CliRunner
-
-        from api.cli import cli
-
+    def test_lastmeter_replays_the_same_bytes_from_the_log(self, api, desk, market, cli):
         case = referred_case(desk, market)
         base = f"/v1/contracts/{market['contract']['id']}"
         first = deliver(api, market, case["id"], "C-1", units=2).json()
         desk.post(f"{base}/deliveries/{first['id']}/review", {"accepted": True})
         issued = api.client.post(f"{base}/statements", json={"period": TODAY.strftime("%Y-%m")},
                                  headers=market["supervisor"])
-        monkeypatch.setenv("LASTMETER_DATABASE_URL", settings.database_url)
-        monkeypatch.setenv("LASTMETER_POSTGRES_SCHEMA", settings.postgres_schema)
-        from api.settings import get_settings
-        get_settings.cache_clear()
-        try:
-            result = CliRunner().invoke(cli, ["audit", "statement", issued.json()["id"]])
-        finally:
-            get_settings.cache_clear()
+        result = cli("audit", "statement", issued.json()["id"])
         assert result.exit_code == 0, result.output
         assert result.stdout_bytes.rstrip(b"\n") == issued.content

@@ -82,3 +82,14 @@ def test_a_digest_of_an_untouched_log_verifies(chained):
     backend, _ = chained
     position, head = chain.head(backend.views)
     assert chain.verify(backend.lastmeter.recorder, backend.views, upto=position, expected_head=head).ok
+
+
+def test_the_command_line_digest_then_verify(chained, cli, tmp_path):
+    backend, _ = chained
+    digest = tmp_path / "digest.json"
+    assert cli("audit", "digest", "--out", str(digest)).exit_code == 0
+    assert cli("audit", "verify", "--digest", str(digest)).exit_code == 0
+    table, column = rows(backend)
+    execute(backend, f"UPDATE {table} SET state = ? WHERE {column} = 2", (b'{"forged": true}',))
+    result = cli("audit", "verify")
+    assert result.exit_code == 1 and '"first_bad_position": 2' in result.output
