@@ -278,22 +278,17 @@ def projections_rebuild(name: Annotated[Optional[str], typer.Argument(help="one 
         if unknown:
             console.print(f"[red]error:[/red] no view {unknown[0]!r}; views: {', '.join(projector.views)}")
             raise typer.Exit(2)
-        for view in names:
-            rebuild_one(projector, view)
+        started = time.perf_counter()
+        with Progress(TextColumn(", ".join(names)), BarColumn(), MofNCompleteColumn(),
+                      TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(), console=console) as bar:
+            task = bar.add_task("rebuild", total=max(projector.head(), 1), rate="-")
 
+            def progress(done: int, head: int) -> None:
+                elapsed = time.perf_counter() - started
+                bar.update(task, completed=done, total=max(head, done, 1), rate=f"{done / elapsed:,.0f}")
 
-def rebuild_one(projector, view: str) -> None:
-    started = time.perf_counter()
-    with Progress(TextColumn(f"{view:<10}"), BarColumn(), MofNCompleteColumn(),
-                  TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(), console=console) as bar:
-        task = bar.add_task(view, total=max(projector.head(), 1), rate="-")
-
-        def progress(done: int, head: int) -> None:
-            elapsed = time.perf_counter() - started
-            bar.update(task, completed=done, total=max(head, done, 1), rate=f"{done / elapsed:,.0f}")
-
-        done = projector.rebuild(view, progress)
-    console.print(f"{view}: {done} events in {time.perf_counter() - started:.1f} s")
+            done = projector.rebuild(names, progress)
+        console.print(f"rebuilt {', '.join(names)}: {done} events in {time.perf_counter() - started:.1f} s")
 
 
 @cli.command()

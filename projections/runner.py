@@ -86,33 +86,47 @@ class Projector:
         suffix = " FOR UPDATE" if self.store.postgres else ""
         return tx.execute(f"SELECT position FROM {POSITIONS} WHERE name=?{suffix}", (tracking,)).fetchone()[0]
 
-    def _read(self, after: int, limit: int, view: View) -> list[tuple[int, Any]]:
+    def _read(self, after: int, limit: int, decode: bool) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
+        """A batch of the log after `after`: as stored, and decoded (when asked)."""
         notifications = self.app.recorder.select_notifications(after + 1, limit)
-        if view.stored:
-            return [(n.id, n) for n in notifications]
-        return [(n.id, self.mapper.to_domain_event(n)) for n in notifications]
+        stored = [(n.id, n) for n in notifications]
+        decoded = [(n.id, self.mapper.to_domain_event(n)) for n in notifications] if decode else []
+        return stored, decoded
 
-    def step(self, view: View, tracking: str) -> int:
-        """Applies one batch to one view; returns how many events it applied."""
-        start = self.position(tracking)
-        events = self._read(start, self.batch_size, view)
-        if not events:
+    def advance(self, copies: Sequence[tuple[View, str]]) -> int:
+        """One batch for several views at once: the log read and decoded once, one transaction.
+
+        Each copy is (view, tracking name); returns how many positions the batch spanned.
+        """
+        with self.store.read() as tx:
+            starts = {tracking: self.position(tracking, tx) for _, tracking in copies}
+        stored, decoded = self._read(min(starts.values()), self.batch_size, any(not v.stored for v, _ in copies))
+        if not stored:
             return 0
         with self.store.write() as tx:
-            if self._lock_position(tx, tracking) != start:
-                return 0  # another projector moved on; read again
-            view.apply(tx, events)
-            tx.execute(f"UPDATE {POSITIONS} SET position=? WHERE name=?", (events[-1][0], tracking))
-        return len(events)
+            # Locked always in the same order, so projectors never deadlock; a copy that another
+            # projector moved on since it was read is left to the next round.
+            unmoved = [(v, t) for v, t in copies if self._lock_position(tx, t) == starts[t]]
+            self._apply(tx, unmoved, starts, stored, decoded)
+        return len(stored)
+
+    def _apply(self, tx: Tx, copies: Sequence[tuple[View, str]], starts: dict[str, int],
+               stored: list[tuple[int, Any]], decoded: list[tuple[int, Any]]) -> None:
+        for view, tracking in copies:
+            batch = [e for e in (stored if view.stored else decoded) if e[0] > starts[tracking]]
+            if batch:
+                view.apply(tx, batch)
+                tx.execute(f"UPDATE {POSITIONS} SET position=? WHERE name=?", (batch[-1][0], tracking))
+                self.processed[tracking.removesuffix(NEXT)] += len(batch)
+
+    def live(self) -> list[tuple[View, str]]:
+        return [(view_cls(), name) for name, view_cls in self.views.items()]
 
     def catch_up(self) -> int:
-        """Brings every live view to the head of the log; returns events applied."""
+        """Brings every live view to the head of the log; returns positions read."""
         total = 0
-        for name, view_cls in self.views.items():
-            view = view_cls()
-            while applied := self.step(view, name):
-                self.processed[name] += applied
-                total += applied
+        while read := self.advance(self.live()):
+            total += read
         with self._caught_up:
             self._caught_up.notify_all()
         return total
@@ -141,28 +155,38 @@ class Projector:
 
     # -- rebuilding -------------------------------------------------------
 
-    def rebuild(self, name: str, progress: Callable[[int, int], None] = lambda done, head: None) -> int:
-        """Builds the view afresh beside the live one, then swaps it in once caught up."""
-        view_cls = self.views[name]
-        fresh = view_cls(suffix=NEXT)
-        tracking = name + NEXT
+    def rebuild(self, names: Sequence[str], progress: Callable[[int, int], None] = lambda done, head: None) -> int:
+        """Builds the views afresh beside the live ones in one pass over the log, then swaps them all
+        in, in one transaction, once caught up; readers never see a half-built view."""
+        fresh = [(self.views[name](suffix=NEXT), name + NEXT) for name in names]
         with self.store.write() as tx:
-            self._create(tx, fresh, tracking)
+            for view, tracking in fresh:
+                self._create(tx, view, tracking)
         done = 0
-        while applied := self.step(fresh, tracking):
-            done += applied
+        while read := self.advance(fresh):
+            done += read
             progress(done, self.head())
         with self.store.write() as tx:
-            self._lock_position(tx, name)
-            position = self._lock_position(tx, tracking)
-            while events := self._read(position, self.batch_size, fresh):
-                fresh.apply(tx, events)
-                position = events[-1][0]
-                done += len(events)
-            view_cls().drop(tx)
-            fresh.rename_to_live(tx)
-            tx.execute(f"UPDATE {POSITIONS} SET position=?, fingerprint=? WHERE name=?",
-                       (position, view_cls.fingerprint(), name))
-            tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (tracking,))
+            for name in names:
+                self._lock_position(tx, name)
+            done += self._finish(tx, fresh)
+            for (view, tracking), name in zip(fresh, names):
+                position = self._lock_position(tx, tracking)
+                self.views[name]().drop(tx)
+                view.rename_to_live(tx)
+                tx.execute(f"UPDATE {POSITIONS} SET position=?, fingerprint=? WHERE name=?",
+                           (position, view.fingerprint(), name))
+                tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (tracking,))
         progress(done, self.head())
         return done
+
+    def _finish(self, tx: Tx, copies: Sequence[tuple[View, str]]) -> int:
+        """Inside the swap's transaction: applies what was written since the last batch."""
+        done = 0
+        while True:
+            starts = {tracking: self._lock_position(tx, tracking) for _, tracking in copies}
+            stored, decoded = self._read(min(starts.values()), self.batch_size, any(not v.stored for v, _ in copies))
+            if not stored:
+                return done
+            self._apply(tx, copies, starts, stored, decoded)
+            done += len(stored)

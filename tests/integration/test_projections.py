@@ -78,8 +78,7 @@ class TestLiveAndRebuilt:
         busy_city(lastmeter)
         projector.catch_up()  # live, in small batches
         live = snapshot(views)
-        for name in projector.views:
-            projector.rebuild(name)
+        projector.rebuild(list(projector.views))
         assert snapshot(views) == live
         assert len(live["cases"]) == 12 and len(live["liaison_spells"]) > 12
 
@@ -90,7 +89,7 @@ class TestLiveAndRebuilt:
         projector.catch_up()
         before = snapshot(views)
         seen_during = []
-        projector.rebuild("cases", lambda done, head: seen_during.append(snapshot(views)))
+        projector.rebuild(["cases"], lambda done, head: seen_during.append(snapshot(views)))
         assert all(s == before for s in seen_during[:-1]) and seen_during
 
 
@@ -154,5 +153,5 @@ class TestCrashAndResume:
             cases_view.apply = original
         projector.catch_up()
         resumed = snapshot(views)
-        reference.rebuild("cases")
+        reference.rebuild(["cases"])
         assert snapshot(views) == resumed and rows < len(resumed["cases"])
