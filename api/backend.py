@@ -27,9 +27,10 @@ def open_backend(settings: Settings) -> Backend:
     env = settings.eventsourcing_env()
     views = ViewStore(env)
     keys = KeyRing(views, master_key(settings))
-    keys.setup()
-    lastmeter = LastMeter(env=env, mapper_factory=lambda transcoder: PersonalDataMapper(transcoder, keys))
-    lastmeter.found()
+    with views.setup_lock():  # the library's tables, ours and the org tree, once, whoever starts first
+        keys.setup()
+        lastmeter = LastMeter(env=env, mapper_factory=lambda transcoder: PersonalDataMapper(transcoder, keys))
+        lastmeter.found()
     return Backend(lastmeter, views, keys)
 
 

@@ -17,7 +17,8 @@ class ReadSide:
         app = backend.lastmeter
         keyless = PersonalDataMapper(app.construct_transcoder(), keys=None)  # views never hold personal data
         self.projector = Projector(app, self.store, VIEWS, mapper=keyless)
-        self.projector.setup()
+        with self.store.setup_lock():
+            self.projector.setup()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
 

@@ -15,6 +15,9 @@ from domain.actor import Actor
 from domain.errors import CommandRefused, InvalidInput
 from domain.fields import clean_text
 
+# The grounds for deletion of PIPL art. 47: a code, never free text (free text could name the person).
+ERASURE_GROUNDS = ("purpose_achieved", "service_ended", "consent_withdrawn", "retention_expired",
+                   "unlawful_processing", "other_lawful_ground")
 _ID_WEIGHTS = (7, 9, 10, 5, 8, 4, 2, 1, 6, 3, 7, 9, 10, 5, 8, 4, 2)
 _ID_CHECK = "10X98765432"
 _PHONE = re.compile(r"(\+?86)?1[0-9]{10}|0[0-9]{2,3}-?[0-9]{7,8}")
@@ -78,9 +81,11 @@ class Client(Aggregate):
         return cls._create(cls.ClientRegistered, actor=actor.as_dict(), org_unit=org_unit, personal=personal)
 
     def erase(self, actor: Actor, reason: str) -> None:
+        if reason not in ERASURE_GROUNDS:
+            raise InvalidInput("reason", f"must be one of the lawful grounds {', '.join(ERASURE_GROUNDS)}")
         if self.erased:
             raise CommandRefused("the person's data is already erased")
-        self.trigger_event(self.ClientErased, actor=actor.as_dict(), reason=clean_text("reason", reason, 500))
+        self.trigger_event(self.ClientErased, actor=actor.as_dict(), reason=reason)
 
     @property
     def id_number(self) -> str | None:

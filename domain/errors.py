@@ -47,6 +47,10 @@ class CaseNotOnHold(CommandRefused):
     pass
 
 
+class PersonErased(CommandRefused):
+    """The person's data was erased: nothing more about them can be recorded."""
+
+
 class StaleVersion(DomainError):
     """If-Match named a version that is no longer current."""
 

@@ -52,16 +52,22 @@ class Verification:
 
 def verify(recorder: Any, store: ViewStore, upto: int | None = None, expected_head: str | None = None,
            batch: int = 5000) -> Verification:
-    """Recomputes the chain from the stored events and compares it with the links (and a digest's head)."""
+    """Recomputes the chain from the stored events and compares it with the links (and a digest's head).
+
+    Every event up to the position the chain has recorded must have its link: deleting links
+    (to hide an altered event) is itself caught. With a digest, every event up to its position
+    is recomputed whatever the links say.
+    """
+    covered = chained_position(store) if upto is None else upto
     previous, checked = GENESIS, 0
-    events, links = _events(recorder, batch, upto), _links(store, batch, upto)
+    events, links = _events(recorder, batch, covered), _links(store, batch, covered)
     event, chained = next(events, None), next(links, None)
-    while chained is not None or (event is not None and expected_head is not None):
-        if event is None or chained is not None and event.id != chained[0]:
-            bad = chained[0] if event is None or chained[0] < event.id else event.id
+    while chained is not None or event is not None:
+        if event is None or chained is None or event.id != chained[0]:  # a row or a link is missing
+            bad = min(p for p in (event and event.id, chained and chained[0]) if p is not None)
             return Verification(False, checked, previous, bad)
         previous = link(previous, event.id, event)
-        if chained is not None and chained[1] != previous:
+        if chained[1] != previous:
             return Verification(False, checked, previous, event.id)
         checked += 1
         event, chained = next(events, None), next(links, None)
@@ -70,9 +76,16 @@ def verify(recorder: Any, store: ViewStore, upto: int | None = None, expected_he
     return Verification(True, checked, None if checked == 0 else previous, None)
 
 
+def chained_position(store: ViewStore) -> int:
+    """The position up to which the chain has linked every event (its tracking position)."""
+    with store.read() as tx:
+        row = tx.execute("SELECT position FROM projection_positions WHERE name = 'chain'").fetchone()
+    return row[0] if row else 0
+
+
 def _events(recorder: Any, batch: int, upto: int | None) -> Iterator[Any]:
     start = 1
-    while notifications := recorder.select_notifications(start, batch, stop=upto):
+    while upto and (notifications := recorder.select_notifications(start, batch, stop=upto)):
         yield from notifications
         start = notifications[-1].id + 1
 

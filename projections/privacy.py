@@ -21,9 +21,11 @@ import time
 from typing import Any
 from uuid import UUID
 
+from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
+from domain.errors import PersonErased
 from projections.store import ViewStore
 
 KEYS = "person_keys"
@@ -42,41 +44,54 @@ class KeyRing:
     def setup(self) -> None:
         blob = "BYTEA" if self.store.postgres else "BLOB"
         with self.store.write() as tx:
-            tx.execute(f"CREATE TABLE IF NOT EXISTS {KEYS} (person_id TEXT PRIMARY KEY, wrapped {blob} NOT NULL)")
+            # `wrapped` is NULL for a person erased: the tombstone keeps a new key from ever being made.
+            tx.execute(f"CREATE TABLE IF NOT EXISTS {KEYS} (person_id TEXT PRIMARY KEY, wrapped {blob})")
 
-    def key_for(self, person: UUID, create: bool = False) -> bytes | None:
-        """The person's key; a new one if they have none yet and `create`; None once erased."""
+    def key_for(self, person: UUID) -> bytes | None:
+        """The person's key; None if they have none or were erased."""
+        return self._cached(person, lambda: self._load(person)[1])
+
+    def key_to_seal(self, person: UUID) -> bytes:
+        """The person's key, made on first use; PersonErased once they were erased."""
+        key = self._cached(person, lambda: self._load(person)[1] or self._create(person))
+        if key is None:
+            raise PersonErased(f"the personal data of person {person} was erased; nothing more can be recorded")
+        return key
+
+    def _cached(self, person: UUID, load) -> bytes | None:
         now = time.monotonic()
         cached = self._cache.get(person)
-        if cached and now - cached[0] < KEY_CACHE_SECONDS and (cached[1] or not create):
+        if cached and now - cached[0] < KEY_CACHE_SECONDS and cached[1] is not None:
             return cached[1]
-        key = self._load(person)
-        if key is None and create:
-            key = self._create(person)
+        key = load()
         with self._lock:
             self._cache[person] = (now, key)
         return key
 
-    def _load(self, person: UUID) -> bytes | None:
+    def _load(self, person: UUID) -> tuple[bool, bytes | None]:
+        """(whether a row exists, the key or None for a tombstone)."""
         with self.store.read() as tx:
             row = tx.execute(f"SELECT wrapped FROM {KEYS} WHERE person_id=?", (str(person),)).fetchone()
-        return None if row is None else self._unwrap(person, bytes(row[0]))
+        if row is None or row[0] is None:
+            return row is not None, None
+        return True, self._unwrap(person, bytes(row[0]))
 
-    def _create(self, person: UUID) -> bytes:
+    def _create(self, person: UUID) -> bytes | None:
         nonce, key = os.urandom(12), AESGCM.generate_key(bit_length=256)
         wrapped = nonce + self._master.encrypt(nonce, key, str(person).encode())
         with self.store.write() as tx:
             tx.execute(f"INSERT INTO {KEYS} (person_id, wrapped) VALUES (?, ?) ON CONFLICT (person_id) DO NOTHING",
                        (str(person), wrapped))
-        return self._load(person)  # another writer may have won the race; theirs is the key
+        return self._load(person)[1]  # another writer may have won the race, or erased: theirs stands
 
     def _unwrap(self, person: UUID, wrapped: bytes) -> bytes:
         return self._master.decrypt(wrapped[:12], wrapped[12:], str(person).encode())
 
     def destroy(self, person: UUID) -> None:
-        """Deletes the person's key, and with it every value sealed with it."""
+        """Destroys the person's key, and with it every value sealed with it; leaves a tombstone."""
         with self.store.write() as tx:
-            tx.execute(f"DELETE FROM {KEYS} WHERE person_id=?", (str(person),))
+            tx.execute(f"INSERT INTO {KEYS} (person_id, wrapped) VALUES (?, NULL) "
+                       "ON CONFLICT (person_id) DO UPDATE SET wrapped = NULL", (str(person),))
         self.store.purge(KEYS)  # leave no copy of the key in freed pages
         with self._lock:
             self._cache[person] = (time.monotonic(), None)
@@ -113,7 +128,7 @@ class PersonalDataMapper(Mapper):
         return event
 
     def _seal(self, person: UUID, values: dict[str, Any]) -> dict[str, Any]:
-        key = self.keys.key_for(person, create=True)
+        key = self.keys.key_to_seal(person)
         nonce = os.urandom(12)
         plain = json.dumps(values, ensure_ascii=False).encode()
         sealed = nonce + AESGCM(key).encrypt(nonce, plain, str(person).encode())
@@ -124,4 +139,7 @@ class PersonalDataMapper(Mapper):
         if key is None:
             return {name: None for name in envelope["fields"]}
         sealed = base64.b64decode(envelope["sealed"])
-        return json.loads(AESGCM(key).decrypt(sealed[:12], sealed[12:], envelope["person"].encode()))
+        try:
+            return json.loads(AESGCM(key).decrypt(sealed[:12], sealed[12:], envelope["person"].encode()))
+        except InvalidTag:  # not sealed with this key: unreadable, like erased
+            return {name: None for name in envelope["fields"]}

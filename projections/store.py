@@ -17,6 +17,9 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 
+SETUP_LOCK = 0x1A57_3E7E  # the advisory lock id held while creating tables
+
+
 class Tx:
     """One transaction's cursor, speaking `?` SQL on either store."""
 
@@ -100,6 +103,21 @@ class ViewStore:
             yield Tx(conn.cursor(), False)
         finally:
             conn.execute("ROLLBACK")
+
+    @contextmanager
+    def setup_lock(self) -> Iterator[None]:
+        """Serialises schema setup between processes starting at once (several API workers)."""
+        if not self.postgres:
+            yield  # SQLite: each CREATE already runs under the database's write lock
+            return
+        with self._pool.connection() as conn:
+            conn.autocommit = True
+            conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
+            try:
+                yield
+            finally:
+                conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
+                conn.autocommit = False
 
     def purge(self, table: str) -> None:
         """Leaves no copy of deleted rows of `table` on disk (dead tuples, freed pages, the WAL)."""

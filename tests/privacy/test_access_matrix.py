@@ -93,7 +93,7 @@ class World:
 
 BODIES = {
     ("POST", "/v1/clients"): client_body(org_unit="350502"),
-    ("POST", "/v1/clients/{client_id}/erasure"): {"reason": "依法删除"},
+    ("POST", "/v1/clients/{client_id}/erasure"): {"reason": "consent_withdrawn"},
     ("POST", "/v1/cases/{case_id}/assignment"): {"assignee": "someone"},
     ("POST", "/v1/cases/{case_id}/notes"): {"text": "t"},
     ("POST", "/v1/cases/{case_id}/visits"): {"mode": "proxy", "visited_at": "2026-01-05T10:00:00+08:00",

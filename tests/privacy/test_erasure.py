@@ -5,7 +5,7 @@ from tests.privacy.test_plaintext import ID_NUMBER, NAME, NEED, NOTE, write_ever
 
 
 def erase(api, desk, client_id: str, **headers):
-    return api.client.post(f"/v1/clients/{client_id}/erasure", json={"reason": "本人依法申请删除 (PIPL art. 47)"},
+    return api.client.post(f"/v1/clients/{client_id}/erasure", json={"reason": "consent_withdrawn"},
                            headers={**api.token("admin"), **headers})
 
 
@@ -47,7 +47,7 @@ def test_a_retried_erasure_answers_the_first_answer(api, desk):
     case = desk.open()
     key = {"Idempotency-Key": "erase-1"}
     admin = {**api.token("admin"), **key}
-    body = {"reason": "依法删除"}
+    body = {"reason": "consent_withdrawn"}
     first = api.client.post(f"/v1/clients/{case['client_id']}/erasure", json=body, headers=admin)
     again = api.client.post(f"/v1/clients/{case['client_id']}/erasure", json=body, headers=admin)
     assert (first.status_code, again.status_code) == (200, 200) and again.json() == first.json()
@@ -81,3 +81,20 @@ def test_a_revoked_token_is_refused_on_the_next_request(api):
     api.app.revoke_token(ADMIN, token.id)
     assert api.client.get("/v1/case-kinds", headers=headers).status_code == 401
     assert next(t for t in api.app.tokens() if t.user == "leaving").revoked
+
+
+def test_nothing_personal_can_be_recorded_about_a_person_once_erased(api, desk):
+    case = desk.open()
+    erase(api, desk, case["client_id"])
+    r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "新的病情记录"})
+    assert r.status_code == 409 and "erased" in r.json()["detail"]
+    assert desk.get(f"/v1/cases/{case['id']}").status_code == 200
+    assert desk.post(f"/v1/cases/{case['id']}/assignment", {"assignee": "lin"}).status_code == 200  # a fact
+    assert desk.get(f"/v1/cases/{case['id']}/history").status_code == 200
+
+
+def test_an_erasure_needs_a_lawful_ground_not_free_text(api, desk):
+    case = desk.open()
+    r = api.client.post(f"/v1/clients/{case['client_id']}/erasure", json={"reason": "张三 13912345678 要求删除"},
+                        headers=api.token("admin"))
+    assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason"

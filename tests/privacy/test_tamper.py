@@ -93,3 +93,14 @@ def test_the_command_line_digest_then_verify(chained, cli, tmp_path):
     execute(backend, f"UPDATE {table} SET state = ? WHERE {column} = 2", (b'{"forged": true}',))
     result = cli("audit", "verify")
     assert result.exit_code == 1 and '"first_bad_position": 2' in result.output
+
+
+def test_deleting_links_to_hide_an_altered_event_is_caught(chained):
+    backend, _ = chained
+    table, column = rows(backend)
+    execute(backend, f"UPDATE {table} SET state = ? WHERE {column} = 4", (b'{"forged": true}',))
+    execute(backend, "DELETE FROM view_chain_links WHERE position >= 4")
+    result = chain.verify(backend.lastmeter.recorder, backend.views)
+    assert (result.ok, result.first_bad_position) == (False, 4)
+    execute(backend, "DELETE FROM view_chain_links")
+    assert chain.verify(backend.lastmeter.recorder, backend.views).first_bad_position == 1
