@@ -2,15 +2,15 @@
 
 import csv
 import io
+from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
 
 from openpyxl import load_workbook
 
+from api.spreadsheet import XLSX
 from domain.errors import InvalidInput
 from domain.purchasing import DeliveryRow
-
-XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 HEADERS = {
     "case_id": "case_id", "案件编号": "case_id",
     "delivered_on": "delivered_on", "服务日期": "delivered_on",
@@ -22,18 +22,19 @@ MAX_ROWS = 50_000
 
 def read_rows(content: bytes, filename_or_type: str) -> list[DeliveryRow]:
     """The rows of a CSV or XLSX file; 422 for a file that is neither or lacks a column."""
-    if content[:2] == b"PK" or filename_or_type.endswith(("xlsx", XLSX)):
-        table = _xlsx(content)
-    else:
-        table = _csv(content)
-    header, *body = table or [[]]
+    table = _xlsx(content) if content[:2] == b"PK" or filename_or_type.endswith(("xlsx", XLSX)) else _csv(content)
+    header = next(table, None) or []
     columns = _columns(header)
-    if len(body) > MAX_ROWS:
-        raise InvalidInput("file", f"has {len(body)} rows; at most {MAX_ROWS} in one import")
-    return [_row(row, columns) for row in body if any(c not in (None, "") for c in row)]
+    rows = []
+    for row in table:
+        if len(rows) == MAX_ROWS:
+            raise InvalidInput("file", f"has more than {MAX_ROWS} rows; import them in parts")
+        if any(c not in (None, "") for c in row):
+            rows.append(_row(row, columns))
+    return rows
 
 
-def _csv(content: bytes) -> list[list[Any]]:
+def _csv(content: bytes) -> Iterator[list[Any]]:
     for encoding in ("utf-8-sig", "gb18030"):
         try:
             text = content.decode(encoding)
@@ -43,18 +44,21 @@ def _csv(content: bytes) -> list[list[Any]]:
     else:
         raise InvalidInput("file", "is not CSV text in UTF-8 or GB18030")
     try:
-        return [row for row in csv.reader(io.StringIO(text))]
+        yield from csv.reader(io.StringIO(text))
     except csv.Error as error:
         raise InvalidInput("file", f"is not readable CSV ({error})") from None
 
 
-def _xlsx(content: bytes) -> list[list[Any]]:
+def _xlsx(content: bytes) -> Iterator[list[Any]]:
+    """Rows read as they are needed: a workbook is parsed only as far as the import goes."""
     try:
         book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-    except Exception:  # openpyxl raises many kinds for a damaged file
+        for row in book.worksheets[0].iter_rows(values_only=True):
+            yield list(row)
+    except InvalidInput:
+        raise
+    except Exception:  # openpyxl raises many kinds for a damaged file, lazily, row by row
         raise InvalidInput("file", "is not a readable XLSX workbook") from None
-    sheet = book.worksheets[0]
-    return [list(row) for row in sheet.iter_rows(values_only=True)]
 
 
 def _columns(header: list[Any]) -> dict[str, int]:

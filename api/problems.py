@@ -1,5 +1,6 @@
 """Every error answers application/problem+json (RFC 9457), mapped here, in one place."""
 
+import json
 import logging
 from typing import Any
 
@@ -15,10 +16,18 @@ log = logging.getLogger("lastmeter.api")
 PROBLEM = "application/problem+json"
 
 
+class ProblemResponse(JSONResponse):
+    media_type = PROBLEM
+
+    def render(self, content: Any) -> bytes:
+        # ASCII-escaped, so that even a lone surrogate a client sent can be named back to it.
+        return json.dumps(content, ensure_ascii=True, separators=(",", ":")).encode()
+
+
 def problem(status: int, title: str, detail: str, headers: dict | None = None, **extra: Any) -> JSONResponse:
     body = {"type": f"https://lastmeter.example/problems/{title.lower().replace(' ', '-')}",
             "title": title, "status": status, "detail": detail, **extra}
-    return JSONResponse(body, status_code=status, media_type=PROBLEM, headers=headers)
+    return ProblemResponse(body, status_code=status, headers=headers)
 
 
 def _field(error: dict) -> str:
@@ -57,8 +66,10 @@ async def contention(_: Request, exc: Contention) -> JSONResponse:
 
 
 async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+    if exc.status_code == 400:  # a body the server could not parse at all is invalid input too
+        return problem(422, "Invalid input", f"body: {exc.detail}", errors=[{"field": "body", "reason": str(exc.detail)}])
     titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-              406: "Not acceptable", 415: "Unsupported media type"}
+              406: "Not acceptable", 413: "Content too large", 415: "Unsupported media type"}
     return problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), headers=exc.headers)
 
 

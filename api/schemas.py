@@ -79,4 +79,4 @@ class ReviewIn(Body):
 
 
 class StatementIn(Body):
-    period: str = Field(pattern=r"^[0-9]{4}-(0[1-9]|1[0-2])$", description="YYYY-MM")
+    period: str = Field(description="YYYY-MM")

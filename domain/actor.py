@@ -3,7 +3,7 @@
 import re
 from dataclasses import dataclass
 
-STAFF_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")  # a staff user id, as tokens and assignments name users
+STAFF_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # a staff user id, as tokens and assignments name users
 ROLES = ("case_worker", "supervisor", "auditor", "contractor", "admin")
 
 

@@ -247,9 +247,6 @@ class ServiceCase(Aggregate):
         self.trigger_event(self.CaseReferred, actor=actor.as_dict(), contract_id=contract.id,
                            provider=contract.provider)
 
-    def provided_by(self, provider: str) -> bool:
-        return provider in self.referrals.values()
-
     def take_step(self, actor: Actor, step_name: str, payload: Any, id_number: str | None = None) -> None:
         """Takes a step of the case's kind; `id_number` is needed to check a certificate number."""
         step = self.declaration.step(step_name)

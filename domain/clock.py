@@ -1,7 +1,10 @@
 """Days are counted in Asia/Shanghai time."""
 
+import re
 from datetime import datetime, time, timedelta
 from zoneinfo import ZoneInfo
+
+from domain.errors import InvalidInput
 
 SHANGHAI = ZoneInfo("Asia/Shanghai")
 
@@ -18,3 +21,14 @@ def end_of_day_after(moment: datetime, days: int) -> datetime:
     """
     day = local(moment).date() + timedelta(days=days + 1)
     return datetime.combine(day, time(0), tzinfo=SHANGHAI)
+
+
+MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
+
+
+def check_month(field: str, value: object) -> str:
+    """A month as YYYY-MM, of a year from 1 to 9998 (so that the next month is a date too)."""
+    match = MONTH.fullmatch(value) if isinstance(value, str) else None
+    if match is None or not 1 <= int(match.group(1)) <= 9998:
+        raise InvalidInput(field, "must be a month as YYYY-MM, years 0001 to 9998")
+    return value

@@ -17,6 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
+from domain.clock import check_month
 from domain.errors import CommandRefused, InvalidInput
 from domain.fields import clean_text, parse_money
 from domain.kinds import KINDS
@@ -201,7 +202,6 @@ class PaymentStatement(Aggregate):
 
     @classmethod
     def issue(cls, actor: Actor, contract: Contract, period: str, position: int) -> "PaymentStatement":
-        if not isinstance(period, str) or not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", period):
-            raise InvalidInput("period", "must be a month as YYYY-MM")
+        check_month("period", period)
         return cls._create(cls.StatementIssued, actor=actor.as_dict(), contract_id=contract.id, period=period,
                            contract_version=contract.version, position=position)

@@ -346,3 +346,4 @@ KINDS: dict[str, CaseKind] = {
         HOME_CARE, EMPLOYMENT_TRAINING, PSYCHOLOGICAL_COUNSELLING, HEALTH_CHECK,
     )
 }
+STAGES = frozenset(stage.name for kind in KINDS.values() for stage in kind.stages)

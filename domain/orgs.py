@@ -64,6 +64,8 @@ def parent_of(code: str) -> str | None:
 def check_code(field: str, code: str) -> str:
     if not isinstance(code, str) or not _CODE.fullmatch(code):
         raise InvalidInput(field, "must be a 6, 9 or 12 digit statistical division code")
+    if not code.startswith(code_prefix(CITY)):
+        raise InvalidInput(field, f"{code} is not a unit of the city {CITY}: codes start {code_prefix(CITY)}")
     return code
 
 

@@ -17,7 +17,7 @@ class CommandReceipt(Aggregate):
     class CommandAnswered(Aggregate.Created):
         request_hash: str
         status: int
-        resource: str  # "case" or "client"
+        resource: str  # what was written: case, client, contract, delivery or statement
         resource_id: UUID
         resource_version: int
         item: UUID | None

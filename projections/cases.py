@@ -55,18 +55,10 @@ class CaseView(View):
         )
 
     def _load(self, tx: Tx, ids: set[UUID]) -> dict[UUID, tuple[ServiceCase, dict]]:
-        rows: dict[UUID, tuple[ServiceCase, dict]] = {}
-        keys = [str(i) for i in ids]
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            found = tx.execute(
-                f"SELECT {', '.join(COLUMNS)} FROM {self.table('cases')} WHERE id IN ({', '.join('?' * len(chunk))})",
-                chunk,
-            ).fetchall()
-            for values in found:
-                case, extra = _case(dict(zip(COLUMNS, values)))
-                rows[case.id] = (case, extra)
-        return rows
+        found = tx.select_in(f"SELECT {', '.join(COLUMNS)} FROM {self.table('cases')} WHERE id IN ({{}})",
+                             [str(i) for i in ids])
+        rows = [_case(dict(zip(COLUMNS, values))) for values in found]
+        return {case.id: (case, extra) for case, extra in rows}
 
 
 def _applied(event: Any, position: int, row: tuple[ServiceCase, dict] | None) -> tuple[ServiceCase, dict]:
@@ -161,7 +153,7 @@ WORKLOAD_KEYS = {"assignee": "assignee", "org_unit": "org_unit", "kind": "kind"}
 
 
 def workload(tx: Tx, by: str, where: Where, month_start: datetime) -> list[tuple]:
-    """(key, open, overdue, due_soon, closed_this_month) per key; keys may repeat-free roll up later."""
+    """(key, open, overdue, due_soon, closed_this_month) for each value of the `by` column."""
     key = WORKLOAD_KEYS[by]
     clauses, params = where.sql()
     now, soon = micros(where.now), micros(where.now + timedelta(days=7))

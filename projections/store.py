@@ -38,6 +38,15 @@ class Tx:
         if rows:
             self._cursor.executemany(self._sql(statement), rows)
 
+    def select_in(self, statement: str, keys: Sequence[Any], chunk: int = 500) -> list[tuple]:
+        """Every row of `statement`, whose `IN ({})` is filled with the keys, a chunk at a time."""
+        rows: list[tuple] = []
+        keys = list(keys)
+        for start in range(0, len(keys), chunk):
+            part = keys[start:start + chunk]
+            rows += self.execute(statement.format(", ".join("?" * len(part))), part).fetchall()
+        return rows
+
     def fetchall(self) -> list[tuple]:
         return self._cursor.fetchall()
 

@@ -46,16 +46,11 @@ class _Batch:
         self.visits: list[tuple] = []
 
     def _load(self, ids: set[UUID]) -> dict[UUID, dict]:
-        keys, found = [str(i) for i in ids], {}
-        for start in range(0, len(keys), 500):
-            chunk = keys[start:start + 500]
-            rows = self.tx.execute(
-                f"SELECT case_id, org_unit, assignee, closed FROM {self.view.table('liaison_cases')} "
-                f"WHERE case_id IN ({', '.join('?' * len(chunk))})", chunk).fetchall()
-            for case_id, org_unit, assignee, closed in rows:
-                found[UUID(case_id)] = {"org_unit": org_unit, "assignee": assignee, "closed": bool(closed),
-                                        "spell": "stored" if assignee and not closed else None}
-        return found
+        rows = self.tx.select_in(f"SELECT case_id, org_unit, assignee, closed FROM {self.view.table('liaison_cases')} "
+                                 "WHERE case_id IN ({})", [str(i) for i in ids])
+        return {UUID(case_id): {"org_unit": org_unit, "assignee": assignee, "closed": bool(closed),
+                                "spell": "stored" if assignee and not closed else None}
+                for case_id, org_unit, assignee, closed in rows}
 
     def apply(self, position: int, event: Any) -> None:
         at = micros(event.timestamp)

@@ -10,6 +10,7 @@ from pydantic import AwareDatetime
 from api.access import Principal
 from api.deps import App, Fresh, ReadSideDep, permit
 from api.render import decode_cursor, encode_cursor, moment
+from domain.actor import STAFF_ID
 from projections import chain
 from projections.audit import search
 from projections.timefmt import micros, moment as from_micros
@@ -21,7 +22,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 def audit_events(
     readside: ReadSideDep, _: Annotated[Principal, permit("read_audit")],
     case_id: UUID | None = None,
-    actor: Annotated[str | None, Query(max_length=64, description="a user id")] = None,
+    actor: Annotated[str | None, Query(pattern=STAFF_ID.pattern, description="a user id")] = None,
     from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
     to: AwareDatetime | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,

@@ -20,7 +20,8 @@ from domain.actor import Actor
 from domain.application import Idempotency, LastMeter
 from domain.case import ServiceCase
 from domain.errors import InvalidInput, NotFound
-from domain.kinds import KINDS
+from domain.actor import STAFF_ID
+from domain.kinds import KINDS, STAGES
 from domain.orgs import code_prefix
 from projections import cases as views
 from projections.cases import Where
@@ -70,8 +71,11 @@ def open_case(body: CaseIn, app: App, idem: Idem, principal: Annotated[Principal
     app.check_org_unit("org_unit", body.org_unit)
     if not principal.covers(tree, body.org_unit):
         raise HTTPException(403, f"org unit {body.org_unit} is outside your scope")
-    client = app.get_client(body.client_id)
-    if not principal.covers(tree, client.org_unit):
+    try:
+        client = app.get_client(body.client_id)
+    except NotFound:
+        client = None
+    if client is None or not principal.covers(tree, client.org_unit):  # the same answer: existence not revealed
         raise InvalidInput("client_id", "no such client in your scope")
     return answer(app, principal, app.open_case(principal.actor, idem, **body.model_dump()))
 
@@ -80,7 +84,7 @@ def open_case(body: CaseIn, app: App, idem: Idem, principal: Annotated[Principal
 def list_cases(
     app: App, readside: ReadSideDep, principal: Annotated[Principal, permit("list_cases")],
     org_unit: Annotated[str | None, Query(description="this unit and every unit below it")] = None,
-    assignee: str | None = None,
+    assignee: Annotated[str | None, Query(pattern=STAFF_ID.pattern)] = None,
     kind: str | None = None,
     stage: str | None = None,
     status: Annotated[Literal["open", "on_hold", "closed"] | None, Query()] = None,
@@ -91,6 +95,8 @@ def list_cases(
     """Cases in the caller's scope, newest first, filtered; paged with `cursor`."""
     if kind is not None and kind not in KINDS:
         raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
+    if stage is not None and stage not in STAGES:
+        raise InvalidInput("stage", "is not a stage of any kind (see GET /v1/case-kinds)")
     if org_unit is not None:
         app.check_org_unit("org_unit", org_unit)
     if principal.role == "contractor":  # its scope is its provider's referrals, not an org unit

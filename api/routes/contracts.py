@@ -58,6 +58,9 @@ def report_delivery(contract_id: UUID, body: DeliveryIn, app: App, idem: Idem,
 async def uploaded(request: Request) -> tuple[bytes, str]:
     """The file of an import: the request body (CSV or XLSX) or the multipart field `file`."""
     kind = request.headers.get("content-type", "")
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > MAX_UPLOAD:
+        raise HTTPException(413, "the file is larger than 20 MB")
     if kind.startswith("multipart/form-data"):
         form = await request.form()
         upload = form.get("file")

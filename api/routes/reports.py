@@ -1,6 +1,5 @@
 """Reports: the liaisons' monthly work subsidy."""
 
-import re
 from datetime import datetime
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -10,8 +9,7 @@ from fastapi import APIRouter, Query
 from api.access import Principal
 from api.deps import App, Fresh, ReadSideDep, SettingsDep, permit
 from api.spreadsheet import tabular
-from domain.clock import SHANGHAI
-from domain.errors import InvalidInput
+from domain.clock import SHANGHAI, check_month
 from domain.subsidy import SubsidyTiers
 from projections.subsidies import liaison_work
 
@@ -21,8 +19,7 @@ COLUMNS = ("liaison", "cases_handled", "visits", "subsidy")
 
 def month_bounds(month: str) -> tuple[datetime, datetime]:
     """The month's first moment and the next month's, Asia/Shanghai."""
-    if not re.fullmatch(r"[0-9]{4}-(0[1-9]|1[0-2])", month):
-        raise InvalidInput("month", "must be a month as YYYY-MM")
+    check_month("month", month)
     year, number = int(month[:4]), int(month[5:])
     start = datetime(year, number, 1, tzinfo=SHANGHAI)
     end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=SHANGHAI)

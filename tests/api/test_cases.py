@@ -5,6 +5,8 @@ from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from tests.helpers import client_body
+
 
 class TestOpenCase:
     def test_answers_201_with_the_case_at_its_first_stage(self, desk):
@@ -21,10 +23,15 @@ class TestOpenCase:
         assert r.status_code == 422
         assert r.json()["errors"][0]["field"] == "kind"
 
-    def test_refuses_an_unknown_client(self, desk):
+    def test_refuses_an_unknown_client_as_it_refuses_one_outside_scope(self, desk, api):
         r = desk.post("/v1/cases", {"kind": "certificate", "client_id": "00000000-0000-0000-0000-000000000001",
                                     "org_unit": "350502", "need": "x"})
-        assert r.status_code == 404
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "client_id"
+        elsewhere = api.client.post("/v1/clients", json=client_body(org_unit="350503"),
+                                    headers=api.token("case_worker", "350503")).json()
+        r = desk.post("/v1/cases", {"kind": "certificate", "client_id": elsewhere["id"], "org_unit": "350502",
+                                    "need": "x"})
+        assert r.status_code == 422 and r.json()["detail"] == "client_id: no such client in your scope"
 
     def test_refuses_an_unknown_org_unit(self, desk):
         client = desk.register()
