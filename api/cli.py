@@ -186,11 +186,11 @@ def audit_replay(
 @audit_cli.command("statement")
 def audit_statement(statement: UUID) -> None:
     """Prints a payment statement, replayed from the log, byte for byte as the API serves it."""
-    from api.ledger import canonical, statement_document
+    from api.ledger import statement_bytes
 
     with opened() as backend:
-        found, contract = backend.lastmeter.get_statement_by_id(statement)
-    sys.stdout.buffer.write(canonical(statement_document(found, contract)) + b"\n")
+        _, document = statement_bytes(backend.lastmeter, statement)
+    sys.stdout.buffer.write(document + b"\n")
 
 
 @audit_cli.command("verify")

@@ -8,9 +8,12 @@ statement is the same bytes however much was recorded since.
 import json
 from decimal import Decimal
 from typing import Any
+from uuid import UUID
 
 from api.render import moment
+from domain.application import LastMeter
 from domain.contract import ACCEPTED, PENDING, REJECTED, Contract, Delivery, PaymentStatement
+from projections.eventlog import position_of
 
 
 def yuan(amount: Decimal) -> str:
@@ -45,14 +48,21 @@ def delivery_state(contract: Contract, delivery: Delivery) -> dict[str, Any]:
     }
 
 
-def statement_document(statement: PaymentStatement, contract: Contract) -> dict[str, Any]:
+def statement_bytes(app: LastMeter, statement_id: UUID) -> tuple[PaymentStatement, bytes]:
+    """A statement as issued: from the contract's version it names, at that version's log position."""
+    statement, contract = app.get_statement_by_id(statement_id)
+    position = position_of(app.recorder, contract.id, statement.contract_version)
+    return statement, canonical(statement_document(statement, contract, position))
+
+
+def statement_document(statement: PaymentStatement, contract: Contract, position: int) -> dict[str, Any]:
     payable = sorted(
         (d for d in contract.deliveries.values() if d.status == ACCEPTED and d.delivered_on[:7] == statement.period),
         key=lambda d: (d.delivered_on, d.reference),
     )
     return {
         "id": str(statement.id), "contract_id": str(contract.id), "provider": contract.provider,
-        "period": statement.period, "frozen_at_position": statement.position,
+        "period": statement.period, "frozen_at_position": position,
         "contract_version": statement.contract_version, "issued_at": moment(statement.created_on),
         "issued_by": statement.issued_by, "unit": contract.unit, "unit_price": yuan(contract.unit_price),
         "lines": [{"delivery_id": str(d.id), "reference": d.reference, "case_id": str(d.case_id),

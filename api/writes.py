@@ -11,7 +11,7 @@ from fastapi.responses import JSONResponse, Response
 
 from api.access import Principal
 from api.disclosure import disclose
-from api.ledger import canonical, contract_state, delivery_state, statement_document
+from api.ledger import contract_state, delivery_state, statement_bytes
 from api.render import case_state, client_state
 from domain.application import LastMeter, Written
 from projections.eventlog import position_of
@@ -42,9 +42,9 @@ def _delivery(app: LastMeter, w: Written, _: Principal) -> tuple[Any, str]:
 
 
 def _statement(app: LastMeter, w: Written, _: Principal) -> tuple[Any, str]:
-    statement, contract = app.get_statement_by_id(w.id)
+    statement, document = statement_bytes(app, w.id)
     path = f"/v1/contracts/{statement.contract_id}/statements/{w.id}"
-    return Response(canonical(statement_document(statement, contract)), media_type="application/json"), path
+    return Response(document, media_type="application/json"), path
 
 
 RENDERERS: dict[str, Renderer] = {

@@ -186,22 +186,21 @@ class Contract(Aggregate):
 
 
 class PaymentStatement(Aggregate):
-    """A payment statement frozen at a log position: it names the contract's version it was made from."""
+    """A payment statement, frozen: it names the contract's version it was made from, and so the log
+    position of that version's last event."""
 
     class StatementIssued(Aggregate.Created):
         actor: dict
         contract_id: UUID
         period: str
         contract_version: int
-        position: int
 
-    def __init__(self, actor: dict, contract_id: UUID, period: str, contract_version: int, position: int):
-        self.contract_id, self.period = contract_id, period
-        self.contract_version, self.position = contract_version, position
+    def __init__(self, actor: dict, contract_id: UUID, period: str, contract_version: int):
+        self.contract_id, self.period, self.contract_version = contract_id, period, contract_version
         self.issued_by = actor["user"]
 
     @classmethod
-    def issue(cls, actor: Actor, contract: Contract, period: str, position: int) -> "PaymentStatement":
+    def issue(cls, actor: Actor, contract: Contract, period: str) -> "PaymentStatement":
         check_month("period", period)
         return cls._create(cls.StatementIssued, actor=actor.as_dict(), contract_id=contract.id, period=period,
-                           contract_version=contract.version, position=position)
+                           contract_version=contract.version)

@@ -102,7 +102,7 @@ class PurchasedServices:
     def issue_statement(self, actor: Actor, idem, contract_id: UUID, period: str):
         def attempt() -> PaymentStatement:
             contract = self.get_contract(contract_id)
-            return PaymentStatement.issue(actor, contract, period, self.recorder.max_notification_id() or 0)
+            return PaymentStatement.issue(actor, contract, period)
 
         return self._run(idem, "statement", 201, attempt)
 

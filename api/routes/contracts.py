@@ -9,7 +9,7 @@ from fastapi.responses import Response
 from api.access import Principal
 from api.deps import App, ExpectedVersion, Idem, permit
 from api.imports import read_rows
-from api.ledger import canonical, contract_state, delivery_state, statement_document
+from api.ledger import contract_state, delivery_state, statement_bytes
 from api.schemas import ContractIn, DeliveryIn, ReviewIn, StatementIn
 from api.writes import answer
 from domain.application import LastMeter
@@ -127,7 +127,7 @@ def read_statement(contract_id: UUID, statement_id: UUID, app: App,
                    principal: Annotated[Principal, permit("read_statement")]):
     """The statement, byte for byte as it was issued, however much was recorded since."""
     visible_contract(app, principal, contract_id)
-    statement, contract = app.get_statement_by_id(statement_id)
+    statement, document = statement_bytes(app, statement_id)
     if statement.contract_id != contract_id:
         raise NotFound(f"statement {statement_id} not found")
-    return Response(canonical(statement_document(statement, contract)), media_type="application/json")
+    return Response(document, media_type="application/json")

@@ -206,10 +206,11 @@ class TestStatements:
         case = referred_case(desk, market)
         base = f"/v1/contracts/{market['contract']['id']}"
         first = deliver(api, market, case["id"], "S-1", units=2).json()
-        desk.post(f"{base}/deliveries/{first['id']}/review", {"accepted": True})
+        accepted = desk.post(f"{base}/deliveries/{first['id']}/review", {"accepted": True})
         period = TODAY.strftime("%Y-%m")
         issued = api.client.post(f"{base}/statements", json={"period": period}, headers=market["supervisor"])
         assert issued.status_code == 201 and issued.json()["total"] == "160.00"
+        assert issued.json()["frozen_at_position"] == int(accepted.headers["x-position"])
         later = deliver(api, market, case["id"], "S-2", units=1).json()
         desk.post(f"{base}/deliveries/{later['id']}/review", {"accepted": True})
         again = api.client.get(issued.headers["location"], headers=market["contractor"])
