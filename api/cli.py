@@ -245,7 +245,8 @@ def import_deliveries(
     from api.imports import read_rows
 
     with opened() as backend:
-        results = backend.lastmeter.import_deliveries(operator(), contract, read_rows(file.read_bytes(), file.name))
+        _, results = backend.lastmeter.import_deliveries(operator(), None, contract,
+                                                         read_rows(file.read_bytes(), file.name))
     table = Table("row", "result", "reference", "reason")
     for r in results:
         if r.result != "recorded":

@@ -5,6 +5,8 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from domain.client import ERASURE_GROUNDS
+
 
 class Body(BaseModel):
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
@@ -49,6 +51,10 @@ class ReasonIn(Body):
 class ClosureIn(Body):
     outcome: str = Field(description="served, withdrawn, refused or transferred")
     reason: str | None = Field(default=None, min_length=1, max_length=4000)
+
+
+class ErasureIn(Body):
+    reason: str = Field(description="the lawful ground (PIPL art. 47): " + ", ".join(ERASURE_GROUNDS))
 
 
 class ReferralIn(Body):

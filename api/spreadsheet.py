@@ -1,9 +1,9 @@
-"""Lists that users take to spreadsheets: JSON by default, CSV or XLSX on request."""
+"""Lists that users take to spreadsheets: JSON by default, CSV or XLSX on request (`?format=`)."""
 
 import csv
 import io
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Literal
 
 from fastapi.responses import JSONResponse, Response
 from openpyxl import Workbook
@@ -11,11 +11,19 @@ from openpyxl import Workbook
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 
-def tabular(items: list[dict[str, Any]], columns: Sequence[str], fmt: str, filename: str) -> Response:
+Format = Literal["json", "csv", "xlsx"]
+
+
+def tabular(items: list[dict[str, Any]], columns: Sequence[str], fmt: str, filename: str,
+            next_cursor: str | None = None) -> Response:
+    """The list as JSON ({items, next_cursor}), or its rows as CSV or XLSX (the next page's cursor in
+    the X-Next-Cursor header)."""
     if fmt == "json":
-        return JSONResponse({"items": items, "next_cursor": None})
+        return JSONResponse({"items": items, "next_cursor": next_cursor})
     rows = [[item[c] for c in columns] for item in items]
     disposition = {"Content-Disposition": f'attachment; filename="{filename}.{fmt}"'}
+    if next_cursor:
+        disposition["X-Next-Cursor"] = next_cursor
     if fmt == "csv":
         out = io.StringIO()
         writer = csv.writer(out)

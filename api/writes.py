@@ -47,6 +47,17 @@ def _statement(app: LastMeter, w: Written, _: Principal) -> tuple[Any, str]:
     return Response(document, media_type="application/json"), path
 
 
+def write_headers(app: LastMeter, written: Written) -> dict[str, str]:
+    """ETag and X-Position of what was written (looked up for a replay), and whether it is one."""
+    position = written.position
+    if position is None:
+        position = position_of(app.recorder, written.id, written.version)
+    headers = {"ETag": f'"{written.version}"', "X-Position": str(position)}
+    if written.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return headers
+
+
 RENDERERS: dict[str, Renderer] = {
     "case": _case, "client": _client, "contract": _contract, "delivery": _delivery, "statement": _statement,
 }
@@ -54,14 +65,9 @@ RENDERERS: dict[str, Renderer] = {
 
 def answer(app: LastMeter, principal: Principal, written: Written) -> Response:
     body, location = RENDERERS[written.resource](app, written, principal)
-    position = written.position
-    if position is None:
-        position = position_of(app.recorder, written.id, written.version)
-    headers = {"ETag": f'"{written.version}"', "X-Position": str(position)}
+    headers = write_headers(app, written)
     if written.status == 201:
         headers["Location"] = location
-    if written.replayed:
-        headers["Idempotent-Replayed"] = "true"
     if isinstance(body, Response):
         body.status_code = written.status
         body.headers.update(headers)

@@ -44,7 +44,7 @@ def measure(label: str, settings: Settings, rows: int) -> list[tuple[str, float]
         figures = []
         for attempt in ("first import", "same file again"):
             started = time.perf_counter()
-            results = app.import_deliveries(ADMIN, contract_id, read_rows(content, "deliveries.csv"))
+            _, results = app.import_deliveries(ADMIN, None, contract_id, read_rows(content, "deliveries.csv"))
             elapsed = time.perf_counter() - started
             expected = "recorded" if attempt == "first import" else "duplicate"
             assert all(r.result == expected for r in results), attempt

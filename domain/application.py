@@ -25,8 +25,8 @@ from domain.access import AccessToken, new_secret, token_id
 from domain.actor import Actor
 from domain.case import ServiceCase
 from domain.client import Client, Disclosure
-from domain.commands import Contention, Idempotency, Written
-from domain.errors import IdempotencyKeyReused, NotFound, StaleVersion, UnknownOrgUnit
+from domain.commands import Contention, Idempotency, Written, check_version
+from domain.errors import IdempotencyKeyReused, NotFound, UnknownOrgUnit
 from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
 from domain.purchasing import PurchasedServices
 from domain.receipt import CommandReceipt
@@ -88,11 +88,13 @@ class LastMeter(PurchasedServices, Application):
         self.check_org_unit("org_unit", fields["org_unit"])
         return self._run(idem, "client", 201, lambda: Client.register(actor, **fields))
 
-    def erase_client(self, actor: Actor, idem: Idempotency | None, client_id: UUID, reason: str) -> Written:
+    def erase_client(self, actor: Actor, idem: Idempotency | None, client_id: UUID, reason: str,
+                     expected: int | None = None) -> Written:
         """Records the erasure of a person (PIPL); the caller then destroys the person's key."""
 
         def attempt() -> Client:
             client = self.get_client(client_id)
+            check_version(client, expected)
             client.erase(actor, reason)
             return client
 
@@ -125,8 +127,7 @@ class LastMeter(PurchasedServices, Application):
 
         def attempt() -> ServiceCase:
             case = self.get_case(case_id)
-            if expected_version is not None and case.version != expected_version:
-                raise StaleVersion(expected_version, case.version)
+            check_version(case, expected_version)
             action(case)
             return case
 
@@ -197,15 +198,18 @@ class LastMeter(PurchasedServices, Application):
     # -- the command loop -------------------------------------------------
 
     def _run(self, idem: Idempotency | None, resource: str, status: int, attempt: Callable[[], Any]) -> Written:
-        """Runs `attempt` (→ the aggregate, or (aggregate, item id)) under the receipt of `idem`."""
+        """Runs `attempt` under the receipt of `idem`.
+
+        `attempt` returns the aggregate it changed, or (aggregate, item id[, version it started from]).
+        """
 
         def once() -> tuple[list[Aggregate], Written]:
             if idem is not None:
                 prior = self._receipt(idem)
                 if prior is not None:
                     return [], prior
-            target, item = _with_item(attempt())
-            written = Written(resource, target.id, target.version, status, None, item=item)
+            target, item, since = _unpacked(attempt())
+            written = Written(resource, target.id, target.version, status, None, item=item, since=since)
             if idem is None:
                 return [target], written
             receipt = CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written)
@@ -225,7 +229,8 @@ class LastMeter(PurchasedServices, Application):
                 continue
             if isinstance(result, Written):
                 # The receipt is bookkeeping: the position answered is the target's last event.
-                position = max(r.notification.id for r in recordings if r.domain_event.originator_id == result.id)
+                position = max((r.notification.id for r in recordings if r.domain_event.originator_id == result.id),
+                               default=None)  # None: nothing of the target was written (look it up)
                 return replace(result, position=position, state=aggregates[0])
             return result
         raise Contention("the command kept losing concurrency races; retry it")
@@ -238,7 +243,7 @@ class LastMeter(PurchasedServices, Application):
         if receipt.request_hash != idem.request_hash:
             raise IdempotencyKeyReused()
         return Written(receipt.resource, receipt.resource_id, receipt.resource_version, receipt.status, None, True,
-                       receipt.item)
+                       receipt.item, receipt.since)
 
     def _get(self, aggregate_id: UUID, cls: type, what: str, version: int | None = None) -> Any:
         try:
@@ -250,5 +255,6 @@ class LastMeter(PurchasedServices, Application):
         return aggregate
 
 
-def _with_item(result: Any) -> tuple[Aggregate, Any]:
-    return result if isinstance(result, tuple) else (result, None)
+def _unpacked(result: Any) -> tuple[Aggregate, Any, int | None]:
+    parts = result if isinstance(result, tuple) else (result,)
+    return (*parts, None, None)[:3]

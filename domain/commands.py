@@ -4,7 +4,7 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from domain.errors import DomainError
+from domain.errors import DomainError, StaleVersion
 
 
 class Contention(DomainError):
@@ -22,11 +22,18 @@ class Idempotency:
 
 @dataclass(frozen=True)
 class Written:
-    resource: str  # case, client, contract, delivery or statement
+    resource: str  # case, client, contract, delivery, import or statement
     id: UUID  # the aggregate written
     version: int
     status: int
     position: int | None  # None when answered from a receipt (look it up)
     replayed: bool = False
     item: UUID | None = None  # a part of the aggregate, e.g. a contract's delivery
+    since: int | None = None  # the version the command started from, where its answer needs it
     state: Any = field(default=None, compare=False)  # the aggregate as written, when at hand
+
+
+def check_version(aggregate: Any, expected: int | None) -> None:
+    """If-Match: the version the caller named must still be the aggregate's."""
+    if expected is not None and aggregate.version != expected:
+        raise StaleVersion(expected, aggregate.version)

@@ -13,8 +13,8 @@ from domain.actor import Actor
 from domain.case import ServiceCase
 from domain.clock import local
 from domain.contract import Contract, Delivery, DuplicateDelivery, PaymentStatement
-from domain.commands import Written
-from domain.errors import CommandRefused, InvalidInput, NotFound, StaleVersion
+from domain.commands import Written, check_version
+from domain.errors import CommandRefused, InvalidInput, NotFound
 
 
 @dataclass(frozen=True)
@@ -56,11 +56,12 @@ class PurchasedServices:
         tree = self.org_tree()
         return self.update_case(idem, case_id, expected, lambda case: case.refer(actor, contract, tree, today()))
 
-    def report_delivery(self, actor: Actor, idem, contract_id: UUID, row: DeliveryRow):
+    def report_delivery(self, actor: Actor, idem, contract_id: UUID, row: DeliveryRow, expected: int | None = None):
         """Records one delivery; a reference already recorded answers the first answer again."""
 
         def attempt() -> tuple[Contract, UUID]:
             contract = self.get_contract(contract_id)
+            check_version(contract, expected)
             try:
                 return contract, self._record_row(actor, contract, row)
             except DuplicateDelivery as duplicate:
@@ -71,25 +72,36 @@ class PurchasedServices:
         except _Replay as replay:
             return self._delivery_written(contract_id, replay.delivery)
 
-    def import_deliveries(self, actor: Actor, contract_id: UUID, rows: list[DeliveryRow]) -> list[RowResult]:
-        """Records every acceptable row in one transaction; answers each row."""
+    def import_deliveries(self, actor: Actor, idem, contract_id: UUID, rows: list[DeliveryRow],
+                          expected: int | None = None) -> tuple[Written, list[RowResult]]:
+        """Records every acceptable row in one transaction; answers each row.
 
-        def once() -> tuple[list, list[RowResult]]:
+        A repeat under the same Idempotency-Key answers as the first time: the rows are judged
+        again against the contract as it stood before the first import, which records nothing.
+        """
+        results: list[RowResult] = []
+
+        def attempt() -> tuple[Contract, None, int]:
             contract = self.get_contract(contract_id)
-            referred: dict[Any, bool] = {}  # case id → referred to this contract, looked up once per import
-            results = [self._import_row(actor, contract, number, row, referred)
-                       for number, row in enumerate(rows, start=2)]
-            recorded = any(r.result == "recorded" for r in results)
-            return ([contract] if recorded else []), results
+            check_version(contract, expected)
+            since = contract.version
+            results[:] = self._judge(actor, contract, rows)
+            return contract, None, since
 
-        return self._retrying(once)
+        written = self._run(idem, "import", 200, attempt)
+        if written.replayed:
+            results = self._judge(actor, self.get_contract(contract_id, written.since), rows)
+        return written, results
+
+    def _judge(self, actor: Actor, contract: Contract, rows: list[DeliveryRow]) -> list[RowResult]:
+        referred: dict[Any, bool] = {}  # case id → referred to this contract, looked up once per import
+        return [self._import_row(actor, contract, number, row, referred) for number, row in enumerate(rows, start=2)]
 
     def review_delivery(self, actor: Actor, idem, contract_id: UUID, delivery: UUID, expected: int | None,
                         accepted: bool, reason: str | None, may_review: Callable[[ServiceCase], None]):
         def attempt() -> tuple[Contract, UUID]:
             contract = self.get_contract(contract_id)
-            if expected is not None and contract.version != expected:
-                raise StaleVersion(expected, contract.version)
+            check_version(contract, expected)
             found = contract.deliveries.get(delivery)
             if found is None:
                 raise NotFound(f"delivery {delivery} not found")
@@ -99,9 +111,10 @@ class PurchasedServices:
 
         return self._run(idem, "delivery", 200, attempt)
 
-    def issue_statement(self, actor: Actor, idem, contract_id: UUID, period: str):
+    def issue_statement(self, actor: Actor, idem, contract_id: UUID, period: str, expected: int | None = None):
         def attempt() -> PaymentStatement:
             contract = self.get_contract(contract_id)
+            check_version(contract, expected)
             return PaymentStatement.issue(actor, contract, period)
 
         return self._run(idem, "statement", 201, attempt)

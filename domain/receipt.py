@@ -17,23 +17,25 @@ class CommandReceipt(Aggregate):
     class CommandAnswered(Aggregate.Created):
         request_hash: str
         status: int
-        resource: str  # what was written: case, client, contract, delivery or statement
+        resource: str  # what was written: case, client, contract, delivery, import or statement
         resource_id: UUID
         resource_version: int
         item: UUID | None
+        since: int | None
 
     @staticmethod
     def id_for(user: str, key: str) -> UUID:
         return uuid5(NAMESPACE_URL, f"lastmeter:receipt:{user}\x00{key}")
 
     def __init__(self, request_hash: str, status: int, resource: str, resource_id: UUID, resource_version: int,
-                 item: UUID | None):
+                 item: UUID | None, since: int | None):
         self.request_hash = request_hash
         self.status = status
         self.resource = resource
         self.resource_id = resource_id
         self.resource_version = resource_version
         self.item = item
+        self.since = since
 
     @classmethod
     def issue(cls, user: str, key: str, request_hash: str, written: Written) -> "CommandReceipt":
@@ -46,4 +48,5 @@ class CommandReceipt(Aggregate):
             resource_id=written.id,
             resource_version=written.version,
             item=written.item,
+            since=written.since,
         )

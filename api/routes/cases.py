@@ -15,18 +15,19 @@ from api.deps import App, ExpectedVersion, Fresh, Idem, ReadSideDep, permit
 from api.disclosure import disclose
 from api.render import case_state, decode_cursor, encode_cursor, history_entry, listed_case, visit_contact
 from api.schemas import AssignmentIn, CaseIn, ClosureIn, NoteIn, ReasonIn, ReferralIn, VisitIn
+from api.spreadsheet import Format, tabular
 from api.writes import answer
-from domain.actor import Actor
+from domain.actor import STAFF_ID, Actor
 from domain.application import Idempotency, LastMeter
 from domain.case import ServiceCase
 from domain.errors import InvalidInput, NotFound
-from domain.actor import STAFF_ID
 from domain.kinds import KINDS, STAGES
 from domain.orgs import code_prefix
 from projections import cases as views
-from projections.cases import Where
+from projections.cases import LISTED, Where
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
+LISTED_COLUMNS = [c for c in LISTED if c != "opened_position"]
 
 
 def case_in_scope(app: LastMeter, principal: Principal, case_id: UUID) -> ServiceCase:
@@ -91,8 +92,9 @@ def list_cases(
     overdue: bool | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     cursor: str | None = None,
+    format: Format = "json",
 ):
-    """Cases in the caller's scope, newest first, filtered; paged with `cursor`."""
+    """Cases in the caller's scope, newest first, filtered; paged with `cursor`; JSON, CSV or XLSX."""
     if kind is not None and kind not in KINDS:
         raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
     if stage is not None and stage not in STAGES:
@@ -109,10 +111,9 @@ def list_cases(
     with readside.store.read() as tx:
         rows = views.list_cases(tx, where, limit + 1, decode_cursor(cursor) if cursor else None)
     page = rows[:limit]
-    return {
-        "items": [listed_case(row) for row in page],
-        "next_cursor": encode_cursor(page[-1]["opened_position"]) if len(rows) > limit else None,
-    }
+    items = [listed_case(row) for row in page]
+    more = encode_cursor(page[-1]["opened_position"]) if len(rows) > limit else None
+    return tabular(items, LISTED_COLUMNS, format, "cases", more)
 
 
 @router.get("/{case_id}")

@@ -7,10 +7,10 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException
 
 from api.access import Principal
-from api.deps import App, BackendDep, Idem, permit
+from api.deps import App, BackendDep, ExpectedVersion, Idem, permit
 from api.disclosure import disclose
 from api.render import client_state
-from api.schemas import ClientIn, ReasonIn
+from api.schemas import ClientIn, ErasureIn
 from api.writes import answer
 from domain.application import LastMeter
 from domain.client import Client
@@ -38,13 +38,13 @@ def read_client(client_id: UUID, app: App, principal: Annotated[Principal, permi
 
 
 @router.post("/{client_id}/erasure")
-def erase_client(client_id: UUID, body: ReasonIn, app: App, backend: BackendDep, idem: Idem,
-                 principal: Annotated[Principal, permit("erase_client")]):
+def erase_client(client_id: UUID, body: ErasureIn, app: App, backend: BackendDep, idem: Idem,
+                 expected: ExpectedVersion, principal: Annotated[Principal, permit("erase_client")]):
     """Erases a person's personal data (PIPL): their key is destroyed, so every value sealed with it,
     in every event, reads as erased; case facts that are not personal remain."""
     in_scope(app, principal, client_id)
     try:
-        written = app.erase_client(principal.actor, idem, client_id, body.reason)
+        written = app.erase_client(principal.actor, idem, client_id, body.reason, expected)
     finally:
         if app.get_client(client_id).erased:  # also completes an erasure cut short before the key went
             backend.keys.destroy(client_id)

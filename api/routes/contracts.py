@@ -4,14 +4,14 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import Response
+from fastapi.responses import JSONResponse, Response
 
 from api.access import Principal
 from api.deps import App, ExpectedVersion, Idem, permit
 from api.imports import read_rows
 from api.ledger import contract_state, delivery_state, statement_bytes
 from api.schemas import ContractIn, DeliveryIn, ReviewIn, StatementIn
-from api.writes import answer
+from api.writes import answer, write_headers
 from domain.application import LastMeter
 from domain.case import ServiceCase
 from domain.contract import Contract
@@ -47,12 +47,13 @@ def read_contract(contract_id: UUID, app: App, principal: Annotated[Principal, p
 
 
 @router.post("/{contract_id}/deliveries", status_code=201)
-def report_delivery(contract_id: UUID, body: DeliveryIn, app: App, idem: Idem,
+def report_delivery(contract_id: UUID, body: DeliveryIn, app: App, idem: Idem, expected: ExpectedVersion,
                     principal: Annotated[Principal, permit("report_delivery")]):
-    """Reports one delivery; a reference already recorded on the contract answers the first answer."""
+    """Reports one delivery; a reference already recorded on the contract answers the first answer.
+    `If-Match` names the contract's version."""
     visible_contract(app, principal, contract_id)
     row = DeliveryRow(body.case_id, body.delivered_on, body.units, body.reference)
-    return answer(app, principal, app.report_delivery(principal.actor, idem, contract_id, row))
+    return answer(app, principal, app.report_delivery(principal.actor, idem, contract_id, row, expected))
 
 
 async def uploaded(request: Request) -> tuple[bytes, str]:
@@ -77,15 +78,16 @@ async def uploaded(request: Request) -> tuple[bytes, str]:
 
 
 @router.post("/{contract_id}/deliveries/import")
-def import_deliveries(contract_id: UUID, app: App, principal: Annotated[Principal, permit("report_delivery")],
+def import_deliveries(contract_id: UUID, app: App, idem: Idem, expected: ExpectedVersion,
+                      principal: Annotated[Principal, permit("report_delivery")],
                       upload: Annotated[tuple[bytes, str], Depends(uploaded)]):
     """Imports a CSV or XLSX of deliveries; answers each row: recorded, duplicate, or refused with the reason."""
     visible_contract(app, principal, contract_id)
-    results = app.import_deliveries(principal.actor, contract_id, read_rows(*upload))
+    written, results = app.import_deliveries(principal.actor, idem, contract_id, read_rows(*upload), expected)
     items = [{"row": r.row, "result": r.result, "reference": r.reference,
               "delivery_id": str(r.delivery_id) if r.delivery_id else None, "reason": r.reason} for r in results]
     counts = {name: sum(r.result == name for r in results) for name in ("recorded", "duplicate", "refused")}
-    return {"items": items, "next_cursor": None, **counts}
+    return JSONResponse({"items": items, "next_cursor": None, **counts}, headers=write_headers(app, written))
 
 
 @router.get("/{contract_id}/deliveries/{delivery_id}")
@@ -115,11 +117,11 @@ def review_delivery(contract_id: UUID, delivery_id: UUID, body: ReviewIn, app: A
 
 
 @router.post("/{contract_id}/statements", status_code=201)
-def issue_statement(contract_id: UUID, body: StatementIn, app: App, idem: Idem,
+def issue_statement(contract_id: UUID, body: StatementIn, app: App, idem: Idem, expected: ExpectedVersion,
                     principal: Annotated[Principal, permit("issue_statement")]):
-    """Freezes a payment statement for a month at the current log position."""
+    """Freezes a payment statement for a month, from the contract as it is now (`If-Match`: its version)."""
     visible_contract(app, principal, contract_id)
-    return answer(app, principal, app.issue_statement(principal.actor, idem, contract_id, body.period))
+    return answer(app, principal, app.issue_statement(principal.actor, idem, contract_id, body.period, expected))
 
 
 @router.get("/{contract_id}/statements/{statement_id}")

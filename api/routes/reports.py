@@ -2,13 +2,13 @@
 
 from datetime import datetime
 from decimal import Decimal
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from api.access import Principal
 from api.deps import App, Fresh, ReadSideDep, SettingsDep, permit
-from api.spreadsheet import tabular
+from api.spreadsheet import Format, tabular
 from domain.clock import SHANGHAI, check_month
 from domain.subsidy import SubsidyTiers
 from projections.subsidies import liaison_work
@@ -31,7 +31,7 @@ def liaison_subsidies(
     app: App, readside: ReadSideDep, settings: SettingsDep,
     principal: Annotated[Principal, permit("read_subsidies")],
     month: Annotated[str, Query(description="YYYY-MM, Asia/Shanghai")],
-    format: Annotated[Literal["json", "csv", "xlsx"], Query()] = "json",
+    format: Format = "json",
 ):
     """Each liaison's work in the month (cases handled + visits recorded) and the subsidy it earns."""
     start, end = month_bounds(month)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.access import Principal
 from api.deps import App, Fresh, ReadSideDep, permit
+from api.spreadsheet import Format, tabular
 from domain.clock import local
 from domain.orgs import OrgTree
 from projections.cases import Where, workload
@@ -20,6 +21,7 @@ FIGURES = ("open", "overdue", "due_soon", "closed_this_month")
 def read_workload(
     app: App, readside: ReadSideDep, principal: Annotated[Principal, permit("read_workload")],
     by: Annotated[Literal["assignee", "org_unit", "kind"], Query()] = "org_unit",
+    format: Format = "json",
 ):
     """Figures per key; by org unit, a unit's row includes every unit below it."""
     now = datetime.now(timezone.utc)
@@ -31,7 +33,8 @@ def read_workload(
     if by == "org_unit":
         rows = rolled_up(rows, tree, principal)
     items = [{"key": key, **dict(zip(FIGURES, (int(v or 0) for v in values)))} for key, *values in rows]
-    return {"items": sorted(items, key=lambda i: (i["key"] is None, i["key"] or "")), "next_cursor": None}
+    items = sorted(items, key=lambda i: (i["key"] is None, i["key"] or ""))
+    return tabular(items, ("key", *FIGURES), format, f"workload-by-{by}")
 
 
 def rolled_up(rows: list[tuple], tree: OrgTree, principal: Principal) -> list[tuple]:

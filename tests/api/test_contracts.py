@@ -235,3 +235,44 @@ class TestStatementFromTheCommandLine:
         result = cli("audit", "statement", issued.json()["id"])
         assert result.exit_code == 0, result.output
         assert result.stdout_bytes.rstrip(b"\n") == issued.content
+
+
+class TestImportRetries:
+    def test_a_retried_import_answers_the_first_answer_and_records_nothing(self, api, desk, market):
+        case = referred_case(desk, market)
+        rows = [(case["id"], TODAY, 1, "I-1"), (case["id"], TODAY, 1, "I-2")]
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        headers = {**market["contractor"], "Content-Type": "text/csv", "Idempotency-Key": "import-1"}
+        first = api.client.post(url, content=csv_file(rows), headers=headers)
+        again = api.client.post(url, content=csv_file(rows), headers=headers)
+        assert first.json()["recorded"] == 2 and again.json() == first.json()
+        assert again.headers["x-position"] == first.headers["x-position"]
+        assert again.headers["etag"] == first.headers["etag"] and again.headers["idempotent-replayed"] == "true"
+        other = api.client.post(url, content=csv_file(rows[:1]), headers=headers)
+        assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
+        ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
+        assert ledger["delivered_units"] == 2
+
+    def test_an_import_answers_its_position_for_reading_ones_writes(self, api, desk, market):
+        case = referred_case(desk, market)
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        r = api.client.post(url, content=csv_file([(case["id"], TODAY, 1, "P-1")]),
+                            headers={**market["contractor"], "Content-Type": "text/csv"})
+        position = int(r.headers["x-position"])
+        events = api.client.get("/v1/audit/events", params={"min_position": position, "case_id":
+                                                           market["contract"]["id"]}, headers=api.token("auditor"))
+        assert events.json()["items"][-1]["type"] == "DeliveryReported"
+
+
+class TestIfMatchOnContracts:
+    def test_a_stale_contract_version_is_412_for_deliveries_and_statements(self, api, desk, market):
+        case = referred_case(desk, market)
+        first = deliver(api, market, case["id"], "M-1")
+        stale = {**market["contractor"], "If-Match": '"1"'}
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries", headers=stale,
+                            json={"case_id": case["id"], "delivered_on": str(TODAY), "units": 1, "reference": "M-2"})
+        assert r.status_code == 412
+        current = {**market["supervisor"], "If-Match": first.headers["etag"]}
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/statements", headers=current,
+                            json={"period": TODAY.strftime("%Y-%m")})
+        assert r.status_code == 201

@@ -175,3 +175,16 @@ class TestOperations:
     def test_ready_once_the_views_follow(self, api):
         r = api.client.get("/readyz")
         assert r.status_code == 200 and set(r.json()["views"]) == {"cases", "audit", "liaisons", "chain"}
+
+
+class TestSpreadsheetLists:
+    def test_the_case_list_and_the_workload_come_as_csv_and_xlsx_too(self, desk):
+        case = desk.open()
+        text = desk.get("/v1/cases", format="csv", min_position=case["_position"])
+        assert text.headers["content-type"].startswith("text/csv")
+        rows = list(csv.DictReader(io.StringIO(text.content.decode("utf-8-sig"))))
+        assert rows[0]["id"] == case["id"]
+        book = desk.get("/v1/workload", by="kind", format="xlsx")
+        sheet = load_workbook(io.BytesIO(book.content)).active
+        assert [c.value for c in next(sheet.iter_rows())] == ["key", "open", "overdue", "due_soon",
+                                                                "closed_this_month"]
