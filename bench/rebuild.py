@@ -33,7 +33,6 @@ import argparse
 import base64
 import cProfile
 import heapq
-import inspect
 import os
 import pstats
 import random
@@ -549,22 +548,15 @@ class RebuildResult:
     hwm_was_reset: bool
 
 
-def one_pass(projector: Any) -> bool:
-    """Whether this projector's rebuild takes several views at once (`rebuild(names)`), else one (`rebuild(name)`)."""
-    return next(iter(inspect.signature(projector.rebuild).parameters)) == "names"
-
-
 def measure_rebuild(backend: Backend, batch_size: int | None, every: int = 100_000, per_view: bool = True,
                     profile: str | None = None) -> RebuildResult:
     """Rebuilds every view with the projector the API runs (ReadSide: keyless mapper, the backend's views).
 
-    First all views together — in one pass where the projector can, else one
-    after the other — then, if asked, each view alone, to see what each costs.
+    First all views together, in one pass, then, if asked, each view alone, to see what each costs.
     """
     projector = ReadSide(backend).projector  # ReadSide() creates missing views; its thread is not started
     if batch_size:
-        projector.batch_size = batch_size
-    together = one_pass(projector)
+        projector.rebuild_batch_size = batch_size
     names = tuple(v.name for v in VIEWS)
     samples: list[tuple[str, int, int]] = []
     hwm_before = hwm_kb()
@@ -583,13 +575,7 @@ def measure_rebuild(backend: Backend, batch_size: int | None, every: int = 100_0
         started = time.perf_counter()
         if profiler:
             profiler.enable()
-        if together:
-            done = projector.rebuild(list(views), progress)
-        else:
-            done = 0
-            for name in views:  # one after the other; progress counts on across them
-                done += projector.rebuild(name, lambda d, h, base=done: progress(base + d, h))
-            done //= len(views)
+        done = projector.rebuild(list(views), progress)
         if profiler:
             profiler.disable()
         elapsed = time.perf_counter() - started
@@ -600,7 +586,7 @@ def measure_rebuild(backend: Backend, batch_size: int | None, every: int = 100_0
         return result
 
     profiler = cProfile.Profile() if profile else None
-    label = "all (1 pass)" if together else "all (1 by 1)"
+    label = "all (1 pass)"
     all_views = run(label, names, profiler)
     if profiler and profile:
         profiler.dump_stats(profile)

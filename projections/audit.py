@@ -29,10 +29,7 @@ class AuditView(View):
     )
 
     def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
-        tx.executemany(
-            f"INSERT INTO {self.table('audit_events')} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))})",
-            [_row(position, event) for position, event in events],
-        )
+        tx.insert(self.table("audit_events"), COLUMNS, [_row(position, event) for position, event in events])
 
 
 def _row(position: int, event: Any) -> tuple:

@@ -39,7 +39,7 @@ class ChainView(View):
         for position, stored in events:
             previous = link(previous, position, stored)
             links.append((position, previous))
-        tx.executemany(f"INSERT INTO {self.table('chain_links')} VALUES (?, ?)", links)
+        tx.insert(self.table("chain_links"), ("position", "hash"), links)
 
 
 @dataclass(frozen=True)

@@ -42,9 +42,10 @@ class Status:
 
 class Projector:
     def __init__(self, app: Application, store: ViewStore, views: Sequence[type[View]], batch_size: int = 2000,
-                 mapper: Mapper | None = None):
+                 mapper: Mapper | None = None, rebuild_batch_size: int = 10_000):
         self.app = app
         self.mapper = mapper or app.mapper
+        self.rebuild_batch_size = rebuild_batch_size  # larger: fewer upserts of rows a batch touches again
         self.store = store
         self.views = {v.name: v for v in views}
         self.batch_size = batch_size
@@ -63,9 +64,10 @@ class Projector:
                 if rows.get(name) != view_cls.fingerprint():
                     self._create(tx, view_cls(), name)
 
-    def _create(self, tx: Tx, view: View, tracking: str) -> None:
+    def _create(self, tx: Tx, view: View, tracking: str, build: str | None = None) -> None:
+        """Creates the view's tables and its position 0; a rebuild (`build`) indexes them at the swap."""
         view.drop(tx)
-        view.create(tx, uuid.uuid4().hex[:8])
+        view.create(tx, build or uuid.uuid4().hex[:8], indexed=build is None)
         tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (tracking,))
         tx.execute(f"INSERT INTO {POSITIONS} (name, position, fingerprint) VALUES (?, 0, ?)",
                    (tracking, view.fingerprint()))
@@ -93,14 +95,15 @@ class Projector:
         decoded = [(n.id, self.mapper.to_domain_event(n)) for n in notifications] if decode else []
         return stored, decoded
 
-    def advance(self, copies: Sequence[tuple[View, str]]) -> int:
+    def advance(self, copies: Sequence[tuple[View, str]], batch_size: int | None = None) -> int:
         """One batch for several views at once: the log read and decoded once, one transaction.
 
         Each copy is (view, tracking name); returns how many positions the batch spanned.
         """
         with self.store.read() as tx:
             starts = {tracking: self.position(tracking, tx) for _, tracking in copies}
-        stored, decoded = self._read(min(starts.values()), self.batch_size, any(not v.stored for v, _ in copies))
+        stored, decoded = self._read(min(starts.values()), batch_size or self.batch_size,
+                                     any(not v.stored for v, _ in copies))
         if not stored:
             return 0
         with self.store.write() as tx:
@@ -159,11 +162,12 @@ class Projector:
         """Builds the views afresh beside the live ones in one pass over the log, then swaps them all
         in, in one transaction, once caught up; readers never see a half-built view."""
         fresh = [(self.views[name](suffix=NEXT), name + NEXT) for name in names]
+        build = uuid.uuid4().hex[:8]
         with self.store.write() as tx:
             for view, tracking in fresh:
-                self._create(tx, view, tracking)
+                self._create(tx, view, tracking, build)
         done = 0
-        while read := self.advance(fresh):
+        while read := self.advance(fresh, self.rebuild_batch_size):
             done += read
             progress(done, self.head())
         with self.store.write() as tx:
@@ -171,6 +175,7 @@ class Projector:
                 self._lock_position(tx, name)
             done += self._finish(tx, fresh)
             for (view, tracking), name in zip(fresh, names):
+                view.index(tx, build)
                 position = self._lock_position(tx, tracking)
                 self.views[name]().drop(tx)
                 view.rename_to_live(tx)

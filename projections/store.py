@@ -34,9 +34,22 @@ class Tx:
         self._cursor.execute(self._sql(statement), params)
         return self
 
-    def executemany(self, statement: str, rows: Sequence[Sequence[Any]]) -> None:
-        if rows:
-            self._cursor.executemany(self._sql(statement), rows)
+    def executemany(self, statement: str, rows: Sequence[Sequence[Any]], chunk: int = 1000) -> None:
+        # In chunks: psycopg pipelines executemany, and a very long pipeline can stall on full buffers.
+        for start in range(0, len(rows), chunk):
+            self._cursor.executemany(self._sql(statement), rows[start:start + chunk])
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Appends rows: with COPY on PostgreSQL (several times faster than INSERTs), else INSERTs."""
+        if not rows:
+            return
+        if not self._postgres:
+            self.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+                             rows)
+            return
+        with self._cursor.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
 
     def select_in(self, statement: str, keys: Sequence[Any], chunk: int = 500) -> list[tuple]:
         """Every row of `statement`, whose `IN ({})` is filled with the keys, a chunk at a time."""

@@ -22,7 +22,7 @@ class LiaisonView(View):
         Table("liaison_cases", "case_id TEXT PRIMARY KEY, org_unit TEXT NOT NULL, assignee TEXT, closed INTEGER NOT NULL"),
         Table("liaison_spells", "case_id TEXT NOT NULL, assignee TEXT NOT NULL, org_unit TEXT NOT NULL, "
               "started_at BIGINT NOT NULL, ended_at BIGINT",
-              indexes=("case_id, ended_at", "started_at", "ended_at")),
+              indexes=("started_at", "ended_at"), lookups=("case_id, ended_at",)),
         Table("liaison_visits", "position BIGINT PRIMARY KEY, case_id TEXT NOT NULL, org_unit TEXT NOT NULL, "
               "visitor TEXT NOT NULL, at BIGINT NOT NULL", indexes=("at",)),
     )
@@ -92,9 +92,9 @@ class _Batch:
         t = self.view.table
         self.tx.executemany(f"UPDATE {t('liaison_spells')} SET ended_at=? WHERE case_id=? AND ended_at IS NULL",
                             self.ended)
-        self.tx.executemany(f"INSERT INTO {t('liaison_spells')} VALUES (?, ?, ?, ?, ?)",
-                            [tuple(s) for s in self.new_spells])
-        self.tx.executemany(f"INSERT INTO {t('liaison_visits')} VALUES (?, ?, ?, ?, ?)", self.visits)
+        self.tx.insert(t("liaison_spells"), ("case_id", "assignee", "org_unit", "started_at", "ended_at"),
+                       [tuple(s) for s in self.new_spells])
+        self.tx.insert(t("liaison_visits"), ("position", "case_id", "org_unit", "visitor", "at"), self.visits)
         self.tx.executemany(
             f"INSERT INTO {t('liaison_cases')} VALUES (?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET "
             "assignee=excluded.assignee, closed=excluded.closed",

@@ -20,7 +20,8 @@ NEXT = "__next"  # suffix of the tables a rebuild builds beside the live ones
 class Table:
     name: str
     columns: str  # portable column DDL, e.g. "id TEXT PRIMARY KEY, n BIGINT"
-    indexes: tuple[str, ...] = ()  # column lists, e.g. ("org_unit, opened_position",)
+    indexes: tuple[str, ...] = ()  # for queries, column lists, e.g. ("org_unit, opened_position",)
+    lookups: tuple[str, ...] = ()  # for the view's own handler: made before any row is loaded
 
 
 class View:
@@ -36,13 +37,21 @@ class View:
 
     @classmethod
     def fingerprint(cls) -> str:
-        ddl = "\n".join(f"{t.name}({t.columns}){t.indexes}" for t in cls.tables)
+        ddl = "\n".join(f"{t.name}({t.columns}){t.indexes}{t.lookups}" for t in cls.tables)
         return hashlib.sha256(ddl.encode()).hexdigest()[:16]
 
-    def create(self, tx: Tx, build: str) -> None:
-        """Creates this copy's tables; index names carry `build` so copies never clash."""
+    def create(self, tx: Tx, build: str, indexed: bool = True) -> None:
+        """Creates this copy's tables (a rebuild adds the secondary indexes after loading them)."""
         for t in self.tables:
             tx.execute(f"CREATE TABLE {self.table(t.name)} ({t.columns})")
+            for i, columns in enumerate(t.lookups):
+                tx.execute(f"CREATE INDEX lk_{t.name}_{build}_{i} ON {self.table(t.name)} ({columns})")
+        if indexed:
+            self.index(tx, build)
+
+    def index(self, tx: Tx, build: str) -> None:
+        """Creates the secondary indexes; their names carry `build`, so copies never clash."""
+        for t in self.tables:
             for i, columns in enumerate(t.indexes):
                 tx.execute(f"CREATE INDEX ix_{t.name}_{build}_{i} ON {self.table(t.name)} ({columns})")
 
