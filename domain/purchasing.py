@@ -12,8 +12,8 @@ from uuid import UUID
 from domain.actor import Actor
 from domain.case import ServiceCase
 from domain.clock import local
+from domain.commands import Idempotency, Written, check_version
 from domain.contract import Contract, Delivery, DuplicateDelivery, PaymentStatement
-from domain.commands import Written, check_version
 from domain.errors import CommandRefused, InvalidInput, NotFound
 
 
@@ -43,7 +43,7 @@ def today() -> date:
 class PurchasedServices:
     """Mixed into LastMeter: relies on its _run, _retrying, _get, get_case and org_tree."""
 
-    def create_contract(self, actor: Actor, idem, org_units: list[str], **fields: Any):
+    def create_contract(self, actor: Actor, idem: Idempotency | None, org_units: list[str], **fields: Any):
         for i, unit in enumerate(org_units):
             self.check_org_unit(f"org_units[{i}]", unit)
         return self._run(idem, "contract", 201, lambda: Contract.create(actor, org_units=org_units, **fields))
@@ -51,12 +51,14 @@ class PurchasedServices:
     def get_contract(self, contract_id: UUID, version: int | None = None) -> Contract:
         return self._get(contract_id, Contract, "contract", version)
 
-    def refer_case(self, actor: Actor, idem, case_id: UUID, expected: int | None, contract_id: UUID):
+    def refer_case(self, actor: Actor, idem: Idempotency | None, case_id: UUID, expected: int | None,
+                   contract_id: UUID):
         contract = self.get_contract(contract_id)
         tree = self.org_tree()
         return self.update_case(idem, case_id, expected, lambda case: case.refer(actor, contract, tree, today()))
 
-    def report_delivery(self, actor: Actor, idem, contract_id: UUID, row: DeliveryRow, expected: int | None = None):
+    def report_delivery(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, row: DeliveryRow,
+                        expected: int | None = None):
         """Records one delivery; a reference already recorded answers the first answer again."""
 
         def attempt() -> tuple[Contract, UUID]:
@@ -72,7 +74,7 @@ class PurchasedServices:
         except _Replay as replay:
             return self._delivery_written(contract_id, replay.delivery)
 
-    def import_deliveries(self, actor: Actor, idem, contract_id: UUID, rows: list[DeliveryRow],
+    def import_deliveries(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, rows: list[DeliveryRow],
                           expected: int | None = None) -> tuple[Written, list[RowResult]]:
         """Records every acceptable row in one transaction; answers each row.
 
@@ -97,8 +99,9 @@ class PurchasedServices:
         referred: dict[Any, bool] = {}  # case id → referred to this contract, looked up once per import
         return [self._import_row(actor, contract, number, row, referred) for number, row in enumerate(rows, start=2)]
 
-    def review_delivery(self, actor: Actor, idem, contract_id: UUID, delivery: UUID, expected: int | None,
-                        accepted: bool, reason: str | None, may_review: Callable[[ServiceCase], None]):
+    def review_delivery(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, delivery: UUID,
+                        expected: int | None, accepted: bool, reason: str | None,
+                        may_review: Callable[[ServiceCase], None]):
         def attempt() -> tuple[Contract, UUID]:
             contract = self.get_contract(contract_id)
             check_version(contract, expected)
@@ -111,7 +114,8 @@ class PurchasedServices:
 
         return self._run(idem, "delivery", 200, attempt)
 
-    def issue_statement(self, actor: Actor, idem, contract_id: UUID, period: str, expected: int | None = None):
+    def issue_statement(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, period: str,
+                        expected: int | None = None):
         def attempt() -> PaymentStatement:
             contract = self.get_contract(contract_id)
             check_version(contract, expected)
