@@ -188,3 +188,27 @@ class TestSpreadsheetLists:
         sheet = load_workbook(io.BytesIO(book.content)).active
         assert [c.value for c in next(sheet.iter_rows())] == ["key", "open", "overdue", "due_soon",
                                                                 "closed_this_month"]
+
+
+def test_not_ready_once_the_projector_has_stopped(api):
+    assert api.client.get("/readyz").status_code == 200
+    api.client.app.state.readside._stop.set()  # the projector thread ends, as if it had died
+    api.client.app.state.readside._thread.join(timeout=10)
+    r = api.client.get("/readyz")
+    assert r.status_code == 503 and "not running" in r.json()["detail"]
+
+
+def test_not_ready_while_a_view_is_far_behind(settings, lastmeter):
+    """With the projector in its own process (`lastmeter projector`), readiness follows the lag."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from tests.conftest import ADMIN
+
+    apart = settings.model_copy(update={"run_projector": False, "ready_max_lag": 2})
+    with TestClient(create_app(apart)) as client:
+        assert client.get("/readyz").status_code == 200
+        for user in ("a", "b", "c"):
+            lastmeter.issue_token(ADMIN, user, "auditor")
+        r = client.get("/readyz")
+    assert r.status_code == 503 and "far behind" in r.json()["detail"]
