@@ -29,7 +29,8 @@ def open_backend(settings: Settings) -> Backend:
     keys = KeyRing(views, master_key(settings))
     with views.setup_lock():  # the library's tables, ours and the org tree, once, whoever starts first
         keys.setup()
-        lastmeter = LastMeter(env=env, mapper_factory=lambda transcoder: PersonalDataMapper(transcoder, keys))
+        lastmeter = LastMeter(env=env, mapper_factory=lambda transcoder: PersonalDataMapper(transcoder, keys),
+                              erased=lambda person: keys.key_for(person) is None)
         lastmeter.found()
     return Backend(lastmeter, views, keys)
 

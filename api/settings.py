@@ -22,6 +22,8 @@ class Settings(BaseSettings):
     """The master key (32 bytes, base64) that wraps every person's key; else read from master_key_file."""
     master_key_file: str = ""
     """Where the master key is kept (made on first start): default beside the SQLite file, or ./lastmeter.key."""
+    aggregate_cache_size: int = 10_000
+    """Aggregates kept in memory per process; each read still fetches any newer events (fast-forward)."""
     run_projector: bool = True
     """Whether `serve` keeps the views up to date in a background thread (else run `lastmeter projector`)."""
     subsidy_tiers: str = DEFAULT_TIERS
@@ -53,14 +55,17 @@ class Settings(BaseSettings):
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The library's persistence settings, from our one database URL."""
+        cache = {"AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size)} if self.aggregate_cache_size else {}
         if not self.is_postgres:
             return {
+                **cache,
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": self.database_url.removeprefix("sqlite:///"),
                 "SQLITE_LOCK_TIMEOUT": "30",
             }
         url = urlsplit(self.database_url)
         return {
+            **cache,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": url.path.lstrip("/") or "postgres",
             "POSTGRES_HOST": url.hostname or "127.0.0.1",

@@ -44,16 +44,16 @@ import base64
 import cProfile
 import hashlib
 import io
+import math
 import os
 import pstats
 import statistics
 import sys
 import time
-import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -73,7 +73,6 @@ from domain.access import AccessToken
 from domain.actor import Actor
 from domain.application import LastMeter
 from domain.client import id_number_check_digit
-from domain.errors import NotFound
 from projections import VIEWS
 from projections.privacy import PersonalDataMapper
 from projections.runner import POSITIONS, Projector
@@ -152,6 +151,37 @@ def catch_up_views(backend: Backend) -> str:
     notes.append(f"caught up {read:,} positions in {time.perf_counter() - started:.2f} s")
     lag = max(s.lag for s in projector.statuses())
     return "; ".join(notes) + f"; lag now {lag}"
+
+
+QUERIED = ("view_cases", "view_audit_events")  # the view tables these figures read
+
+
+def view_statistics(url: str, schema: str) -> str:
+    """Whether the planner has statistics for the tables queried, and their dead rows."""
+    parts = []
+    with psycopg.connect(url) as conn:
+        for table in QUERIED:
+            row = conn.execute(
+                "SELECT n_live_tup, n_dead_tup, greatest(last_analyze, last_autoanalyze), "
+                "(SELECT count(*) FROM pg_stats s WHERE s.schemaname = t.schemaname AND s.tablename = t.relname) "
+                "FROM pg_stat_user_tables t WHERE schemaname=%s AND relname=%s", (schema, table)).fetchone()
+            if row is None:
+                parts.append(f"{table} missing")
+                continue
+            live, dead, analyzed, columns = row
+            when = f"analyzed {analyzed:%H:%M:%S}" if analyzed else ("never analyzed" if not columns else "analyzed")
+            parts.append(f"{table} {when}, {live:,} live / {dead:,} dead rows")
+        autovacuum = conn.execute("SHOW autovacuum").fetchone()[0]
+    return "; ".join(parts) + f"; autovacuum {autovacuum}"
+
+
+def vacuum_analyze(url: str, schema: str) -> str:
+    started = time.perf_counter()
+    with psycopg.connect(url, autocommit=True) as conn:
+        for view_cls in VIEWS:
+            for table in view_cls.tables:
+                conn.execute(SQL("VACUUM (ANALYZE) {}.{}").format(Identifier(schema), Identifier(f"view_{table.name}")))
+    return f"VACUUM (ANALYZE) of every view table in {time.perf_counter() - started:.1f} s"
 
 
 # -- fixtures -----------------------------------------------------------------
@@ -261,47 +291,77 @@ class Query:
 @dataclass
 class Result:
     query: Query
-    runs: int
-    p50: float  # ms
-    p95: float
-    p99: float
-    max: float
     target: float
+    times: list[float] = field(default_factory=list)  # ms, wall clock
+    cpu: list[float] = field(default_factory=list)  # ms of this process's CPU (all its threads)
+    planned: int = 0
     error: str | None = None
 
     @property
+    def runs(self) -> int:
+        return len(self.times)
+
+    def pct(self, q: float, values: list[float] | None = None) -> float:
+        return percentile(self.times if values is None else values, q) if self.times else float("nan")
+
+    @property
     def passed(self) -> bool:
-        return self.error is None and self.p95 < self.target
+        return self.error is None and bool(self.times) and self.pct(0.95) < self.target
 
 
 def percentile(values: list[float], q: float) -> float:
+    """The nearest-rank percentile."""
     ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, round(q * (len(ordered) - 1))))
+    rank = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
     return ordered[rank]
 
 
-def measure(client: Any, fixtures: Fixtures, query: Query, runs: int, warmup: int, budget: float,
-            target: float) -> Result:
-    headers = {"Authorization": f"Bearer {fixtures.tokens[query.token]}"} if query.token else {}
+class Runner:
+    """Sends one figure's request and times it: wall clock, and the process's CPU time.
 
-    def once() -> float:
-        started = time.perf_counter()
-        response = client.get(query.path, params=query.params, headers=headers)
-        elapsed = (time.perf_counter() - started) * 1000
+    Requests run one at a time and the app runs no projector, so the process's CPU time over a
+    request is that request's Python work (client and server side; PostgreSQL's is not in it).
+    """
+
+    def __init__(self, client: Any, fixtures: Fixtures):
+        self.client = client
+        self.fixtures = fixtures
+
+    def once(self, query: Query) -> tuple[float, float]:
+        headers = {"Authorization": f"Bearer {self.fixtures.tokens[query.token]}"} if query.token else {}
+        cpu, started = time.process_time(), time.perf_counter()
+        response = self.client.get(query.path, params=query.params, headers=headers)
+        elapsed, cpu = (time.perf_counter() - started) * 1000, (time.process_time() - cpu) * 1000
         if response.status_code != 200:
             raise RuntimeError(f"HTTP {response.status_code}: {response.text[:300]}")
-        return elapsed
+        return elapsed, cpu
 
-    try:
-        warm = [once() for _ in range(warmup)]
-        # Fewer runs for a slow figure: within the time budget, but never fewer than 30.
+
+def measure_all(runner: Runner, figures: list[Query], runs: int, warmup: int, budget: float,
+                target: float) -> list[Result]:
+    """Warms every figure up, then measures them interleaved, round by round, so that the load of a
+    shared machine falls on every figure alike rather than on whichever is being measured; a slow
+    figure gets fewer rounds (its time budget), never fewer than 30."""
+    results = [Result(q, target) for q in figures]
+    for result in results:
+        try:
+            warm = [runner.once(result.query)[0] for _ in range(warmup)]
+        except Exception as error:  # noqa: BLE001 - reported in the table
+            result.error = str(error)
+            continue
         estimate = statistics.median(warm) if warm else 1.0
-        n = max(30, min(runs, int(budget * 1000 / max(estimate, 0.01))))
-        times = [once() for _ in range(n)]
-    except Exception as error:  # noqa: BLE001 - reported in the table
-        return Result(query, 0, float("nan"), float("nan"), float("nan"), float("nan"), target, str(error))
-    return Result(query, n, percentile(times, 0.50), percentile(times, 0.95), percentile(times, 0.99), max(times),
-                  target)
+        result.planned = max(30, min(runs, int(budget * 1000 / max(estimate, 0.01))))
+    for round_ in range(runs):
+        for result in results:
+            if result.error is None and round_ < result.planned:
+                try:
+                    wall, cpu = runner.once(result.query)
+                except Exception as error:  # noqa: BLE001 - reported in the table
+                    result.error = str(error)
+                    continue
+                result.times.append(wall)
+                result.cpu.append(cpu)
+    return results
 
 
 def queries(f: Fixtures) -> list[Query]:
@@ -353,6 +413,36 @@ def captured_sql() -> Iterator[list[tuple[str, list[Any]]]]:
         store_module.Tx.execute = original  # type: ignore[method-assign]
 
 
+@contextmanager
+def profiled_threadpool(profiler: cProfile.Profile) -> Iterator[None]:
+    """Profiles what FastAPI runs in its threadpool: the sync routes and dependencies, where the work is.
+
+    TestClient runs the app in a thread of its own, and the app runs sync code in worker threads, so a
+    profiler in the calling thread sees nothing but waiting. Requests run one at a time here, so one
+    profiler is enabled in whichever worker thread runs each call.
+    """
+    import fastapi.dependencies.utils as dependency_utils
+    import fastapi.routing as routing
+
+    original = routing.run_in_threadpool
+
+    async def run_profiled(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        def call() -> Any:
+            profiler.enable()
+            try:
+                return func(*args, **kwargs)
+            finally:
+                profiler.disable()
+
+        return await original(call)
+
+    routing.run_in_threadpool = dependency_utils.run_in_threadpool = run_profiled  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        routing.run_in_threadpool = dependency_utils.run_in_threadpool = original  # type: ignore[assignment]
+
+
 def diagnose(client: Any, fixtures: Fixtures, query: Query, url: str, schema: str, repeat: int = 20) -> None:
     headers = {"Authorization": f"Bearer {fixtures.tokens[query.token]}"} if query.token else {}
     log(f"\n=== {query.label}: GET {query.path} {query.params}")
@@ -366,13 +456,16 @@ def diagnose(client: Any, fixtures: Fixtures, query: Query, url: str, schema: st
             for (line,) in plan:
                 log(f"    {line}")
     profiler = cProfile.Profile()
-    profiler.enable()
-    for _ in range(repeat):
-        client.get(query.path, params=query.params, headers=headers)
-    profiler.disable()
+    started = time.perf_counter()
+    with profiled_threadpool(profiler):
+        for _ in range(repeat):
+            client.get(query.path, params=query.params, headers=headers)
+    wall = time.perf_counter() - started
     out = io.StringIO()
     stats = pstats.Stats(profiler, stream=out)
-    out.write(f"cProfile of {repeat} requests, top by cumulative time:\n")
+    out.write(f"cProfile of the routes and dependencies (FastAPI's threadpool) over {repeat} requests: "
+              f"{stats.total_tt * 1000 / repeat:.1f} ms of {wall * 1000 / repeat:.1f} ms a request "
+              f"(profiler overhead included); top by cumulative time:\n")
     stats.sort_stats("cumulative").print_stats(28)
     out.write("top by own time:\n")
     stats.sort_stats("tottime").print_stats(14)
@@ -407,10 +500,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-ms", type=float, default=20.0, help="p95 target (default 20 ms)")
     parser.add_argument("--diagnose", choices=("fail", "all", "none"), default="fail",
                         help="EXPLAIN ANALYZE + cProfile: of failing figures (default), all, or none")
+    parser.add_argument("--analyze", action="store_true",
+                        help="VACUUM (ANALYZE) the view tables first (this server runs no autovacuum); the statistics "
+                             "stay until the next rebuild replaces the tables")
     args = parser.parse_args(argv)
 
     schema = f"bench_c{args.cases}"
     url = args.database_url
+    load_before = os.getloadavg()[0]
     log(f"lastmeter query benchmark: schema {schema} of {urlsplit(url).path.lstrip('/')}, {os.cpu_count()} CPUs, "
         f"load average {os.getloadavg()[0]:.2f}")
     with psycopg.connect(url) as conn:
@@ -433,6 +530,10 @@ def main(argv: list[str] | None = None) -> int:
         events_after = event_count(conn, schema)
     if fixtures.wrote:
         log(f"wrote: {'; '.join(fixtures.wrote)}")
+    if args.analyze:
+        log(f"views: {vacuum_analyze(url, schema)}")
+    stats_line = view_statistics(url, schema)
+    log(f"view statistics: {stats_line}")
     log(f"long case {fixtures.long_case}: {fixtures.long_case_events:,} events, as_of {fixtures.middle.isoformat()}; "
         f"prepared in {time.perf_counter() - started:.1f} s")
 
@@ -445,11 +546,10 @@ def main(argv: list[str] | None = None) -> int:
     with TestClient(app, raise_server_exceptions=False) as client:
         foreign = check_foreign_key_read(client, fixtures)
         log(f"a seed case read under another master key (personal values unreadable): {foreign}")
-        for query in queries(fixtures):
-            result = measure(client, fixtures, query, args.runs, args.warmup, args.budget, args.target_ms)
-            results.append(result)
-            mark = "ERROR" if result.error else ("PASS" if result.passed else "FAIL")
-            log(f"  {query.label:<52} p50 {result.p50:7.2f} ms  p95 {result.p95:7.2f} ms  ({result.runs} runs) {mark}")
+        log(f"measuring {len(queries(fixtures))} figures interleaved, up to {args.runs} rounds after {args.warmup} "
+            f"warm-up requests each ...")
+        results = measure_all(Runner(client, fixtures), queries(fixtures), args.runs, args.warmup, args.budget,
+                              args.target_ms)
         to_diagnose = [r for r in results if args.diagnose == "all" or (args.diagnose == "fail" and not r.passed)]
         to_diagnose = [r for r in to_diagnose if r.query.token is not None and r.error is None]
         for result in to_diagnose:
@@ -461,22 +561,25 @@ def main(argv: list[str] | None = None) -> int:
         keep_seed_reusable(url, schema)
 
     log()
-    width = 60
-    log(f"{'figure':<{width}}{'runs':>6}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}  target  result")
-    log("-" * (width + 60))
+    width = 58
+    log(f"{'figure':<{width}}{'runs':>5}{'p50 ms':>9}{'p95 ms':>9}{'p99 ms':>9}{'max ms':>9}{'CPU p50':>9}  target  result")
+    log("-" * (width + 67))
     for r in results:
         target = "-" if r.query.token is None else f"<{r.target:g}"
         verdict = "ERROR" if r.error else ("-" if r.query.token is None else ("PASS" if r.passed else "FAIL"))
-        log(f"{r.query.label:<{width}}{r.runs:>6}{r.p50:>9.2f}{r.p95:>9.2f}{r.p99:>9.2f}{r.max:>9.2f}  {target:<6}  {verdict}")
+        log(f"{r.query.label:<{width}}{r.runs:>5}{r.pct(0.50):>9.2f}{r.pct(0.95):>9.2f}{r.pct(0.99):>9.2f}"
+            f"{(max(r.times) if r.times else float('nan')):>9.2f}{r.pct(0.50, r.cpu):>9.2f}  {target:<6}  {verdict}")
         if r.query.note:
-            log(f"{'    ' + r.query.note:<{width}}")
+            log(f"    {r.query.note}")
         if r.error:
             log(f"    {r.error}")
-    log("-" * (width + 60))
+    log("-" * (width + 67))
     measured = [r for r in results if r.query.token is not None]
     passed = sum(r.passed for r in measured)
-    log(f"{passed}/{len(measured)} figures PASS (p95 < {args.target_ms:g} ms); whole requests through TestClient, "
-        f"in process; load average now {os.getloadavg()[0]:.2f}")
+    log(f"{passed}/{len(measured)} figures PASS (p95 < {args.target_ms:g} ms). Whole requests through TestClient, in "
+        f"process; CPU = this process's CPU time per request (PostgreSQL's own not included).")
+    log(f"load average (1 min) {load_before:.2f} before, {os.getloadavg()[0]:.2f} after, on {os.cpu_count()} CPUs; "
+        f"view statistics: {stats_line}")
     log(f"seed case read under another master key: {foreign}")
     log(f"events written by this run: {written:,} (log now {events_before + written:,}; "
         f"{events_after - events_before:,} of them while preparing); bench_seed's count moved along" if written else

@@ -1,0 +1,105 @@
+"""Group commit: saves that arrive together share one transaction.
+
+Every save of the application is handed to one writer thread, which takes
+whatever saves are waiting and inserts all their events in one transaction
+(one table lock, one commit on PostgreSQL), then tells each save its
+positions. Under load, many commands share each commit; alone, a save
+commits at once. The guarantees stay those of a save of its own: a save
+whose aggregate version was already stored, in the database or earlier in
+the same batch, gets IntegrityError (and its command is re-run), and a batch
+that fails is retried one save at a time, so no other save is lost with it.
+"""
+
+import queue
+import threading
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
+
+MAX_EVENTS = 500  # per transaction: bounded, so one commit never grows without limit
+
+
+@dataclass
+class _Save:
+    events: Sequence[StoredEvent]
+    done: threading.Event = field(default_factory=threading.Event)
+    positions: Sequence[int] = ()
+    error: BaseException | None = None
+
+    def finish(self, positions: Sequence[int] = (), error: BaseException | None = None) -> None:
+        self.positions, self.error = positions, error
+        self.done.set()
+
+
+class GroupCommit:
+    def __init__(self, recorder: ApplicationRecorder):
+        self.recorder = recorder
+        self._waiting: queue.SimpleQueue[_Save | None] = queue.SimpleQueue()
+        self._writer: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    def insert(self, events: Sequence[StoredEvent]) -> Sequence[int]:
+        """Inserts the events of one save, with others waiting at the same moment; their positions."""
+        save = _Save(events)
+        self._start()
+        self._waiting.put(save)
+        save.done.wait()
+        if save.error is not None:
+            raise save.error
+        return save.positions
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._waiting.put(None)
+            self._writer.join(timeout=10)
+            self._writer = None
+
+    def _start(self) -> None:
+        with self._lock:
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write, name="group-commit", daemon=True)
+                self._writer.start()
+
+    def _write(self) -> None:
+        while (first := self._waiting.get()) is not None:
+            batch, size = [first], len(first.events)
+            while size < MAX_EVENTS:
+                try:
+                    following = self._waiting.get_nowait()
+                except queue.Empty:
+                    break
+                if following is None:
+                    self._waiting.put(None)  # stop once this batch is written
+                    break
+                batch.append(following)
+                size += len(following.events)
+            self._commit(batch)
+
+    def _commit(self, batch: list[_Save]) -> None:
+        written: set[tuple[object, int]] = set()
+        admitted = []
+        for save in batch:
+            keys = {(e.originator_id, e.originator_version) for e in save.events}
+            if keys & written:  # an earlier save in this batch wrote that version: this one lost the race
+                save.finish(error=IntegrityError("an aggregate version was written twice in one batch"))
+                continue
+            written |= keys
+            admitted.append(save)
+        try:
+            positions = self.recorder.insert_events([e for save in admitted for e in save.events]) or []
+        except IntegrityError as error:
+            if len(admitted) == 1:
+                admitted[0].finish(error=error)
+            else:
+                for save in admitted:  # find the saves that conflict with stored events; the others go in
+                    self._commit([save])
+            return
+        except BaseException as error:
+            for save in admitted:
+                save.finish(error=error)
+            return
+        start = 0
+        for save in admitted:
+            save.finish(positions[start:start + len(save.events)])
+            start += len(save.events)
