@@ -537,6 +537,9 @@ def main(argv: list[str] | None = None) -> int:
     log(f"long case {fixtures.long_case}: {fixtures.long_case_events:,} events, as_of {fixtures.middle.isoformat()}; "
         f"prepared in {time.perf_counter() - started:.1f} s")
 
+    import warnings
+
+    warnings.filterwarnings("ignore", message=".*httpx.*testclient.*")  # starlette's note on its own TestClient
     from fastapi.testclient import TestClient
 
     from api.app import create_app

@@ -12,12 +12,14 @@ that fails is retried one save at a time, so no other save is lost with it.
 
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
 
 MAX_EVENTS = 500  # per transaction: bounded, so one commit never grows without limit
+REMEMBERED = 100_000  # aggregates whose last committed version the writer remembers
 
 
 @dataclass
@@ -38,6 +40,10 @@ class GroupCommit:
         self._waiting: queue.SimpleQueue[_Save | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
+        # The last version this writer committed of recently saved aggregates: a save that starts at
+        # or below it lost a race within this process and is refused without touching the database,
+        # so that it does not fail the batch it would have joined.
+        self._committed: OrderedDict[object, int] = OrderedDict()
 
     def insert(self, events: Sequence[StoredEvent]) -> Sequence[int]:
         """Inserts the events of one save, with others waiting at the same moment; their positions."""
@@ -81,8 +87,8 @@ class GroupCommit:
         admitted = []
         for save in batch:
             keys = {(e.originator_id, e.originator_version) for e in save.events}
-            if keys & written:  # an earlier save in this batch wrote that version: this one lost the race
-                save.finish(error=IntegrityError("an aggregate version was written twice in one batch"))
+            if keys & written or self._stale(save):  # another save of that version came first
+                save.finish(error=IntegrityError("that aggregate version was already written"))
                 continue
             written |= keys
             admitted.append(save)
@@ -101,5 +107,16 @@ class GroupCommit:
             return
         start = 0
         for save in admitted:
+            self._remember(save)
             save.finish(positions[start:start + len(save.events)])
             start += len(save.events)
+
+    def _stale(self, save: _Save) -> bool:
+        return any(e.originator_version <= self._committed.get(e.originator_id, 0) for e in save.events)
+
+    def _remember(self, save: _Save) -> None:
+        for e in save.events:
+            self._committed[e.originator_id] = max(e.originator_version, self._committed.get(e.originator_id, 0))
+            self._committed.move_to_end(e.originator_id)
+        while len(self._committed) > REMEMBERED:
+            self._committed.popitem(last=False)
