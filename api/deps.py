@@ -1,4 +1,8 @@
-"""Dependencies declared once: the application, the caller, permissions, headers."""
+"""Dependencies declared once: the application, the caller, permissions, headers.
+
+Those that never wait on the store are `async def`, so that FastAPI runs them on the event loop
+instead of handing each to the thread pool (a hop costs more than they do).
+"""
 
 import hashlib
 import json
@@ -15,7 +19,7 @@ _KEY = re.compile(r"[\x21-\x7e]{1,200}")
 _ETAG = re.compile(r'(W/)?"?([0-9]{1,9})"?')
 
 
-def get_lastmeter(request: Request) -> LastMeter:
+async def get_lastmeter(request: Request) -> LastMeter:
     return request.app.state.lastmeter
 
 
@@ -33,7 +37,7 @@ def get_principal(app: App, authorization: Annotated[str | None, Header()] = Non
 def permit(action: str):
     """A dependency that lets through only roles the matrix allows for `action`."""
 
-    def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
+    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
         if not principal.may(action):
             raise HTTPException(403, f"a {principal.role} may not {action.replace('_', ' ')}")
         return principal
@@ -61,7 +65,7 @@ async def get_idempotency(
     return Idempotency(principal.user, idempotency_key, digest)
 
 
-def get_expected_version(if_match: Annotated[str | None, Header()] = None) -> int | None:
+async def get_expected_version(if_match: Annotated[str | None, Header()] = None) -> int | None:
     if if_match is None or if_match.strip() == "*":
         return None
     match = _ETAG.fullmatch(if_match.strip())
@@ -74,15 +78,15 @@ Idem = Annotated[Idempotency | None, Depends(get_idempotency)]
 ExpectedVersion = Annotated[int | None, Depends(get_expected_version)]
 
 
-def get_backend(request: Request):
+async def get_backend(request: Request):
     return request.app.state.backend
 
 
-def get_readside(request: Request):
+async def get_readside(request: Request):
     return request.app.state.readside
 
 
-def get_settings_dep(request: Request):
+async def get_settings_dep(request: Request):
     return request.app.state.settings
 
 

@@ -21,13 +21,15 @@ Renderer = Callable[[LastMeter, Written, Principal], tuple[Any, str]]  # → (bo
 
 def _case(app: LastMeter, w: Written, principal: Principal) -> tuple[Any, str]:
     state = w.state if w.state is not None else app.get_case(w.id, w.version)
-    disclose(app, principal, state.client_id, "case", w.id)
+    if not w.disclosed:
+        disclose(app, principal, state.client_id, "case", w.id)
     return case_state(state, principal), f"/v1/cases/{w.id}"
 
 
 def _client(app: LastMeter, w: Written, principal: Principal) -> tuple[Any, str]:
     state = w.state if w.state is not None else app.get_client(w.id, w.version)
-    disclose(app, principal, w.id, "client", w.id)
+    if not w.disclosed:
+        disclose(app, principal, w.id, "client", w.id)
     return client_state(state, principal), f"/v1/clients/{w.id}"
 
 

@@ -16,15 +16,27 @@ thread off:
   by an auditor (a pure read) and by a supervisor (whose read of personal
   values also records a disclosure: one event written), and the same case now.
 
-Each figure: warm-up, then up to --runs requests (fewer when a figure is slow,
-so that the run stays within a few minutes), p50 and p95, PASS when p95 is
-under the target. For every figure that fails, --diagnose fail (the default)
-prints the EXPLAIN (ANALYZE, BUFFERS) of each SQL statement of the view
-store the request ran and the top of a cProfile of the request.
+Every figure is warmed up, then the figures are measured interleaved, round
+by round (up to --runs rounds; fewer for a slow figure, within --budget
+seconds), so that the load of a shared machine falls on all of them alike.
+For each: p50, p95, p99, max, and the process's CPU time per request (Python's
+work on both sides of TestClient, PostgreSQL's not included: on a busy
+machine it tells own cost from waiting); PASS when p95 is under the target.
+The header and the footer say whether the planner has statistics for the
+view tables (this server runs no autovacuum, and a rebuild's fresh tables
+have none until something ANALYZEs them; --analyze does, first).
+
+For every figure that fails, --diagnose fail (the default) prints, for each
+SQL statement of the view store the request ran, its time as the app runs it
+(psycopg prepares a statement after 5 runs on a connection; PostgreSQL may
+then keep a generic plan) and unprepared, and EXPLAIN (ANALYZE, BUFFERS) of
+its custom and its generic plan; then a cProfile of the route and its
+dependencies as FastAPI's threadpool runs them.
 
     .venv/bin/python -m bench.queries
     .venv/bin/python -m bench.queries --runs 50 --diagnose none      # quick
     .venv/bin/python -m bench.queries --diagnose all
+    .venv/bin/python -m bench.queries --analyze                      # VACUUM (ANALYZE) the views first
 
 What it writes to the benchmark schema, once: three access tokens, and one
 client with one case of 2,000 events (notes and assignments) opened by
@@ -44,9 +56,11 @@ import base64
 import cProfile
 import hashlib
 import io
+import itertools
 import math
 import os
 import pstats
+import re
 import statistics
 import sys
 import time
@@ -443,18 +457,52 @@ def profiled_threadpool(profiler: cProfile.Profile) -> Iterator[None]:
         routing.run_in_threadpool = dependency_utils.run_in_threadpool = original  # type: ignore[assignment]
 
 
+def sql_timings(conn: psycopg.Connection, statement: str, params: list[Any], n: int = 15) -> tuple[float, float]:
+    """Median ms of the statement as psycopg runs it on a pooled connection (prepared once it has run
+    5 times there; PostgreSQL's plan cache may then settle on a generic plan) and unprepared."""
+    def median_of(prepare: bool) -> float:
+        times = []
+        for _ in range(n):
+            started = time.perf_counter()
+            conn.execute(statement, params, prepare=prepare).fetchall()
+            times.append((time.perf_counter() - started) * 1000)
+        return statistics.median(times[-5:])
+
+    return median_of(True), median_of(False)
+
+
+def explain(conn: psycopg.Connection, statement: str, params: list[Any], generic: bool) -> list[str]:
+    """EXPLAIN (ANALYZE, BUFFERS): the custom plan for these values, or the generic plan of the
+    statement prepared (parameters unknown to the planner)."""
+    if not generic:
+        return [line for (line,) in conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", params).fetchall()]
+    numbers = itertools.count(1)
+    conn.execute("PREPARE bench_diagnosis AS " + re.sub(r"%s", lambda _: f"${next(numbers)}", statement))
+    try:
+        conn.execute("SET plan_cache_mode = force_generic_plan")
+        values = psycopg.ClientCursor(conn).mogrify(", ".join(["%s"] * len(params)), params)
+        return [line for (line,) in conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) EXECUTE bench_diagnosis({values})").fetchall()]
+    finally:
+        conn.execute("RESET plan_cache_mode")
+        conn.execute("DEALLOCATE bench_diagnosis")
+
+
 def diagnose(client: Any, fixtures: Fixtures, query: Query, url: str, schema: str, repeat: int = 20) -> None:
     headers = {"Authorization": f"Bearer {fixtures.tokens[query.token]}"} if query.token else {}
     log(f"\n=== {query.label}: GET {query.path} {query.params}")
     with captured_sql() as statements:
         client.get(query.path, params=query.params, headers=headers)
-    with psycopg.connect(url, options=f"-c search_path={schema}") as conn:
+    with psycopg.connect(url, options=f"-c search_path={schema}", autocommit=True) as conn:
         for statement, params in statements:
-            log(f"--- EXPLAIN (ANALYZE, BUFFERS) {statement}")
+            prepared, unprepared = sql_timings(conn, statement, params)
+            log(f"--- {statement}")
             log(f"    params {params}")
-            plan = conn.execute(f"EXPLAIN (ANALYZE, BUFFERS) {statement}", params).fetchall()
-            for (line,) in plan:
-                log(f"    {line}")
+            log(f"    run as the app runs it (psycopg prepares it after 5 runs): {prepared:.1f} ms; "
+                f"never prepared: {unprepared:.1f} ms (medians)")
+            for generic in (False, True):
+                log(f"    EXPLAIN (ANALYZE, BUFFERS), {'generic plan (prepared statement)' if generic else 'custom plan'}:")
+                for line in explain(conn, statement, params, generic):
+                    log(f"      {line}")
     profiler = cProfile.Profile()
     started = time.perf_counter()
     with profiled_threadpool(profiler):

@@ -25,7 +25,7 @@ from domain.access import AccessToken, new_secret, token_id
 from domain.actor import Actor
 from domain.case import ServiceCase
 from domain.client import Client, Disclosure
-from domain.commands import Contention, Idempotency, Written, check_version
+from domain.commands import SHOWN_TO, Contention, Idempotency, Written, check_version
 from domain.errors import IdempotencyKeyReused, NotFound, UnknownOrgUnit
 from domain.groupcommit import GroupCommit
 from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
@@ -233,13 +233,23 @@ class LastMeter(PurchasedServices, Application):
                 if prior is not None:
                     return [], prior
             target, item, since = _unpacked(attempt())
-            written = Written(resource, target.id, target.version, status, None, item=item, since=since)
+            disclosure = self._disclosure(resource, target)
+            written = Written(resource, target.id, target.version, status, None, item=item, since=since,
+                              disclosed=disclosure is not None)
+            saved = [target] + ([disclosure] if disclosure else [])
             if idem is None:
-                return [target], written
-            receipt = CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written)
-            return [target, receipt], written
+                return saved, written
+            return saved + [CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written)], written
 
         return self._retrying(once)
+
+    def _disclosure(self, resource: str, target: Aggregate) -> Disclosure | None:
+        """The record of the answer's personal values being shown (see SHOWN_TO), if they will be."""
+        viewer = SHOWN_TO.get()
+        if viewer is None or resource not in ("case", "client"):
+            return None
+        person = target.client_id if resource == "case" else target.id
+        return Disclosure.record(viewer, person, resource, target.id)
 
     def _retrying(self, once: Callable[[], tuple[list[Aggregate], Any]]) -> Any:
         for attempt in range(MAX_ATTEMPTS):

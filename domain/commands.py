@@ -1,10 +1,16 @@
 """What a command is given (an idempotency claim) and what it answers (what it wrote)."""
 
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
 from domain.errors import DomainError, StaleVersion
+
+
+SHOWN_TO: ContextVar[Any] = ContextVar("shown_to", default=None)
+"""Who will be shown the personal values of a command's answer: that read is then recorded in the
+command's own transaction, not in one of its own after it."""
 
 
 class Contention(DomainError):
@@ -31,6 +37,7 @@ class Written:
     item: UUID | None = None  # a part of the aggregate, e.g. a contract's delivery
     since: int | None = None  # the version the command started from, where its answer needs it
     state: Any = field(default=None, compare=False)  # the aggregate as written, when at hand
+    disclosed: bool = False  # the read of its answer's personal values is already recorded
 
 
 def check_version(aggregate: Any, expected: int | None) -> None:

@@ -12,7 +12,7 @@ from pydantic import AwareDatetime
 
 from api.access import Principal
 from api.deps import App, ExpectedVersion, Fresh, Idem, ReadSideDep, permit
-from api.disclosure import disclose
+from api.disclosure import answering, disclose
 from api.render import case_state, decode_cursor, encode_cursor, history_entry, listed_case, visit_contact
 from api.schemas import AssignmentIn, CaseIn, ClosureIn, NoteIn, ReasonIn, ReferralIn, VisitIn
 from api.spreadsheet import Format, tabular
@@ -50,7 +50,8 @@ class CaseCommand:
 
     def run(self, act: Callable[[ServiceCase, Actor], None]) -> JSONResponse:
         actor = self.principal.actor
-        written = self.app.update_case(self.idem, self.case_id, self.expected, lambda case: act(case, actor))
+        with answering(self.principal):
+            written = self.app.update_case(self.idem, self.case_id, self.expected, lambda case: act(case, actor))
         return answer(self.app, self.principal, written)
 
 
@@ -78,7 +79,9 @@ def open_case(body: CaseIn, app: App, idem: Idem, principal: Annotated[Principal
         client = None
     if client is None or not principal.covers(tree, client.org_unit):  # the same answer: existence not revealed
         raise InvalidInput("client_id", "no such client in your scope")
-    return answer(app, principal, app.open_case(principal.actor, idem, **body.model_dump()))
+    with answering(principal):
+        written = app.open_case(principal.actor, idem, **body.model_dump())
+    return answer(app, principal, written)
 
 
 @router.get("", dependencies=[Fresh])
@@ -179,9 +182,10 @@ def record_visit(body: VisitIn, command: Command):
 @router.post("/{case_id}/steps/{step}")
 def take_step(step: str, command: Command, payload: Annotated[dict[str, Any] | None, Body()] = None):
     """Takes one of the kind's own steps (see GET /v1/case-kinds) with its payload."""
-    written = command.app.take_step(
-        command.principal.actor, command.idem, command.case_id, command.expected, step, payload or {}
-    )
+    with answering(command.principal):
+        written = command.app.take_step(
+            command.principal.actor, command.idem, command.case_id, command.expected, step, payload or {}
+        )
     return answer(command.app, command.principal, written)
 
 
@@ -194,8 +198,9 @@ def refer(body: ReferralIn, command: Command):
         raise InvalidInput("contract_id", "no such contract") from None
     if not command.principal.sees_contract(command.app.org_tree(), contract.provider, contract.org_units):
         raise InvalidInput("contract_id", "no such contract")
-    written = command.app.refer_case(command.principal.actor, command.idem, command.case_id, command.expected,
-                                     body.contract_id)
+    with answering(command.principal):
+        written = command.app.refer_case(command.principal.actor, command.idem, command.case_id, command.expected,
+                                         body.contract_id)
     return answer(command.app, command.principal, written)
 
 

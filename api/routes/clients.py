@@ -8,7 +8,7 @@ from fastapi import APIRouter, HTTPException
 
 from api.access import Principal
 from api.deps import App, BackendDep, ExpectedVersion, Idem, permit
-from api.disclosure import disclose
+from api.disclosure import answering, disclose
 from api.render import client_state
 from api.schemas import ClientIn, ErasureIn
 from api.writes import answer
@@ -26,7 +26,9 @@ def register_client(body: ClientIn, app: App, idem: Idem,
     app.check_org_unit("org_unit", body.org_unit)
     if not principal.covers(app.org_tree(), body.org_unit):
         raise HTTPException(403, f"org unit {body.org_unit} is outside your scope")
-    return answer(app, principal, app.register_client(principal.actor, idem, **body.model_dump()))
+    with answering(principal):
+        written = app.register_client(principal.actor, idem, **body.model_dump())
+    return answer(app, principal, written)
 
 
 @router.get("/{client_id}")

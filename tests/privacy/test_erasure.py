@@ -98,3 +98,15 @@ def test_an_erasure_needs_a_lawful_ground_not_free_text(api, desk):
     r = api.client.post(f"/v1/clients/{case['client_id']}/erasure", json={"reason": "张三 13912345678 要求删除"},
                         headers=api.token("admin"))
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason"
+
+
+def test_a_write_records_the_read_of_its_answer_in_its_own_transaction(api, desk):
+    case = desk.open()
+    note = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "x"})
+    position = int(note.headers["x-position"])
+    events = api.client.get("/v1/audit/events", params={"actor": desk.user, "min_position": position,
+                                                        "limit": 1000}, headers=api.token("auditor")).json()["items"]
+    after = [e for e in events if e["position"] > position]
+    assert after[0]["type"] == "PersonalDataRead" and after[0]["position"] == position + 1
+    assert after[0]["data"]["resource_id"] == case["id"]
+    assert not [e for e in after[1:] if e["data"].get("resource_id") == case["id"]]  # once, not twice
