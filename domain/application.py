@@ -146,11 +146,15 @@ class LastMeter(PurchasedServices, Application):
         case_id: UUID,
         expected_version: int | None,
         action: Callable[[ServiceCase], None],
+        guard: Callable[[ServiceCase], None] | None = None,
     ) -> Written:
-        """Loads the case, checks If-Match, acts, saves; re-runs a lost race."""
+        """Loads the case, lets `guard` refuse it (the caller's scope, before anything else is
+        said about the case), checks If-Match, acts, saves; re-runs a lost race."""
 
         def attempt() -> ServiceCase:
             case = self.get_case(case_id)
+            if guard is not None:
+                guard(case)
             check_version(case, expected_version)
             action(case)
             return case
@@ -158,14 +162,15 @@ class LastMeter(PurchasedServices, Application):
         return self._run(idem, "case", 200, attempt)
 
     def take_step(
-        self, actor: Actor, idem: Idempotency | None, case_id: UUID, expected_version: int | None, step: str, payload: Any
+        self, actor: Actor, idem: Idempotency | None, case_id: UUID, expected_version: int | None, step: str,
+        payload: Any, guard: Callable[[ServiceCase], None] | None = None,
     ) -> Written:
         def action(case: ServiceCase) -> None:
             needs_id = any(f.type == "certificate_number" for s in case.declaration.steps if s.name == step for f in s.fields)
             id_number = self.get_client(case.client_id).id_number if needs_id else None
             case.take_step(actor, step, payload, id_number=id_number)
 
-        return self.update_case(idem, case_id, expected_version, action)
+        return self.update_case(idem, case_id, expected_version, action, guard)
 
     def get_case(self, case_id: UUID, version: int | None = None) -> ServiceCase:
         return self._get(case_id, ServiceCase, "case", version)

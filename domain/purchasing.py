@@ -52,10 +52,11 @@ class PurchasedServices:
         return self._get(contract_id, Contract, "contract", version)
 
     def refer_case(self, actor: Actor, idem: Idempotency | None, case_id: UUID, expected: int | None,
-                   contract_id: UUID):
+                   contract_id: UUID, guard: Callable[[ServiceCase], None] | None = None):
         contract = self.get_contract(contract_id)
         tree = self.org_tree()
-        return self.update_case(idem, case_id, expected, lambda case: case.refer(actor, contract, tree, today()))
+        return self.update_case(idem, case_id, expected, lambda case: case.refer(actor, contract, tree, today()),
+                                guard)
 
     def report_delivery(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, row: DeliveryRow,
                         expected: int | None = None):

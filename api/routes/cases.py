@@ -33,9 +33,18 @@ LISTED_COLUMNS = [c for c in LISTED if c != "opened_position"]
 def case_in_scope(app: LastMeter, principal: Principal, case_id: UUID) -> ServiceCase:
     """The case, or 404 when it does not exist or lies outside the caller's scope."""
     case = app.get_case(case_id)
-    if not principal.sees_case(app.org_tree(), case.org_unit, case.referrals.values()):
-        raise NotFound(f"case {case_id} not found")
+    in_scope(app, principal)(case)
     return case
+
+
+def in_scope(app: LastMeter, principal: Principal) -> Callable[[ServiceCase], None]:
+    """A guard that answers 404 for a case outside the caller's scope: its existence is not revealed."""
+
+    def guard(case: ServiceCase) -> None:
+        if not principal.sees_case(app.org_tree(), case.org_unit, case.referrals.values()):
+            raise NotFound(f"case {case.id} not found")
+
+    return guard
 
 
 @dataclass
@@ -48,18 +57,23 @@ class CaseCommand:
     expected: int | None
     case_id: UUID
 
+    @property
+    def guard(self) -> Callable[[ServiceCase], None]:
+        return in_scope(self.app, self.principal)
+
     def run(self, act: Callable[[ServiceCase, Actor], None]) -> JSONResponse:
         actor = self.principal.actor
         with answering(self.principal):
-            written = self.app.update_case(self.idem, self.case_id, self.expected, lambda case: act(case, actor))
+            written = self.app.update_case(self.idem, self.case_id, self.expected, lambda case: act(case, actor),
+                                           self.guard)
         return answer(self.app, self.principal, written)
 
 
-def get_case_command(
+async def get_case_command(
     case_id: UUID, app: App, idem: Idem, expected: ExpectedVersion,
     principal: Annotated[Principal, permit("update_case")],
 ) -> CaseCommand:
-    case_in_scope(app, principal, case_id)
+    """The command's parts; the case is loaded, and the caller's scope checked, inside the command."""
     return CaseCommand(app, principal, idem, expected, case_id)
 
 
@@ -184,7 +198,8 @@ def take_step(step: str, command: Command, payload: Annotated[dict[str, Any] | N
     """Takes one of the kind's own steps (see GET /v1/case-kinds) with its payload."""
     with answering(command.principal):
         written = command.app.take_step(
-            command.principal.actor, command.idem, command.case_id, command.expected, step, payload or {}
+            command.principal.actor, command.idem, command.case_id, command.expected, step, payload or {},
+            command.guard,
         )
     return answer(command.app, command.principal, written)
 
@@ -192,6 +207,7 @@ def take_step(step: str, command: Command, payload: Annotated[dict[str, Any] | N
 @router.post("/{case_id}/referral")
 def refer(body: ReferralIn, command: Command):
     """Refers the case to a purchased-service contract covering its kind, org unit and today."""
+    case_in_scope(command.app, command.principal, command.case_id)  # a case outside scope: 404 before all else
     try:
         contract = command.app.get_contract(body.contract_id)
     except NotFound:
@@ -200,7 +216,7 @@ def refer(body: ReferralIn, command: Command):
         raise InvalidInput("contract_id", "no such contract")
     with answering(command.principal):
         written = command.app.refer_case(command.principal.actor, command.idem, command.case_id, command.expected,
-                                         body.contract_id)
+                                         body.contract_id, command.guard)
     return answer(command.app, command.principal, written)
 
 
