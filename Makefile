@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP_RUN := $(VENV)/.installed-run
 STAMP_TEST := $(VENV)/.installed-test
 
-.PHONY: run test clean
+.PHONY: run test bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,6 +24,9 @@ run: $(STAMP_RUN)
 
 test: $(STAMP_TEST)
 	$(BIN)/python -m pytest
+
+bench: $(STAMP_TEST)
+	$(BIN)/python -m bench.all
 
 clean:
 	rm -rf $(VENV) lastmeter.db lastmeter.db-* lastmeter.demo-tokens .lastmeter-demo-tokens
