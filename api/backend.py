@@ -27,11 +27,15 @@ def open_backend(settings: Settings) -> Backend:
     env = settings.eventsourcing_env()
     views = ViewStore(env)
     keys = KeyRing(views, master_key(settings))
-    with views.setup_lock():  # the library's tables, ours and the org tree, once, whoever starts first
-        keys.setup()
-        lastmeter = LastMeter(env=env, mapper_factory=lambda transcoder: PersonalDataMapper(transcoder, keys),
-                              erased=lambda person: keys.key_for(person) is None)
-        lastmeter.found()
+    try:
+        with views.setup_lock():  # the library's tables, ours and the org tree, once, whoever starts first
+            keys.setup()
+            lastmeter = LastMeter(env=env, mapper_factory=lambda transcoder: PersonalDataMapper(transcoder, keys),
+                                  erased=lambda person: keys.key_for(person) is None)
+            lastmeter.found()
+    except BaseException:
+        views.close()
+        raise
     return Backend(lastmeter, views, keys)
 
 

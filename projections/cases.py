@@ -12,7 +12,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.case import CLOSED, ServiceCase
-from projections.store import Tx
+from projections.store import Tx, prefixed
 from projections.timefmt import micros, moment
 from projections.view import Table, View
 
@@ -133,8 +133,9 @@ class Where:
     def sql(self) -> tuple[list[str], list[Any]]:
         clauses, params = [], []
         if self.prefix:
-            clauses.append("org_unit LIKE ?")
-            params.append(self.prefix + "%")
+            clause, values = prefixed("org_unit", self.prefix)
+            clauses.append(clause)
+            params += values
         if self.provider:
             escaped = self.provider.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             clauses.append("providers LIKE ? ESCAPE '\\'")

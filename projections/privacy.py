@@ -29,6 +29,11 @@ from domain.errors import PersonErased
 from projections.store import ViewStore
 
 KEYS = "person_keys"
+MASTER_CHECK = "master-key-check"  # a row whose value proves the master key is the store's own
+
+
+class WrongMasterKey(RuntimeError):
+    """The configured master key did not wrap this store's keys: refuse to start rather than misread."""
 KEY_CACHE_SECONDS = 1.0  # another process's erasure is seen within this time
 
 
@@ -42,10 +47,24 @@ class KeyRing:
         self._lock = threading.Lock()
 
     def setup(self) -> None:
+        """Creates the key table; refuses a master key other than the one the keys were wrapped with."""
         blob = "BYTEA" if self.store.postgres else "BLOB"
         with self.store.write() as tx:
             # `wrapped` is NULL for a person erased: the tombstone keeps a new key from ever being made.
             tx.execute(f"CREATE TABLE IF NOT EXISTS {KEYS} (person_id TEXT PRIMARY KEY, wrapped {blob})")
+            row = tx.execute(f"SELECT wrapped FROM {KEYS} WHERE person_id = ?", (MASTER_CHECK,)).fetchone()
+            if row is None:
+                nonce = os.urandom(12)
+                check = nonce + self._master.encrypt(nonce, b"lastmeter", MASTER_CHECK.encode())
+                tx.execute(f"INSERT INTO {KEYS} (person_id, wrapped) VALUES (?, ?)", (MASTER_CHECK, check))
+            elif not self._opens(bytes(row[0])):
+                raise WrongMasterKey("the master key is not the one this store's person keys were wrapped with")
+
+    def _opens(self, check: bytes) -> bool:
+        try:
+            return self._master.decrypt(check[:12], check[12:], MASTER_CHECK.encode()) == b"lastmeter"
+        except InvalidTag:
+            return False
 
     def key_for(self, person: UUID) -> bytes | None:
         """The person's key; None if they have none or were erased."""
@@ -74,7 +93,10 @@ class KeyRing:
             row = tx.execute(f"SELECT wrapped FROM {KEYS} WHERE person_id=?", (str(person),)).fetchone()
         if row is None or row[0] is None:
             return row is not None, None
-        return True, self._unwrap(person, bytes(row[0]))
+        try:
+            return True, self._unwrap(person, bytes(row[0]))
+        except InvalidTag:  # wrapped under another master key: unreadable here
+            return True, None
 
     def _create(self, person: UUID) -> bytes | None:
         nonce, key = os.urandom(12), AESGCM.generate_key(bit_length=256)

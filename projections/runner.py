@@ -182,6 +182,7 @@ class Projector:
                 tx.execute(f"UPDATE {POSITIONS} SET position=?, fingerprint=? WHERE name=?",
                            (position, view.fingerprint(), name))
                 tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (tracking,))
+        self.store.refresh_statistics([f"view_{t.name}" for name in names for t in self.views[name].tables])
         progress(done, self.head())
         return done
 

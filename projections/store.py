@@ -17,6 +17,11 @@ import psycopg
 from psycopg_pool import ConnectionPool
 
 
+def prefixed(column: str, prefix: str) -> tuple[str, list[str]]:
+    """`column` starts with `prefix`, as a range an index serves whatever the collation (LIKE may not)."""
+    return f"{column} >= ? AND {column} < ?", [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
+
+
 SETUP_LOCK = 0x1A57_3E7E  # the advisory lock id held while creating tables
 
 
@@ -79,7 +84,9 @@ class ViewStore:
                     "dbname": env["POSTGRES_DBNAME"], "host": env["POSTGRES_HOST"],
                     "port": env.get("POSTGRES_PORT", "5432"), "user": env["POSTGRES_USER"],
                     "password": env.get("POSTGRES_PASSWORD", ""),
-                    "options": f"-c search_path={schema} -c idle_in_transaction_session_timeout=5s",
+                    # Custom plans: a generic plan cannot see a filter's values (org-unit ranges).
+                    "options": f"-c search_path={schema} -c idle_in_transaction_session_timeout=5s "
+                               "-c plan_cache_mode=force_custom_plan",
                 },
                 min_size=1, max_size=int(env.get("POSTGRES_POOL_SIZE", "4")), open=True,
             )
@@ -152,6 +159,20 @@ class ViewStore:
                     conn.autocommit = False
             return
         self._sqlite().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+    def refresh_statistics(self, tables: Sequence[str]) -> None:
+        """Fresh planner statistics (and no dead rows) for tables just built."""
+        if self.postgres:
+            with self._pool.connection() as conn:
+                conn.autocommit = True
+                try:
+                    for table in tables:
+                        conn.execute(f"VACUUM (ANALYZE) {table}")
+                finally:
+                    conn.autocommit = False
+            return
+        for table in tables:
+            self._sqlite().execute(f"ANALYZE {table}")
 
     def close(self) -> None:
         if self.postgres:

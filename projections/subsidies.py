@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.case import ServiceCase
-from projections.store import Tx
+from projections.store import Tx, prefixed
 from projections.timefmt import micros
 from projections.view import Table, View
 
@@ -110,7 +110,8 @@ def _closes(event: Any) -> bool:
 
 def liaison_work(tx: Tx, start: datetime, end: datetime, prefix: str | None) -> dict[str, tuple[int, int]]:
     """{liaison: (cases handled, visits recorded)} for [start, end), within an org-unit prefix."""
-    scope, params = ("AND org_unit LIKE ?", [prefix + "%"]) if prefix else ("", [])
+    clause, params = prefixed("org_unit", prefix) if prefix else ("", [])
+    scope = f"AND {clause}" if clause else ""
     s, e = micros(start), micros(end)
     handled = tx.execute(
         "SELECT assignee, COUNT(DISTINCT case_id) FROM view_liaison_spells "

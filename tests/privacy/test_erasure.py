@@ -110,3 +110,17 @@ def test_a_write_records_the_read_of_its_answer_in_its_own_transaction(api, desk
     assert after[0]["type"] == "PersonalDataRead" and after[0]["position"] == position + 1
     assert after[0]["data"]["resource_id"] == case["id"]
     assert not [e for e in after[1:] if e["data"].get("resource_id") == case["id"]]  # once, not twice
+
+
+def test_a_store_refuses_to_open_with_another_master_key(backend, settings):
+    import base64
+    import os
+
+    import pytest
+
+    from api.backend import open_backend
+    from projections.privacy import WrongMasterKey
+
+    other = settings.model_copy(update={"master_key": base64.b64encode(os.urandom(32)).decode()})
+    with pytest.raises(WrongMasterKey):
+        open_backend(other)
