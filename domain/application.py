@@ -180,15 +180,22 @@ class LastMeter(PurchasedServices, Application):
         return list(self.events.get(case_id, gt=after or None, limit=limit))
 
     def case_as_of(self, case_id: UUID, moment: datetime) -> ServiceCase:
-        """The case as it stood at `moment`; NotFound if it did not exist yet."""
-        version = 0
-        for event in self.events.get(case_id):
-            if event.timestamp > moment:
-                break
-            version = event.originator_version
-        if version == 0:
+        """The case as it stood at `moment`; NotFound if it did not exist yet.
+
+        The version is found by bisection over the case's events (their times rise with their
+        versions), reading one event per step, so a long case is decoded once, not twice.
+        """
+        low, high = 0, self.get_case(case_id).version
+        while low < high:
+            middle = (low + high + 1) // 2
+            event = next(iter(self.events.get(case_id, gt=middle - 1, lte=middle)))
+            if event.timestamp <= moment:
+                low = middle
+            else:
+                high = middle - 1
+        if low == 0:
             raise NotFound(f"case {case_id} did not exist at {moment.isoformat()}")
-        return self.get_case(case_id, version)
+        return self.get_case(case_id, low)
 
     # -- access tokens ----------------------------------------------------
 

@@ -77,3 +77,20 @@ class TestIdempotencyAcrossCrashes:
         assert {w.version for w in written} == {2}
         assert sum(not w.replayed for w in written) == 1
         assert lastmeter.get_case(case.id).version == 2
+
+
+class TestCaseAsOf:
+    def test_finds_the_version_that_stood_at_each_moment(self, lastmeter):
+        import time
+        from datetime import datetime, timezone
+
+        case = open_case(lastmeter)
+        moments = []
+        for i in range(9):
+            time.sleep(0.002)
+            moments.append(datetime.now(timezone.utc))
+            time.sleep(0.002)
+            lastmeter.update_case(None, case.id, None, note(f"n{i}"))
+        for version, moment in enumerate(moments, start=1):  # before note i, the case was at version i
+            assert lastmeter.case_as_of(case.id, moment).version == version
+        assert lastmeter.case_as_of(case.id, datetime.now(timezone.utc)).version == 10
