@@ -40,8 +40,11 @@ def read_workload(
 def rolled_up(rows: list[tuple], tree: OrgTree, principal: Principal) -> list[tuple]:
     """Adds each unit's figures to every unit above it that the caller's scope covers."""
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
+    covered: dict[str, bool] = {}  # one scope question per unit, however many rows roll up through it
     for unit, *values in rows:
         for ancestor in tree.ancestors(unit):
-            if principal.covers(tree, ancestor):
+            if ancestor not in covered:
+                covered[ancestor] = principal.covers(tree, ancestor)
+            if covered[ancestor]:
                 totals[ancestor] = [a + int(b or 0) for a, b in zip(totals[ancestor], values)]
     return [(unit, *values) for unit, values in totals.items()]
