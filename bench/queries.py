@@ -79,6 +79,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from bench import BENCH_MASTER_KEY
 from api.backend import Backend, open_backend
 from api.render import encode_cursor
 from api.settings import Settings
@@ -99,7 +100,7 @@ COUNTY = "350582"  # 晋江市, the county with the most cases in the seed
 VILLAGE = f"{COUNTY}001001"  # a community of the seed (bench.rebuild.city_units)
 LONG_CASE_EVENTS = 2_000
 # A fixed master key of this benchmark's own (see the docstring): not a secret, the data is synthetic.
-MASTER_KEY = base64.b64encode(hashlib.sha256(b"lastmeter bench/queries.py master key").digest()).decode()
+MASTER_KEY = BENCH_MASTER_KEY
 TOKENS = {  # name: (deterministic secret, user, role, org unit)
     "supervisor": ("lm_bench_queries_supervisor_350500", "bench-sup-city", "supervisor", CITY),
     "case_worker": (f"lm_bench_queries_case_worker_{COUNTY}", f"bench-cw-{COUNTY}", "case_worker", COUNTY),

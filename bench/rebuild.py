@@ -59,6 +59,7 @@ from eventsourcing.postgres import PostgresTrackingRecorder
 from eventsourcing.projection import Projection, ProjectionRunner
 from psycopg.sql import SQL, Identifier
 
+from bench import BENCH_MASTER_KEY
 import projections.privacy as privacy
 from api.backend import Backend, open_backend
 from api.readside import ReadSide
@@ -641,7 +642,7 @@ def main(argv: list[str] | None = None) -> int:
     ensure_database(args.database_url)
     # A master key of the run's own: the seed's personal values are sealed for nobody to read back.
     settings = Settings(database_url=args.database_url, postgres_schema=schema, postgres_pool_size=4,
-                        master_key=base64.b64encode(os.urandom(32)).decode())
+                        master_key=BENCH_MASTER_KEY)
     env = settings.eventsourcing_env()
     print(f"lastmeter rebuild benchmark: {args.cases:,} cases, schema {schema} of {urlsplit(args.database_url).path.lstrip('/')}, "
           f"{os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f}", flush=True)

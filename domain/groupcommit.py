@@ -40,6 +40,7 @@ class GroupCommit:
         self._waiting: queue.SimpleQueue[_Save | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
+        self._closed = False
         # The last version this writer committed of recently saved aggregates: a save that starts at
         # or below it lost a race within this process and is refused without touching the database,
         # so that it does not fail the batch it would have joined.
@@ -48,24 +49,26 @@ class GroupCommit:
     def insert(self, events: Sequence[StoredEvent]) -> Sequence[int]:
         """Inserts the events of one save, with others waiting at the same moment; their positions."""
         save = _Save(events)
-        self._start()
-        self._waiting.put(save)
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the application is closed")
+            if self._writer is None:
+                self._writer = threading.Thread(target=self._write, name="group-commit", daemon=True)
+                self._writer.start()
+            self._waiting.put(save)
         save.done.wait()
         if save.error is not None:
             raise save.error
         return save.positions
 
     def close(self) -> None:
-        if self._writer is not None:
-            self._waiting.put(None)
-            self._writer.join(timeout=10)
-            self._writer = None
-
-    def _start(self) -> None:
+        """Writes what is waiting, then stops; a save after this is refused."""
         with self._lock:
-            if self._writer is None:
-                self._writer = threading.Thread(target=self._write, name="group-commit", daemon=True)
-                self._writer.start()
+            self._closed = True
+            if self._writer is not None:
+                self._waiting.put(None)
+        if self._writer is not None:
+            self._writer.join()
 
     def _write(self) -> None:
         while (first := self._waiting.get()) is not None:

@@ -54,11 +54,23 @@ class KeyRing:
             tx.execute(f"CREATE TABLE IF NOT EXISTS {KEYS} (person_id TEXT PRIMARY KEY, wrapped {blob})")
             row = tx.execute(f"SELECT wrapped FROM {KEYS} WHERE person_id = ?", (MASTER_CHECK,)).fetchone()
             if row is None:
+                self._check_existing_keys(tx)
                 nonce = os.urandom(12)
                 check = nonce + self._master.encrypt(nonce, b"lastmeter", MASTER_CHECK.encode())
                 tx.execute(f"INSERT INTO {KEYS} (person_id, wrapped) VALUES (?, ?)", (MASTER_CHECK, check))
             elif not self._opens(bytes(row[0])):
                 raise WrongMasterKey("the master key is not the one this store's person keys were wrapped with")
+
+    def _check_existing_keys(self, tx) -> None:
+        """A store with keys but no check value yet (made before the check existed): one key must open."""
+        row = tx.execute(f"SELECT person_id, wrapped FROM {KEYS} WHERE wrapped IS NOT NULL "
+                         "AND person_id <> ? LIMIT 1", (MASTER_CHECK,)).fetchone()
+        if row is not None:
+            try:
+                self._unwrap(UUID(row[0]), bytes(row[1]))
+            except InvalidTag:
+                raise WrongMasterKey("the master key is not the one this store's person keys were wrapped "
+                                     "with") from None
 
     def _opens(self, check: bytes) -> bool:
         try:
@@ -74,8 +86,15 @@ class KeyRing:
         """The person's key, made on first use; PersonErased once they were erased."""
         key = self._cached(person, lambda: self._load(person)[1] or self._create(person))
         if key is None:
+            if self._unreadable(person):
+                raise WrongMasterKey(f"the key of person {person} was wrapped with another master key")
             raise PersonErased(f"the personal data of person {person} was erased; nothing more can be recorded")
         return key
+
+    def _unreadable(self, person: UUID) -> bool:
+        with self.store.read() as tx:
+            row = tx.execute(f"SELECT wrapped FROM {KEYS} WHERE person_id=?", (str(person),)).fetchone()
+        return row is not None and row[0] is not None
 
     def _cached(self, person: UUID, load) -> bytes | None:
         now = time.monotonic()

@@ -64,3 +64,10 @@ def test_a_save_of_a_version_this_writer_committed_is_refused_before_the_databas
         group.recorder.insert_events = insert
     assert saves[0].error is None and isinstance(saves[1].error, IntegrityError)
     assert calls == [1]  # one transaction, with the fresh save only
+
+
+def test_a_save_after_close_is_refused_not_left_waiting(group):
+    group.insert([event(uuid.uuid4(), 1)])
+    group.close()
+    with pytest.raises(RuntimeError):
+        group.insert([event(uuid.uuid4(), 1)])

@@ -124,3 +124,31 @@ def test_a_store_refuses_to_open_with_another_master_key(backend, settings):
     other = settings.model_copy(update={"master_key": base64.b64encode(os.urandom(32)).decode()})
     with pytest.raises(WrongMasterKey):
         open_backend(other)
+
+
+def test_an_older_store_without_a_check_value_still_refuses_another_master_key(backend, settings):
+    import base64
+    import os
+
+    import pytest
+
+    from api.backend import open_backend
+    from projections.privacy import MASTER_CHECK, WrongMasterKey
+    from tests.helpers import client_body
+
+    body = client_body()
+    backend.lastmeter.register_client(ADMIN, None, **{k: v for k, v in body.items()})
+    with backend.views.write() as tx:  # as a store made before the check value existed
+        tx.execute("DELETE FROM person_keys WHERE person_id = ?", (MASTER_CHECK,))
+    other = settings.model_copy(update={"master_key": base64.b64encode(os.urandom(32)).decode()})
+    with pytest.raises(WrongMasterKey):
+        open_backend(other)
+
+
+def test_a_replay_outside_the_callers_scope_is_not_found(api, desk):
+    case = desk.open()
+    headers = {**api.token("case_worker", "350502", user="mover"), "Idempotency-Key": "k-move"}
+    first = api.client.post(f"/v1/cases/{case['id']}/notes", json={"text": "x"}, headers=headers)
+    assert first.status_code == 200
+    moved = {**api.token("case_worker", "350503", user="mover"), "Idempotency-Key": "k-move"}
+    assert api.client.post(f"/v1/cases/{case['id']}/notes", json={"text": "x"}, headers=moved).status_code == 404
