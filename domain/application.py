@@ -11,7 +11,7 @@ repeat finds the receipt and appends nothing, whatever crashed in between.
 import random
 import threading
 import time
-from contextlib import suppress
+from copy import deepcopy
 from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
@@ -314,12 +314,16 @@ class LastMeter(PurchasedServices, Application):
         """The aggregate read afresh from the store if its person was erased (perhaps by another
         process) since a copy was cached: no decrypted value outlives the person's key."""
         person = aggregate.id if isinstance(aggregate, Client) else getattr(aggregate, "client_id", None)
-        if person is None or self._erased is None or not self._erased(person):
+        if person is None or self._erased is None or not _holds_personal(aggregate) or not self._erased(person):
             return aggregate
-        if self.repository.cache:
-            with suppress(KeyError):  # another thread may have evicted it first
-                self.repository.cache.get(aggregate.id, evict=True)
-        return self.repository.get(aggregate.id, version=aggregate.version)
+        fresh = self.repository.get(aggregate.id, version=aggregate.version)  # read past the cache
+        return self.repository.replace(fresh)  # the copy without the values, from now on
+
+
+def _holds_personal(aggregate: Any) -> bool:
+    """Whether an aggregate holds any readable personal value (a case's need, a client's name...)."""
+    values = [getattr(aggregate, "need", None), *getattr(aggregate, "personal", {}).values()]
+    return any(value is not None for value in values)
 
 
 class LockingRepository(Repository):
@@ -335,8 +339,19 @@ class LockingRepository(Repository):
     def get(self, aggregate_id: Any, *, version: int | None = None, **options: Any) -> Any:
         if version is not None or not self.cache:
             return super().get(aggregate_id, version=version, **options)
-        with self.stripes[hash(aggregate_id) % len(self.stripes)]:
+        with self._stripe(aggregate_id):
             return super().get(aggregate_id, **options)
+
+    def replace(self, aggregate: Any) -> Any:
+        """Caches `aggregate` in place of what was cached for its id; a copy of it to act on."""
+        if not self.cache:
+            return aggregate
+        with self._stripe(aggregate.id):
+            self.cache.put(aggregate.id, aggregate)
+            return deepcopy(aggregate)
+
+    def _stripe(self, aggregate_id: Any) -> threading.Lock:
+        return self.stripes[hash(aggregate_id) % len(self.stripes)]
 
 
 def _unpacked(result: Any) -> tuple[Aggregate, Any, int | None]:
