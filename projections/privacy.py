@@ -43,7 +43,7 @@ class KeyRing:
             raise ValueError("the master key must be 32 bytes")
         self.store = store
         self._master = AESGCM(master_key)
-        self._cache: dict[UUID, tuple[float, bytes | None]] = {}
+        self._cache: dict[UUID, tuple[float, bool, bytes | None]] = {}
         self._lock = threading.Lock()
 
     def setup(self) -> None:
@@ -79,43 +79,41 @@ class KeyRing:
             return False
 
     def key_for(self, person: UUID) -> bytes | None:
-        """The person's key; None if they have none or were erased."""
-        return self._cached(person, lambda: self._load(person)[1])
+        """The person's key; None if they have none, were erased, or it cannot be unwrapped here."""
+        return self._state(person)[1]
 
     def key_to_seal(self, person: UUID) -> bytes:
         """The person's key, made on first use; PersonErased once they were erased."""
-        key = self._cached(person, lambda: self._load(person)[1] or self._create(person))
+        found, key = self._state(person)
+        if not found:
+            key = self._create(person)
         if key is None:
-            if self._unreadable(person):
+            if self._load(person)[2]:
                 raise WrongMasterKey(f"the key of person {person} was wrapped with another master key")
             raise PersonErased(f"the personal data of person {person} was erased; nothing more can be recorded")
         return key
 
-    def _unreadable(self, person: UUID) -> bool:
-        with self.store.read() as tx:
-            row = tx.execute(f"SELECT wrapped FROM {KEYS} WHERE person_id=?", (str(person),)).fetchone()
-        return row is not None and row[0] is not None
-
-    def _cached(self, person: UUID, load) -> bytes | None:
+    def _state(self, person: UUID) -> tuple[bool, bytes | None]:
+        """(whether the person has a key row, the key): from a cache at most KEY_CACHE_SECONDS old."""
         now = time.monotonic()
         cached = self._cache.get(person)
-        if cached and now - cached[0] < KEY_CACHE_SECONDS and cached[1] is not None:
-            return cached[1]
-        key = load()
+        if cached and now - cached[0] < KEY_CACHE_SECONDS:
+            return cached[1], cached[2]
+        found, key, _ = self._load(person)
         with self._lock:
-            self._cache[person] = (now, key)
-        return key
+            self._cache[person] = (now, found, key)
+        return found, key
 
-    def _load(self, person: UUID) -> tuple[bool, bytes | None]:
-        """(whether a row exists, the key or None for a tombstone)."""
+    def _load(self, person: UUID) -> tuple[bool, bytes | None, bool]:
+        """(whether a row exists, the key or None for a tombstone, whether the key is unreadable here)."""
         with self.store.read() as tx:
             row = tx.execute(f"SELECT wrapped FROM {KEYS} WHERE person_id=?", (str(person),)).fetchone()
         if row is None or row[0] is None:
-            return row is not None, None
+            return row is not None, None, False
         try:
-            return True, self._unwrap(person, bytes(row[0]))
-        except InvalidTag:  # wrapped under another master key: unreadable here
-            return True, None
+            return True, self._unwrap(person, bytes(row[0])), False
+        except InvalidTag:  # wrapped under another master key
+            return True, None, True
 
     def _create(self, person: UUID) -> bytes | None:
         nonce, key = os.urandom(12), AESGCM.generate_key(bit_length=256)
@@ -123,7 +121,10 @@ class KeyRing:
         with self.store.write() as tx:
             tx.execute(f"INSERT INTO {KEYS} (person_id, wrapped) VALUES (?, ?) ON CONFLICT (person_id) DO NOTHING",
                        (str(person), wrapped))
-        return self._load(person)[1]  # another writer may have won the race, or erased: theirs stands
+        found, key, _ = self._load(person)  # another writer may have won the race, or erased: theirs stands
+        with self._lock:
+            self._cache[person] = (time.monotonic(), found, key)
+        return key
 
     def _unwrap(self, person: UUID, wrapped: bytes) -> bytes:
         return self._master.decrypt(wrapped[:12], wrapped[12:], str(person).encode())
@@ -135,7 +136,7 @@ class KeyRing:
                        "ON CONFLICT (person_id) DO UPDATE SET wrapped = NULL", (str(person),))
         self.store.purge(KEYS)  # leave no copy of the key in freed pages
         with self._lock:
-            self._cache[person] = (time.monotonic(), None)
+            self._cache[person] = (time.monotonic(), True, None)
 
 
 def person_of(state: dict[str, Any], originator_id: UUID) -> UUID:
