@@ -23,15 +23,16 @@ DEMO_TOKENS = (
 )
 
 
-def demo_units() -> list[OrgUnit]:
+def demo_units(townships: int = TOWNSHIPS_PER_COUNTY, villages: int = VILLAGES_PER_TOWNSHIP) -> list[OrgUnit]:
+    """Synthetic streets under every county, and communities under every street."""
     units = []
     for county, county_name, kind in BUILT_IN:
         if kind != "county":
             continue
-        for t in range(1, TOWNSHIPS_PER_COUNTY + 1):
+        for t in range(1, townships + 1):
             township = f"{county}{t:03d}"
             units.append(OrgUnit(township, f"{county_name}第{t}街道", "township"))
-            for v in range(1, VILLAGES_PER_TOWNSHIP + 1):
+            for v in range(1, villages + 1):
                 units.append(OrgUnit(f"{township}{v:03d}", f"{county_name}{t}街道第{v}社区", "community"))
     return units
 

@@ -62,6 +62,7 @@ from psycopg.sql import SQL, Identifier
 from bench import BENCH_MASTER_KEY
 import projections.privacy as privacy
 from api.backend import Backend, open_backend
+from api.demo import demo_units
 from api.readside import ReadSide
 from api.settings import Settings
 from domain.actor import Actor
@@ -71,7 +72,7 @@ from domain.client import Client, id_number_check_digit
 from domain.clock import SHANGHAI
 from domain.errors import DomainError
 from domain.kinds import ANY_OPEN, Step
-from domain.orgs import BUILT_IN, OrgUnit
+from domain.orgs import OrgUnit
 from projections import VIEWS
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/lastmeter_bench"
@@ -175,16 +176,7 @@ SEED_ACTOR = Actor("bench-seeder", "admin")
 
 
 def city_units(townships: int = 8, communities: int = 10) -> list[OrgUnit]:
-    units = []
-    for county, name, kind in BUILT_IN:
-        if kind != "county":
-            continue
-        for t in range(1, townships + 1):
-            township = f"{county}{t:03d}"
-            units.append(OrgUnit(township, f"{name}第{t}街道", "township"))
-            for c in range(1, communities + 1):
-                units.append(OrgUnit(f"{township}{c:03d}", f"{name}{t}街道第{c}社区", "community"))
-    return units
+    return demo_units(townships, communities)
 
 
 @dataclass

@@ -18,7 +18,7 @@ from api.schemas import AssignmentIn, CaseIn, ClosureIn, NoteIn, ReasonIn, Refer
 from api.spreadsheet import Format, tabular
 from api.writes import answer
 from domain.actor import STAFF_ID, Actor
-from domain.application import Idempotency, LastMeter
+from domain.application import Idempotency, LastMeter, Written
 from domain.case import ServiceCase
 from domain.errors import InvalidInput, NotFound
 from domain.kinds import KINDS, STAGES
@@ -63,9 +63,13 @@ class CaseCommand:
 
     def run(self, act: Callable[[ServiceCase, Actor], None]) -> JSONResponse:
         actor = self.principal.actor
+        return self.write(lambda: self.app.update_case(self.idem, self.case_id, self.expected,
+                                                       lambda case: act(case, actor), self.guard))
+
+    def write(self, command: Callable[[], Written]) -> JSONResponse:
+        """Runs the command, recording in it that its answer shows the caller the person's values."""
         with answering(self.principal):
-            written = self.app.update_case(self.idem, self.case_id, self.expected, lambda case: act(case, actor),
-                                           self.guard)
+            written = command()
         return answer(self.app, self.principal, written)
 
 
@@ -196,12 +200,8 @@ def record_visit(body: VisitIn, command: Command):
 @router.post("/{case_id}/steps/{step}")
 def take_step(step: str, command: Command, payload: Annotated[dict[str, Any] | None, Body()] = None):
     """Takes one of the kind's own steps (see GET /v1/case-kinds) with its payload."""
-    with answering(command.principal):
-        written = command.app.take_step(
-            command.principal.actor, command.idem, command.case_id, command.expected, step, payload or {},
-            command.guard,
-        )
-    return answer(command.app, command.principal, written)
+    return command.write(lambda: command.app.take_step(
+        command.principal.actor, command.idem, command.case_id, command.expected, step, payload or {}, command.guard))
 
 
 @router.post("/{case_id}/referral")
@@ -214,10 +214,8 @@ def refer(body: ReferralIn, command: Command):
         raise InvalidInput("contract_id", "no such contract") from None
     if not command.principal.sees_contract(command.app.org_tree(), contract.provider, contract.org_units):
         raise InvalidInput("contract_id", "no such contract")
-    with answering(command.principal):
-        written = command.app.refer_case(command.principal.actor, command.idem, command.case_id, command.expected,
-                                         body.contract_id, command.guard)
-    return answer(command.app, command.principal, written)
+    return command.write(lambda: command.app.refer_case(
+        command.principal.actor, command.idem, command.case_id, command.expected, body.contract_id, command.guard))
 
 
 @router.post("/{case_id}/hold")
