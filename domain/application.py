@@ -303,7 +303,7 @@ class LastMeter(PurchasedServices, Application):
 
     def _get(self, aggregate_id: UUID, cls: type, what: str, version: int | None = None) -> Any:
         try:
-            aggregate = self.repository.get(aggregate_id, version=version)
+            aggregate = self.repository.get(aggregate_id, version=version, projector_func=_project)
         except AggregateNotFoundError:
             raise NotFound(f"{what} {aggregate_id} not found") from None
         if not isinstance(aggregate, cls):
@@ -316,8 +316,16 @@ class LastMeter(PurchasedServices, Application):
         person = aggregate.id if isinstance(aggregate, Client) else getattr(aggregate, "client_id", None)
         if person is None or self._erased is None or not _holds_personal(aggregate) or not self._erased(person):
             return aggregate
-        fresh = self.repository.get(aggregate.id, version=aggregate.version)  # read past the cache
+        fresh = self.repository.get(aggregate.id, version=aggregate.version, projector_func=_project)
         return self.repository.replace(fresh)  # the copy without the values, from now on
+
+
+def _project(aggregate: Any, events: Any) -> Any:
+    """The library's fold of events into an aggregate, without its per-event runtime protocol check
+    (an isinstance against a Protocol, a third of the time of reading a long case)."""
+    for event in events:
+        aggregate = event.mutate(aggregate)
+    return aggregate
 
 
 def _holds_personal(aggregate: Any) -> bool:
