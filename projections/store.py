@@ -139,40 +139,40 @@ class ViewStore:
         if not self.postgres:
             yield  # SQLite: each CREATE already runs under the database's write lock
             return
-        with self._pool.connection() as conn:
-            conn.autocommit = True
+        with self._outside_transactions() as conn:
             conn.execute("SELECT pg_advisory_lock(%s)", (SETUP_LOCK,))
             try:
                 yield
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
-                conn.autocommit = False
 
     def purge(self, table: str) -> None:
         """Leaves no copy of deleted rows of `table` on disk (dead tuples, freed pages, the WAL)."""
         if self.postgres:
-            with self._pool.connection() as conn:
-                conn.autocommit = True
-                try:
-                    conn.execute(f"VACUUM {table}")
-                finally:
-                    conn.autocommit = False
+            with self._outside_transactions() as conn:
+                conn.execute(f"VACUUM {table}")
             return
         self._sqlite().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def refresh_statistics(self, tables: Sequence[str]) -> None:
         """Fresh planner statistics (and no dead rows) for tables just built."""
         if self.postgres:
-            with self._pool.connection() as conn:
-                conn.autocommit = True
-                try:
-                    for table in tables:
-                        conn.execute(f"VACUUM (ANALYZE) {table}")
-                finally:
-                    conn.autocommit = False
+            with self._outside_transactions() as conn:
+                for table in tables:
+                    conn.execute(f"VACUUM (ANALYZE) {table}")
             return
         for table in tables:
             self._sqlite().execute(f"ANALYZE {table}")
+
+    @contextmanager
+    def _outside_transactions(self) -> Iterator[psycopg.Connection]:
+        """A pooled PostgreSQL connection in autocommit (VACUUM, session locks), given back as it was."""
+        with self._pool.connection() as conn:
+            conn.autocommit = True
+            try:
+                yield conn
+            finally:
+                conn.autocommit = False
 
     def close(self) -> None:
         if self.postgres:

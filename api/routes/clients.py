@@ -50,6 +50,7 @@ def erase_client(client_id: UUID, body: ErasureIn, app: App, backend: BackendDep
     finally:
         if app.get_client(client_id).erased:  # also completes an erasure cut short before the key went
             backend.keys.destroy(client_id)
+    # The client as saved still holds the values its key opened; the answer reads it again, without them.
     return answer(app, principal, replace(written, state=None))
 
 
