@@ -20,7 +20,9 @@ NEXT = "__next"  # suffix of the tables a rebuild builds beside the live ones
 class Table:
     name: str
     columns: str  # portable column DDL, e.g. "id TEXT PRIMARY KEY, n BIGINT"
-    indexes: tuple[str, ...] = ()  # for queries, column lists, e.g. ("org_unit, opened_position",)
+    # for queries, column lists, e.g. ("org_unit, opened_position",); a list may end in a WHERE clause,
+    # making the index partial: ("org_unit, due_at WHERE status <> 'closed'",)
+    indexes: tuple[str, ...] = ()
     lookups: tuple[str, ...] = ()  # for the view's own handler: made before any row is loaded
 
 
@@ -52,8 +54,9 @@ class View:
     def index(self, tx: Tx, build: str) -> None:
         """Creates the secondary indexes; their names carry `build`, so copies never clash."""
         for t in self.tables:
-            for i, columns in enumerate(t.indexes):
-                tx.execute(f"CREATE INDEX ix_{t.name}_{build}_{i} ON {self.table(t.name)} ({columns})")
+            for i, index in enumerate(t.indexes):
+                columns, where, predicate = index.partition(" WHERE ")
+                tx.execute(f"CREATE INDEX ix_{t.name}_{build}_{i} ON {self.table(t.name)} ({columns}) {where}{predicate}")
 
     def drop(self, tx: Tx) -> None:
         for t in self.tables:

@@ -89,6 +89,13 @@ class TestWorkload:
         rows = desk.get("/v1/workload", by="assignee", **fresh(desk, last)).json()["items"]
         assert {"key": "lin", "open": 1, "overdue": 0, "due_soon": 0, "closed_this_month": 0} in rows
 
+    def test_a_key_with_only_closed_cases_counts_them_in_closed_this_month(self, desk):
+        a = desk.open()
+        desk.post(f"/v1/cases/{a['id']}/assignment", {"assignee": "wu"})
+        last = desk.post(f"/v1/cases/{a['id']}/closure", {"outcome": "withdrawn"})
+        rows = desk.get("/v1/workload", by="assignee", **fresh(desk, last)).json()["items"]
+        assert {"key": "wu", "open": 0, "overdue": 0, "due_soon": 0, "closed_this_month": 1} in rows
+
     def test_an_unknown_grouping_is_422(self, desk):
         r = desk.get("/v1/workload", by="colour")
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "by"
