@@ -13,10 +13,12 @@ One run, on PostgreSQL:
    `projections.VIEWS` — all of them together (in one pass where the
    projector can), then each alone — as the API's ReadSide runs it, with
    resident memory sampled every 100,000 events;
-3. prints the figures and the ratios ours/stock (target >= 30x) and
+3. measures (d) the floor of any projection written in Python: reading the log through the
+   application's recorder and parsing each event's JSON, nothing else;
+4. prints the figures and the ratios ours/stock (target >= 30x) and
    ours/COPY (target >= 0.25x). "Ours" counts an event once per view it was
    applied to (the sum over views); the same ratios counting each log event
-   once are printed beside them.
+   once are printed beside them, and the floor's ratio to COPY.
 
     .venv/bin/python -m bench.rebuild                      # 100k cases
     .venv/bin/python -m bench.rebuild --cases 5000         # quick run
@@ -33,6 +35,7 @@ import argparse
 import base64
 import cProfile
 import heapq
+import json
 import os
 import pstats
 import random
@@ -511,6 +514,26 @@ def measure_copy(url: str, schema: str) -> tuple[Measure, int]:
     return Measure(rows, elapsed), size
 
 
+# -- (d) the floor of any Python projection ------------------------------------
+
+
+def measure_decode_floor(backend: Backend, batch: int = 10_000) -> Measure:
+    """Reading the log through the application's recorder and parsing each event's JSON, nothing else.
+
+    No projection written in Python can be faster than this: it must read every event and parse it
+    before it can fold it into anything. Compared with (b) it shows how much of the COPY speed a
+    rebuild in Python can reach at all, on this machine, in this run.
+    """
+    recorder, loads = backend.lastmeter.recorder, json.loads
+    started, events, start = time.perf_counter(), 0, 1
+    while notifications := recorder.select_notifications(start, batch):
+        for notification in notifications:
+            loads(notification.state)
+        events += len(notifications)
+        start = notifications[-1].id + 1
+    return Measure(events, time.perf_counter() - started)
+
+
 # -- (c) our rebuild ----------------------------------------------------------
 
 
@@ -688,6 +711,11 @@ def main(argv: list[str] | None = None) -> int:
     copy, size = measure_copy(args.database_url, schema)
     print(f"    {copy.events:,} rows, {size / MB / MB:,.1f} MB in {copy.seconds:.2f} s = {copy.rate:,.0f} events/s", flush=True)
 
+    # 2d. the floor
+    print("(d) the floor: every event read through the recorder and its JSON parsed, nothing else ...", flush=True)
+    floor = measure_decode_floor(backend)
+    print(f"    {floor.events:,} events in {floor.seconds:.2f} s = {floor.rate:,.0f} events/s", flush=True)
+
     # 2c. our rebuild
     print(f"(c) Projector.rebuild() of every view ({', '.join(v.name for v in VIEWS)}) ...", flush=True)
     every = 100_000 if events >= 300_000 else max(5_000, events // 10)  # RSS samples: every 100k at full size
@@ -703,6 +731,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, Measure | None]] = [
         ("(a) stock ProjectionRunner (1 tx/event)", stock),
         ("(b) COPY events TO STDOUT", copy),
+        ("(d) floor: recorder read + json.loads", floor),
         (f"(c) all {n} views, {how}: events x views", ours),
         ("    same, log events", ours_log),
     ]
@@ -742,6 +771,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  ('ours' counts each event once per view, {n} views; counting log events once instead: "
           f"ours/stock {(ours_log.rate / stock.rate) if stock and stock.rate else float('nan'):,.1f}x, "
           f"ours/COPY {ours_log.rate / copy.rate:.3f}x)")
+    print(f"floor / COPY = {floor.rate:,.0f} / {copy.rate:,.0f} = {floor.rate / copy.rate:.3f}x   (the most a projection "
+          f"in Python could reach, one core; ours is {ours_log.rate / floor.rate:.2f}x the floor per log event)")
     print(f"load average now {os.getloadavg()[0]:.2f}")
 
     if args.profile:

@@ -61,6 +61,11 @@ def parent_of(code: str) -> str | None:
     return code[: len(code) - 3]
 
 
+def depth_of(code: str) -> int:
+    """How far below the city a unit is: the city 0, a county 1, a township 2, a village 3."""
+    return 0 if code == CITY else len(code) // 3 - 1
+
+
 def check_code(field: str, code: str) -> str:
     if not isinstance(code, str) or not _CODE.fullmatch(code):
         raise InvalidInput(field, "must be a 6, 9 or 12 digit statistical division code")
@@ -102,8 +107,9 @@ class OrgTree:
         return chain
 
     def covers(self, scope: str | None, code: str) -> bool:
-        """Whether a scope (a unit code; None for everything) covers `code`."""
-        return scope is None or scope in self.ancestors(code)
+        """Whether a scope (a unit code; None for everything) covers `code`: a code carries every
+        code above it in its digits."""
+        return scope is None or (_CODE.fullmatch(scope) is not None and code.startswith(code_prefix(scope)))
 
 
 class OrgRegistry(Aggregate):

@@ -176,7 +176,7 @@ def workload(tx: Tx, by: str, where: Where, month_start: datetime) -> list[tuple
     closed = tx.execute(
         f"SELECT {key}, COUNT(*) FROM view_cases WHERE status = 'closed' AND closed_at >= ?{scope} GROUP BY {key}",
         [micros(month_start), *params]).fetchall()
-    figures = {k: [int(n), int(o or 0), int(d or 0), 0] for k, n, o, d in pending}
+    figures = {k: (int(n), int(o or 0), int(d or 0), 0) for k, n, o, d in pending}
     for k, n in closed:
-        figures.setdefault(k, [0, 0, 0, 0])[3] = int(n)
+        figures[k] = (*figures.get(k, (0, 0, 0))[:3], int(n))
     return [(k, *values) for k, values in figures.items()]

@@ -1,6 +1,5 @@
 """Workload: open, overdue, due-soon and closed-this-month cases per assignee, unit or kind."""
 
-from collections import defaultdict
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
@@ -10,7 +9,7 @@ from api.access import Principal
 from api.deps import App, Fresh, ReadSideDep, permit
 from api.spreadsheet import Format, tabular
 from domain.clock import local
-from domain.orgs import OrgTree
+from domain.orgs import OrgTree, depth_of, parent_of
 from projections.cases import Where, workload
 
 router = APIRouter(prefix="/v1", tags=["workload"])
@@ -32,19 +31,28 @@ def read_workload(
         rows = workload(tx, by, where, month_start)
     if by == "org_unit":
         rows = rolled_up(rows, tree, principal)
-    items = [{"key": key, **dict(zip(FIGURES, (int(v or 0) for v in values)))} for key, *values in rows]
-    items = sorted(items, key=lambda i: (i["key"] is None, i["key"] or ""))
+    rows.sort(key=lambda row: (row[0] is None, row[0] or ""))
+    items = [{"key": key, "open": a, "overdue": b, "due_soon": c, "closed_this_month": d} for key, a, b, c, d in rows]
     return tabular(items, ("key", *FIGURES), format, f"workload-by-{by}")
 
 
 def rolled_up(rows: list[tuple], tree: OrgTree, principal: Principal) -> list[tuple]:
-    """Adds each unit's figures to every unit above it that the caller's scope covers."""
-    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0, 0, 0])
-    covered: dict[str, bool] = {}  # one scope question per unit, however many rows roll up through it
-    for unit, *values in rows:
-        for ancestor in tree.ancestors(unit):
-            if ancestor not in covered:
-                covered[ancestor] = principal.covers(tree, ancestor)
-            if covered[ancestor]:
-                totals[ancestor] = [a + int(b or 0) for a, b in zip(totals[ancestor], values)]
-    return [(unit, *values) for unit, values in totals.items()]
+    """Adds each unit's figures to every unit above it, and keeps the units the caller's scope covers.
+
+    Deepest units first, so a unit's total is complete when it is added to its parent: one addition
+    per unit, however deep the tree.
+    """
+    totals: dict[str, list[int]] = {unit: list(values) for unit, *values in rows}
+    levels: dict[int, list[str]] = {}
+    for unit in totals:
+        levels.setdefault(depth_of(unit), []).append(unit)
+    for depth in range(max(levels, default=0), 0, -1):
+        for unit in levels.get(depth, []):
+            parent = parent_of(unit)
+            if parent not in totals:
+                totals[parent] = [0, 0, 0, 0]
+                levels.setdefault(depth - 1, []).append(parent)
+            above, figures = totals[parent], totals[unit]
+            for i in range(4):
+                above[i] += figures[i]
+    return [(unit, *values) for unit, values in totals.items() if principal.covers(tree, unit)]

@@ -76,6 +76,11 @@ class TestWorkload:
         assert "350500" not in rows  # above the case worker's scope
         assert set(rows["350502"]) == {"key", "open", "overdue", "due_soon", "closed_this_month"}
 
+    def test_a_village_alone_rolls_up_to_its_county(self, desk, villages):
+        last = desk.open(org_unit="350502001001")
+        rows = {r["key"]: r for r in desk.get("/v1/workload", by="org_unit", min_position=last["_position"]).json()["items"]}
+        assert [rows[u]["open"] for u in ("350502001001", "350502001", "350502")] == [1, 1, 1]
+
     def test_counts_closed_this_month_and_on_hold_cases_are_not_overdue(self, desk):
         a, b = desk.open(), desk.open()
         desk.post(f"/v1/cases/{a['id']}/closure", {"outcome": "withdrawn"})

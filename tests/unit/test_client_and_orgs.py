@@ -207,6 +207,18 @@ class TestOrgTree:
             assert tree.covers(code, code)
             assert tree.covers(None, code)
 
+    @given(st.sampled_from(["350500", "350502", "350503", "350590"]), st.integers(0, 2), st.integers(0, 2),
+           st.sampled_from(["350500", "350502", "350503"]), st.integers(0, 2), st.integers(0, 2))
+    def test_covering_is_being_an_ancestor(self, county, township, village, other, t2, v2):
+        def code(top: str, t: int, v: int) -> str:
+            return top + (f"{t:03}" if t or v else "") + (f"{v:03}" if v else "") if top != CITY else CITY
+        scope, unit = code(county, township, village), code(other, t2, v2)
+        assert self.tree().covers(scope, unit) == (scope in self.tree().ancestors(unit))
+
+    def test_a_malformed_scope_covers_nothing(self):
+        assert not self.tree().covers("", "350502")
+        assert not self.tree().covers("3505", "350502")
+
     def test_ancestors_run_from_the_unit_up_to_the_city(self):
         tree = self.tree()
         assert tree.ancestors("350502001001") == ["350502001001", "350502001", "350502", "350500"]
