@@ -166,13 +166,13 @@ def audit_replay(
     as_of: Annotated[Optional[datetime], typer.Option(
         "--as-of", help="ISO 8601 moment, e.g. 2026-03-01T12:00:00+08:00; without an offset, Asia/Shanghai")] = None,
 ) -> None:
-    """Prints a case's history and its state as of a moment (default: now)."""
+    """Prints a case's history and its state as of a moment (default: now), replayed from the log alone."""
     if as_of is not None and as_of.tzinfo is None:
         as_of = as_of.replace(tzinfo=SHANGHAI)
     auditor = Principal("cli", "auditor")
     with opened() as backend:
         app = backend.lastmeter
-        state = app.case_as_of(case, as_of) if as_of else app.get_case(case)
+        state = app.case_as_of(case, as_of, from_log=True) if as_of else app.get_case(case, from_log=True)
         events = app.case_events(case, limit=state.version)
     table = Table("version", "at", "type", "actor", "data", title=f"history of case {case}")
     for event in events:

@@ -3,9 +3,10 @@
 from functools import lru_cache
 from urllib.parse import unquote, urlsplit
 
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from domain.application import SNAPSHOT_INTERVAL
 from domain.errors import InvalidInput
 from domain.subsidy import DEFAULT_TIERS, SubsidyTiers
 
@@ -24,6 +25,8 @@ class Settings(BaseSettings):
     """Where the master key is kept (made on first start): default beside the SQLite file, or ./lastmeter.key."""
     aggregate_cache_size: int = 10_000
     """Aggregates kept in memory per process; each read still fetches any newer events (fast-forward)."""
+    case_snapshot_interval: int = Field(default=100, ge=0)
+    """A case is snapshotted every this many events (0: never), so a long case reads without a full replay."""
     run_projector: bool = True
     """Whether `serve` keeps the views up to date in a background thread (else run `lastmeter projector`)."""
     subsidy_tiers: str = DEFAULT_TIERS
@@ -55,17 +58,19 @@ class Settings(BaseSettings):
 
     def eventsourcing_env(self) -> dict[str, str]:
         """The library's persistence settings, from our one database URL."""
-        cache = {"AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size)} if self.aggregate_cache_size else {}
+        reads = {"AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size)} if self.aggregate_cache_size else {}
+        if self.case_snapshot_interval:
+            reads |= {"IS_SNAPSHOTTING_ENABLED": "y", SNAPSHOT_INTERVAL: str(self.case_snapshot_interval)}
         if not self.is_postgres:
             return {
-                **cache,
+                **reads,
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
                 "SQLITE_DBNAME": self.database_url.removeprefix("sqlite:///"),
                 "SQLITE_LOCK_TIMEOUT": "30",
             }
         url = urlsplit(self.database_url)
         return {
-            **cache,
+            **reads,
             "PERSISTENCE_MODULE": "eventsourcing.postgres",
             "POSTGRES_DBNAME": url.path.lstrip("/") or "postgres",
             "POSTGRES_HOST": url.hostname or "127.0.0.1",

@@ -87,6 +87,7 @@ from bench.rebuild import DEFAULT_URL, EVENTS_TABLE, SEED_TABLE
 from domain.access import AccessToken
 from domain.actor import Actor
 from domain.application import LastMeter
+from domain.case import ServiceCase
 from domain.client import id_number_check_digit
 from projections import VIEWS
 from projections.privacy import PersonalDataMapper
@@ -255,6 +256,18 @@ def create_long_case(app: LastMeter) -> UUID:
     return case.id
 
 
+def ensure_snapshots(app: LastMeter, case_id: UUID) -> int:
+    """Takes the snapshots a case written before snapshotting was on would have had; how many."""
+    interval = app.snapshotting_intervals.get(ServiceCase)
+    if not interval:
+        return 0
+    have = {s.originator_version for s in app.snapshots.get(case_id)}
+    missing = [v for v in range(interval, app.get_case(case_id).version + 1, interval) if v not in have]
+    for version in missing:
+        app.take_snapshot(case_id, version)
+    return len(missing)
+
+
 def prepare(backend: Backend, url: str, schema: str) -> Fixtures:
     app = backend.lastmeter
     wrote: list[str] = []
@@ -268,6 +281,9 @@ def prepare(backend: Backend, url: str, schema: str) -> Fixtures:
         wrote.append(f"a client and a case of {LONG_CASE_EVENTS:,} events ({time.perf_counter() - started:.1f} s)")
     else:
         long_case = found[0]
+    taken = ensure_snapshots(app, long_case)
+    if taken:
+        wrote.append(f"{taken} snapshots of the long case (a seed from before snapshots)")
     events = list(app.events.get(long_case))
     middle = events[len(events) // 2].timestamp
     if wrote:

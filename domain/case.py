@@ -13,6 +13,8 @@ from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
+from eventsourcing.domain import Snapshot as LibrarySnapshot
+from eventsourcing.utils import get_topic
 
 from domain.actor import STAFF_ID, Actor
 from domain.clock import end_of_day_after
@@ -34,9 +36,37 @@ SERVICE_MODES = ("centralised", "door_to_door", "proxy")
 PRIORITIES = ("normal", "high", "urgent")
 OUTCOMES = ("served", "withdrawn", "refused", "transferred")
 OPEN, ON_HOLD, CLOSED = "open", "on_hold", "closed"
+_OUTSIDE_SNAPSHOT_STATE = ("_id", "_version", "_pending_events", "need", "personal")
+_STEP_VALUE = "step:"  # a snapshot's name for a personal value given in a step
 
 
 class ServiceCase(Aggregate):
+    class Snapshot(LibrarySnapshot):
+        """The case's state at a version, so that a long case is read without replaying it all.
+
+        The personal values (the need, and those given in steps) travel in `personal`, which the
+        store seals under the person's key as it does an event's: erasing the person leaves none of
+        them readable in a snapshot either, and a snapshot read after erasure holds None for each,
+        as a replay of the events would.
+        """
+
+        person: UUID
+        personal: dict
+
+        @classmethod
+        def take(cls, case: "ServiceCase") -> "ServiceCase.Snapshot":
+            state = {k: v for k, v in vars(case).items() if k not in _OUTSIDE_SNAPSHOT_STATE}
+            personal = {"need": case.need, **{_STEP_VALUE + name: v for name, v in case.personal.items()}}
+            return cls(originator_id=case.id, originator_version=case.version, timestamp=cls.create_timestamp(),
+                       topic=get_topic(type(case)), state=state, person=case.client_id, personal=personal)
+
+        def mutate(self, _: None) -> "ServiceCase":
+            case = super().mutate(None)
+            case.need = self.personal["need"]
+            case.personal = {name.removeprefix(_STEP_VALUE): v for name, v in self.personal.items()
+                             if name.startswith(_STEP_VALUE)}
+            return case
+
     class CaseOpened(Aggregate.Created):
         actor: dict
         kind: str

@@ -1,0 +1,71 @@
+"""Case snapshots: a faster read of a long case that never says anything a replay of the log would not."""
+
+from datetime import datetime, timezone
+
+import pytest
+
+from domain.actor import Actor
+from domain.case import ServiceCase
+from tests.helpers import id_number
+
+WORKER = Actor("li-worker", "case_worker")
+
+
+@pytest.fixture
+def settings(settings):
+    return settings.model_copy(update={"case_snapshot_interval": 3})
+
+
+def long_case(lastmeter, notes: int = 10):
+    client = lastmeter.register_client(WORKER, None, name="陈美玲", id_number=id_number(seed=7),
+                                       phone="13500000000", org_unit="350502")
+    case = lastmeter.open_case(WORKER, None, client_id=client.id, org_unit="350502", kind="certificate",
+                               need="办证")
+    for i in range(notes):
+        lastmeter.update_case(None, case.id, None, lambda c, i=i: c.add_note(WORKER, f"note {i}"))
+    lastmeter.update_case(None, case.id, None, lambda c: c.take_step(WORKER, "verify_documents", {}))
+    return client, case
+
+
+def snapshot_versions(lastmeter, case_id) -> list[int]:
+    return [s.originator_version for s in lastmeter.snapshots.get(case_id)]
+
+
+def state(case: ServiceCase) -> dict:
+    return {k: v for k, v in vars(case).items() if k != "_pending_events"}
+
+
+def test_every_version_read_with_snapshots_equals_the_replay_of_the_log(lastmeter):
+    _, case = long_case(lastmeter)
+    assert snapshot_versions(lastmeter, case.id) == [3, 6, 9, 12]
+    lastmeter.repository.cache.__init__(lastmeter.repository.cache.maxsize)  # nothing cached: snapshots are read
+    for version in range(1, 13):
+        assert state(lastmeter.get_case(case.id, version)) == state(lastmeter.get_case(case.id, version, from_log=True))
+    assert state(lastmeter.get_case(case.id)).get("need") == "办证"
+
+
+def test_as_of_a_moment_reads_the_same_with_or_without_snapshots(lastmeter):
+    _, case = long_case(lastmeter, notes=4)
+    now = datetime.now(timezone.utc)
+    assert state(lastmeter.case_as_of(case.id, now)) == state(lastmeter.case_as_of(case.id, now, from_log=True))
+
+
+def test_a_snapshot_keeps_nothing_of_an_erased_person_readable(backend):
+    lastmeter = backend.lastmeter
+    client, case = long_case(lastmeter, notes=4)
+    lastmeter.erase_client(WORKER, None, client.id, "service_ended")
+    backend.keys.destroy(client.id)
+    snapshot = next(iter(lastmeter.snapshots.get(case.id, desc=True, limit=1)))
+    assert snapshot.personal["need"] is None
+    assert lastmeter.get_case(case.id, snapshot.originator_version).need is None
+
+
+def test_a_snapshot_that_cannot_be_stored_does_not_fail_the_command_it_follows(lastmeter, settings):
+    _, case = long_case(lastmeter, notes=0)  # version 2
+    table = lastmeter.snapshots.recorder.events_table_name
+    if settings.is_postgres:
+        table = f"{settings.postgres_schema}.{table}"
+    with lastmeter.snapshots.recorder.datastore.transaction(commit=True) as cursor:
+        cursor.execute(f"DROP TABLE {table}")
+    written = lastmeter.update_case(None, case.id, None, lambda c: c.add_note(WORKER, "third"))
+    assert written.version == 3 and lastmeter.get_case(case.id, from_log=True).notes == 1
