@@ -23,6 +23,7 @@ CASE_EVENTS = (ServiceCase.CaseOpened, ServiceCase.CaseEvent)
 
 
 class CaseView(View):
+    folds = ServiceCase
     name = "cases"
     tables = (
         Table(

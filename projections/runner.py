@@ -22,7 +22,9 @@ from typing import Any
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import Mapper
+from eventsourcing.utils import get_topic
 
+from projections.eventlog import by_aggregate
 from projections.store import Tx, ViewStore
 from projections.view import NEXT, View
 
@@ -158,22 +160,32 @@ class Projector:
 
     # -- rebuilding -------------------------------------------------------
 
-    def rebuild(self, names: Sequence[str], progress: Callable[[int, int], None] = lambda done, head: None) -> int:
-        """Builds the views afresh beside the live ones in one pass over the log, then swaps them all
-        in, in one transaction, once caught up; readers never see a half-built view."""
+    def rebuild(self, names: Sequence[str], progress: Callable[[int, int], None] = lambda done, total: None) -> int:
+        """Builds the views afresh beside the live ones, then swaps them all in, in one transaction,
+        once caught up; readers never see a half-built view. Returns the log position reached.
+
+        A view that folds one aggregate's events (`View.folds`) is first fed the log up to the head
+        aggregate by aggregate, so each of its rows is written once rather than once per batch that
+        touches it; then every copy follows the log in order from where it stands.
+        `progress(done, total)` counts events folded and positions read.
+        """
         fresh = [(self.views[name](suffix=NEXT), name + NEXT) for name in names]
         build = uuid.uuid4().hex[:8]
         with self.store.write() as tx:
             for view, tracking in fresh:
                 self._create(tx, view, tracking, build)
-        done = 0
+        head = self.head()
+        folding = [(view, tracking) for view, tracking in fresh if view.folds is not None]
+        total = head * (2 if folding and len(folding) < len(fresh) else 1)
+        done = self._fold(folding, head, lambda folded: progress(folded, total)) if folding else 0
         while read := self.advance(fresh, self.rebuild_batch_size):
             done += read
-            progress(done, self.head())
+            progress(min(done, total), total)
+        position = head
         with self.store.write() as tx:
             for name in names:
                 self._lock_position(tx, name)
-            done += self._finish(tx, fresh)
+            self._finish(tx, fresh)
             for (view, tracking), name in zip(fresh, names):
                 view.index(tx, build)
                 position = self._lock_position(tx, tracking)
@@ -183,8 +195,29 @@ class Projector:
                            (position, view.fingerprint(), name))
                 tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (tracking,))
         self.store.refresh_statistics([f"view_{t.name}" for name in names for t in self.views[name].tables])
-        progress(done, self.head())
-        return done
+        progress(total, total)
+        return position
+
+    def _fold(self, copies: Sequence[tuple[View, str]], head: int, progress: Callable[[int], None]) -> int:
+        """Feeds each copy its aggregates' events up to `head`, aggregate by aggregate, then sets its
+        position to `head`. Positions stay 0 until then: a crash leaves a copy that the next rebuild
+        drops; the live views are untouched either way."""
+        folded = 0
+        by_topic: dict[str, list[tuple[View, str]]] = {}
+        for view, tracking in copies:
+            by_topic.setdefault(get_topic(view.folds) + ".", []).append((view, tracking))
+        for prefix, group in by_topic.items():
+            for chunk in by_aggregate(self.app.recorder, head, prefix, self.rebuild_batch_size):
+                events = [(n.id, self.mapper.to_domain_event(n)) for n in chunk]
+                with self.store.write() as tx:
+                    for view, _ in group:
+                        view.apply(tx, events)
+                folded += len(chunk)
+                progress(folded)
+        with self.store.write() as tx:
+            for _, tracking in copies:
+                tx.execute(f"UPDATE {POSITIONS} SET position=? WHERE name=?", (head, tracking))
+        return folded
 
     def _finish(self, tx: Tx, copies: Sequence[tuple[View, str]]) -> int:
         """Inside the swap's transaction: applies what was written since the last batch."""

@@ -17,6 +17,7 @@ from projections.view import Table, View
 
 
 class LiaisonView(View):
+    folds = ServiceCase
     name = "liaisons"
     tables = (
         Table("liaison_cases", "case_id TEXT PRIMARY KEY, org_unit TEXT NOT NULL, assignee TEXT, closed INTEGER NOT NULL"),

@@ -30,6 +30,9 @@ class View:
     name: ClassVar[str]
     tables: ClassVar[tuple[Table, ...]]
     stored: ClassVar[bool] = False  # True: `apply` gets the events as stored (bytes), not decoded
+    # The aggregate class whose events alone this view reads, each aggregate's rows depending on its own
+    # events only: a rebuild may then feed it the log aggregate by aggregate (see Projector.rebuild).
+    folds: ClassVar[type | None] = None
 
     def __init__(self, suffix: str = ""):
         self.suffix = suffix

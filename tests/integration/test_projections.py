@@ -72,8 +72,9 @@ def busy_city(lastmeter, cases: int = 12) -> None:
 
 
 class TestLiveAndRebuilt:
-    def test_every_view_rebuilt_from_the_log_equals_the_view_kept_live(self, lastmeter, views):
-        projector = Projector(lastmeter, views, VIEWS, batch_size=7)
+    @pytest.mark.parametrize("chunk", [10_000, 4], ids=["whole-log", "cases-split-across-chunks"])
+    def test_every_view_rebuilt_from_the_log_equals_the_view_kept_live(self, lastmeter, views, chunk):
+        projector = Projector(lastmeter, views, VIEWS, batch_size=7, rebuild_batch_size=chunk)
         projector.setup()
         busy_city(lastmeter)
         projector.catch_up()  # live, in small batches
@@ -81,6 +82,25 @@ class TestLiveAndRebuilt:
         projector.rebuild(list(projector.views))
         assert snapshot(views) == live
         assert len(live["cases"]) == 12 and len(live["liaison_spells"]) > 12
+
+    def test_events_written_while_a_rebuild_runs_are_in_the_view_it_swaps_in(self, lastmeter, views):
+        projector = Projector(lastmeter, views, VIEWS, batch_size=7, rebuild_batch_size=5)
+        projector.setup()
+        busy_city(lastmeter, cases=4)
+        case_id = lastmeter.open_case(WORKER, None, client_id=lastmeter.register_client(
+            WORKER, None, name="x", id_number=id_number(seed=99), phone="13700000000", org_unit="350502").id,
+            org_unit="350502", kind="certificate", need="需求").id
+        written = []
+
+        def write_once(done, total):
+            if not written:  # while the first copies are being folded
+                written.append(lastmeter.update_case(None, case_id, None, lambda c: c.assign(WORKER, "late")))
+
+        projector.rebuild(list(projector.views), write_once)
+        rebuilt = snapshot(views)
+        projector.catch_up()
+        assert snapshot(views) == rebuilt and written
+        assert [r for r in rebuilt["cases"] if r[0] == str(case_id)][0][8] == "late"
 
     def test_readers_see_the_old_view_until_the_rebuild_swaps(self, lastmeter, views):
         projector = Projector(lastmeter, views, VIEWS, batch_size=5)
