@@ -16,6 +16,7 @@ committing later. Gaps (inserts that failed) stay gaps.
 import threading
 import time
 import uuid
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -64,7 +65,7 @@ class Projector:
             rows = dict((n, f) for n, f in tx.execute(f"SELECT name, fingerprint FROM {POSITIONS}").fetchall())
             for name, view_cls in self.views.items():
                 if rows.get(name) != view_cls.fingerprint():
-                    self._create(tx, view_cls(), name)
+                    self._create(tx, self._view(name), name)
 
     def _create(self, tx: Tx, view: View, tracking: str, build: str | None = None) -> None:
         """Creates the view's tables and its position 0; a rebuild (`build`) indexes them at the swap."""
@@ -90,11 +91,15 @@ class Projector:
         suffix = " FOR UPDATE" if self.store.postgres else ""
         return tx.execute(f"SELECT position FROM {POSITIONS} WHERE name=?{suffix}", (tracking,)).fetchone()[0]
 
-    def _read(self, after: int, limit: int, decode: bool) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
-        """A batch of the log after `after`: as stored, and decoded (when asked)."""
-        notifications = self.app.recorder.select_notifications(after + 1, limit)
+    def _read(self, copies: Sequence[tuple[View, str]], starts: dict[str, int],
+              limit: int) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
+        """A batch of the log after the lowest start: as stored, and decoded from where the first
+        copy that reads decoded events stands (none at all if every copy reads them as stored)."""
+        notifications = self.app.recorder.select_notifications(min(starts.values()) + 1, limit)
         stored = [(n.id, n) for n in notifications]
-        decoded = [(n.id, self.mapper.to_domain_event(n)) for n in notifications] if decode else []
+        decode_after = min((starts[t] for v, t in copies if not v.stored), default=None)
+        decoded = [] if decode_after is None else \
+            [(n.id, self.mapper.to_domain_event(n)) for n in notifications if n.id > decode_after]
         return stored, decoded
 
     def advance(self, copies: Sequence[tuple[View, str]], batch_size: int | None = None) -> int:
@@ -104,8 +109,7 @@ class Projector:
         """
         with self.store.read() as tx:
             starts = {tracking: self.position(tracking, tx) for _, tracking in copies}
-        stored, decoded = self._read(min(starts.values()), batch_size or self.batch_size,
-                                     any(not v.stored for v, _ in copies))
+        stored, decoded = self._read(copies, starts, batch_size or self.batch_size)
         if not stored:
             return 0
         with self.store.write() as tx:
@@ -124,8 +128,11 @@ class Projector:
                 tx.execute(f"UPDATE {POSITIONS} SET position=? WHERE name=?", (batch[-1][0], tracking))
                 self.processed[tracking.removesuffix(NEXT)] += len(batch)
 
+    def _view(self, name: str, suffix: str = "") -> View:
+        return self.views[name](suffix, events_table=self.app.recorder.events_table_name)
+
     def live(self) -> list[tuple[View, str]]:
-        return [(view_cls(), name) for name, view_cls in self.views.items()]
+        return [(self._view(name), name) for name in self.views]
 
     def catch_up(self) -> int:
         """Brings every live view to the head of the log; returns positions read."""
@@ -167,20 +174,34 @@ class Projector:
         A view that folds one aggregate's events (`View.folds`) is first fed the log up to the head
         aggregate by aggregate, so each of its rows is written once rather than once per batch that
         touches it; then every copy follows the log in order from where it stands.
-        `progress(done, total)` counts events folded and positions read.
+        `progress(done, total)` counts events folded and positions read, from either of two threads.
         """
-        fresh = [(self.views[name](suffix=NEXT), name + NEXT) for name in names]
+        fresh = [(self._view(name, NEXT), name + NEXT) for name in names]
         build = uuid.uuid4().hex[:8]
         with self.store.write() as tx:
             for view, tracking in fresh:
                 self._create(tx, view, tracking, build)
         head = self.head()
         folding = [(view, tracking) for view, tracking in fresh if view.folds is not None]
-        total = head * (2 if folding and len(folding) < len(fresh) else 1)
-        done = self._fold(folding, head, lambda folded: progress(folded, total)) if folding else 0
+        in_order = [(view, tracking) for view, tracking in fresh if view.folds is None]
+        total = head * (2 if folding and in_order else 1)
+        done, counting = [0], threading.Lock()  # events folded and positions read, by either thread
+
+        def advanced(count: int) -> None:
+            with counting:
+                done[0] += count
+                progress(min(done[0], total), total)
+
+        # The fold and the copies that read the log in order share nothing until the fold ends, so they
+        # run side by side: one waits on the database while the other works.
+        with ThreadPoolExecutor(1, thread_name_prefix="rebuild-fold") as beside:
+            fold = beside.submit(self._fold, folding, head, advanced) if folding else None
+            while in_order and (read := self.advance(in_order, self.rebuild_batch_size)):
+                advanced(read)
+            if fold is not None:
+                fold.result()
         while read := self.advance(fresh, self.rebuild_batch_size):
-            done += read
-            progress(min(done, total), total)
+            advanced(read)
         position = head
         with self.store.write() as tx:
             for name in names:
@@ -189,7 +210,7 @@ class Projector:
             for (view, tracking), name in zip(fresh, names):
                 view.index(tx, build)
                 position = self._lock_position(tx, tracking)
-                self.views[name]().drop(tx)
+                self._view(name).drop(tx)
                 view.rename_to_live(tx)
                 tx.execute(f"UPDATE {POSITIONS} SET position=?, fingerprint=? WHERE name=?",
                            (position, view.fingerprint(), name))
@@ -198,11 +219,10 @@ class Projector:
         progress(total, total)
         return position
 
-    def _fold(self, copies: Sequence[tuple[View, str]], head: int, progress: Callable[[int], None]) -> int:
+    def _fold(self, copies: Sequence[tuple[View, str]], head: int, advanced: Callable[[int], None]) -> None:
         """Feeds each copy its aggregates' events up to `head`, aggregate by aggregate, then sets its
         position to `head`. Positions stay 0 until then: a crash leaves a copy that the next rebuild
         drops; the live views are untouched either way."""
-        folded = 0
         by_topic: dict[str, list[tuple[View, str]]] = {}
         for view, tracking in copies:
             by_topic.setdefault(get_topic(view.folds) + ".", []).append((view, tracking))
@@ -212,20 +232,16 @@ class Projector:
                 with self.store.write() as tx:
                     for view, _ in group:
                         view.apply(tx, events)
-                folded += len(chunk)
-                progress(folded)
+                advanced(len(chunk))
         with self.store.write() as tx:
             for _, tracking in copies:
                 tx.execute(f"UPDATE {POSITIONS} SET position=? WHERE name=?", (head, tracking))
-        return folded
 
-    def _finish(self, tx: Tx, copies: Sequence[tuple[View, str]]) -> int:
+    def _finish(self, tx: Tx, copies: Sequence[tuple[View, str]]) -> None:
         """Inside the swap's transaction: applies what was written since the last batch."""
-        done = 0
         while True:
             starts = {tracking: self._lock_position(tx, tracking) for _, tracking in copies}
-            stored, decoded = self._read(min(starts.values()), self.batch_size, any(not v.stored for v, _ in copies))
+            stored, decoded = self._read(copies, starts, self.batch_size)
             if not stored:
-                return done
+                return
             self._apply(tx, copies, starts, stored, decoded)
-            done += len(stored)

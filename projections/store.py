@@ -32,6 +32,10 @@ class Tx:
         self._cursor = cursor
         self._postgres = postgres
 
+    @property
+    def postgres(self) -> bool:
+        return self._postgres
+
     def _sql(self, statement: str) -> str:
         return statement.replace("?", "%s") if self._postgres else statement
 

@@ -34,8 +34,9 @@ class View:
     # events only: a rebuild may then feed it the log aggregate by aggregate (see Projector.rebuild).
     folds: ClassVar[type | None] = None
 
-    def __init__(self, suffix: str = ""):
+    def __init__(self, suffix: str = "", events_table: str = ""):
         self.suffix = suffix
+        self.events_table = events_table  # the log's table, for a view that copies from it in SQL
 
     def table(self, name: str) -> str:
         return f"view_{name}{self.suffix}"

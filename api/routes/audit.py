@@ -1,6 +1,5 @@
 """Audit search over every event of every aggregate."""
 
-import json
 from typing import Annotated
 from uuid import UUID
 
@@ -12,7 +11,7 @@ from api.deps import App, Fresh, ReadSideDep, permit
 from api.render import decode_cursor, encode_cursor, moment
 from domain.actor import STAFF_ID
 from projections import chain
-from projections.audit import search
+from projections.audit import facts, search
 from projections.timefmt import micros, moment as from_micros
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
@@ -20,7 +19,7 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 
 @router.get("/events", dependencies=[Fresh])
 def audit_events(
-    readside: ReadSideDep, _: Annotated[Principal, permit("read_audit")],
+    app: App, readside: ReadSideDep, _: Annotated[Principal, permit("read_audit")],
     case_id: UUID | None = None,
     actor: Annotated[str | None, Query(pattern=STAFF_ID.pattern, description="a user id")] = None,
     from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
@@ -36,7 +35,7 @@ def audit_events(
     items = [
         {"position": r["position"], "at": moment(from_micros(r["at"])), "aggregate_id": r["aggregate_id"],
          "aggregate_type": r["aggregate_type"], "version": r["version"], "type": r["type"],
-         "actor": {"user": r["actor_user"], "role": r["actor_role"]}, "data": json.loads(r["data"])}
+         "actor": {"user": r["actor_user"], "role": r["actor_role"]}, "data": facts(app.mapper.transcoder, r["data"])}
         for r in page
     ]
     return {"items": items, "next_cursor": encode_cursor(page[-1]["position"]) if len(rows) > limit else None}

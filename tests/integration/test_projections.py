@@ -1,5 +1,6 @@
 """The projector on both stores: never skips, exactly once, rebuilds that equal live views."""
 
+import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -7,10 +8,13 @@ from datetime import datetime, timedelta, timezone
 import pytest
 
 from domain.actor import Actor
+from domain.client import Client
 from domain.kinds import KINDS
 from projections import VIEWS
+from projections.audit import facts, search
 from projections.runner import Projector
 from projections.store import ViewStore
+from projections.timefmt import micros
 from projections.view import Table, View
 from tests.helpers import id_number
 
@@ -111,6 +115,39 @@ class TestLiveAndRebuilt:
         seen_during = []
         projector.rebuild(["cases"], lambda done, head: seen_during.append(snapshot(views)))
         assert all(s == before for s in seen_during[:-1]) and seen_during
+
+
+class TestAuditView:
+    def test_each_row_holds_what_the_decoded_event_says(self, lastmeter, views):
+        """The view is copied in SQL (each store its own); the decoded events are the reference."""
+        projector = Projector(lastmeter, views, VIEWS, batch_size=7)
+        projector.setup()
+        busy_city(lastmeter, cases=5)
+        for seed, moment in ((1, datetime(2026, 3, 1, 12, 0, 0, tzinfo=timezone.utc)),  # no fraction of a second
+                             (2, datetime(2026, 3, 1, 20, 0, 0, 5, tzinfo=timezone(timedelta(hours=8))))):
+            client = Client.register(WORKER, name="x", id_number=id_number(seed=500 + seed), phone="13700000000",
+                                     org_unit="350502")
+            object.__setattr__(client._pending_events[0], "timestamp", moment)
+            lastmeter.save(client)
+        projector.catch_up()
+        with views.read() as tx:
+            rows = {r["position"]: r for r in search(tx, 0, 10_000)}
+        notifications = lastmeter.recorder.select_notifications(1, 10_000)
+        assert sorted(rows) == [n.id for n in notifications]
+        for notification in notifications:
+            event = lastmeter.mapper.to_domain_event(notification)
+            kind, _, name = type(event).__qualname__.rpartition(".")
+            actor = getattr(event, "actor", None) or {}
+            expected = {k: v for k, v in vars(event).items()
+                        if k not in ("originator_id", "originator_version", "originator_topic", "timestamp", "actor",
+                                     "personal")}
+            row = rows[notification.id]
+            assert (row["at"], row["aggregate_id"], row["aggregate_type"], row["version"], row["type"],
+                    row["actor_user"], row["actor_role"]) == (
+                micros(event.timestamp), str(event.originator_id), kind, event.originator_version, name,
+                actor.get("user"), actor.get("role"))
+            assert facts(lastmeter.mapper.transcoder, row["data"]) == json.loads(
+                json.dumps(expected, ensure_ascii=False, default=str))
 
 
 class TestNeverSkips:
