@@ -30,7 +30,8 @@ SELECT notification_id,
        (s - ARRAY[{", ".join(f"'{key}'" for key in NOT_FACTS)}])::text
 FROM (SELECT notification_id, originator_id, originator_version, split_part(topic, ':', 2) AS q,
              convert_from(state, 'UTF8')::jsonb AS s
-      FROM {{events}} WHERE notification_id BETWEEN %s AND %s) AS e
+      FROM {{events}} WHERE notification_id BETWEEN %s AND %s
+      OFFSET 0) AS e  -- not flattened into the outer query, which would parse each state once per use
 """
 _SQLITE = f"""
 INSERT INTO {{table}} ({", ".join(COLUMNS)})
