@@ -46,23 +46,29 @@ class CaseView(View):
         if not batch:
             return
         created = {e.originator_id for _, e in batch if isinstance(e, ServiceCase.CaseOpened)}
-        rows = self._load(tx, {e.originator_id for _, e in batch} - created)
-        for position, event in batch:
-            row = rows.get(event.originator_id)
-            rows[event.originator_id] = _applied(event, position, row)
-        table = self.table("cases")
+        rows = _folded(batch, self._load(tx, {e.originator_id for _, e in batch} - created))
         updates = ", ".join(f"{c}=excluded.{c}" for c in COLUMNS[1:])
         tx.executemany(
-            f"INSERT INTO {table} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
+            f"INSERT INTO {self.table('cases')} ({', '.join(COLUMNS)}) VALUES ({', '.join('?' * len(COLUMNS))}) "
             f"ON CONFLICT (id) DO UPDATE SET {updates}",
-            [_row(case, extra) for case, extra in rows.values()],
+            rows,
         )
+
+    def fold(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
+        tx.insert(self.table("cases"), COLUMNS, _folded([(p, e) for p, e in events if isinstance(e, CASE_EVENTS)], {}))
 
     def _load(self, tx: Tx, ids: set[UUID]) -> dict[UUID, tuple[ServiceCase, dict]]:
         found = tx.select_in(f"SELECT {', '.join(COLUMNS)} FROM {self.table('cases')} WHERE id IN ({{}})",
                              [str(i) for i in ids])
         rows = [_case(dict(zip(COLUMNS, values))) for values in found]
         return {case.id: (case, extra) for case, extra in rows}
+
+
+def _folded(batch: Sequence[tuple[int, Any]], rows: dict[UUID, tuple[ServiceCase, dict]]) -> list[tuple]:
+    """The rows of the cases a batch touches, after it: `rows` holds those stored before it."""
+    for position, event in batch:
+        rows[event.originator_id] = _applied(event, position, rows.get(event.originator_id))
+    return [_row(case, extra) for case, extra in rows.values()]
 
 
 def _applied(event: Any, position: int, row: tuple[ServiceCase, dict] | None) -> tuple[ServiceCase, dict]:

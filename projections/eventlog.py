@@ -33,23 +33,35 @@ def position_of(recorder: object, originator_id: UUID, version: int) -> int | No
 
 def by_aggregate(recorder: object, upto: int, topic_prefix: str, chunk: int = 10_000) -> Iterator[list[Notification]]:
     """The stored events up to position `upto` whose topic starts with `topic_prefix`, aggregate by
-    aggregate, each aggregate's in version order: chunks of at most `chunk`, one query each (keyset
-    paging on the events table's primary key, so no transaction stays open between chunks)."""
+    aggregate, each aggregate's in version order, in chunks of whole aggregates: about `chunk` events
+    each (more when one aggregate has more), one query each (keyset paging on the events table's
+    primary key, so no transaction stays open between chunks)."""
     after: tuple | None = None
-    while True:
-        chunk_rows = _chunk_by_aggregate(recorder, upto, topic_prefix, after, chunk)
-        if not chunk_rows:
-            return
-        yield chunk_rows
-        last = chunk_rows[-1]
-        after = (last.originator_id, last.originator_version)
+    while rows := _chunk_by_aggregate(recorder, upto, topic_prefix, after, chunk):
+        if len(rows) == chunk:  # the last aggregate may go on: leave it whole to the next chunk
+            last = rows[-1].originator_id
+            cut = next(i for i, n in enumerate(rows) if n.originator_id == last)
+            if cut:
+                rows = rows[:cut]
+            else:  # one aggregate filled the chunk: the rest of it comes too
+                while more := _chunk_by_aggregate(recorder, upto, topic_prefix, _key(rows[-1]), chunk, last):
+                    rows += more
+        yield rows
+        after = _key(rows[-1])
+
+
+def _key(event: Notification) -> tuple:
+    return event.originator_id, event.originator_version
 
 
 def _chunk_by_aggregate(recorder: object, upto: int, topic_prefix: str, after: tuple | None,
-                        limit: int) -> list[Notification]:
+                        limit: int, only: UUID | None = None) -> list[Notification]:
+    """A chunk after the key `after`; `only`: of that one aggregate."""
     if isinstance(recorder, SQLiteApplicationRecorder):
         keyset, params = ("AND (originator_id, originator_version) > (?, ?) ", [after[0].hex, after[1]]) if after \
             else ("", [])
+        if only is not None:
+            keyset, params = keyset + "AND originator_id = ? ", [*params, only.hex]
         with recorder.datastore.transaction(commit=False) as cursor:
             cursor.execute(
                 f"SELECT rowid, originator_id, originator_version, topic, state FROM {recorder.events_table_name} "
@@ -61,6 +73,8 @@ def _chunk_by_aggregate(recorder: object, upto: int, topic_prefix: str, after: t
     if isinstance(recorder, PostgresApplicationRecorder):
         keyset, params = (SQL("AND (originator_id, originator_version) > (%s, %s) "), list(after)) if after \
             else (SQL(""), [])
+        if only is not None:
+            keyset, params = keyset + SQL("AND originator_id = %s "), [*params, only]
         statement = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
             "WHERE notification_id <= %s AND topic LIKE %s {}ORDER BY originator_id, originator_version LIMIT %s"

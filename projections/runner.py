@@ -231,7 +231,7 @@ class Projector:
                 events = [(n.id, self.mapper.to_domain_event(n)) for n in chunk]
                 with self.store.write() as tx:
                     for view, _ in group:
-                        view.apply(tx, events)
+                        view.fold(tx, events)
                 advanced(len(chunk))
         with self.store.write() as tx:
             for _, tracking in copies:

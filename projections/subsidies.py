@@ -28,20 +28,24 @@ class LiaisonView(View):
               "visitor TEXT NOT NULL, at BIGINT NOT NULL", indexes=("at",)),
     )
 
-    def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
-        batch = _Batch(self, tx, events)
+    def apply(self, tx: Tx, events: Sequence[tuple[int, Any]], fresh: bool = False) -> None:
+        batch = _Batch(self, tx, events, fresh)
         for position, event in events:
             batch.apply(position, event)
         batch.write()
+
+    def fold(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
+        self.apply(tx, events, fresh=True)
 
 
 class _Batch:
     """One batch's changes, gathered in memory and written with a few statements."""
 
-    def __init__(self, view: LiaisonView, tx: Tx, events: Sequence[tuple[int, Any]]):
-        self.view, self.tx = view, tx
+    def __init__(self, view: LiaisonView, tx: Tx, events: Sequence[tuple[int, Any]], fresh: bool):
+        """`fresh`: none of the batch's cases is stored yet (a rebuild's fold), so none is looked up."""
+        self.view, self.tx, self.fresh = view, tx, fresh
         touched = {e.originator_id for _, e in events if isinstance(e, ServiceCase.CaseEvent)}
-        self.cases: dict[UUID, dict] = self._load(touched)
+        self.cases: dict[UUID, dict] = {} if fresh else self._load(touched)
         self.new_spells: list[list] = []  # [case_id, assignee, org_unit, started_at, ended_at]
         self.ended: list[tuple[int, str]] = []  # (ended_at, case_id) of spells stored earlier
         self.visits: list[tuple] = []
@@ -96,11 +100,12 @@ class _Batch:
         self.tx.insert(t("liaison_spells"), ("case_id", "assignee", "org_unit", "started_at", "ended_at"),
                        [tuple(s) for s in self.new_spells])
         self.tx.insert(t("liaison_visits"), ("position", "case_id", "org_unit", "visitor", "at"), self.visits)
-        self.tx.executemany(
-            f"INSERT INTO {t('liaison_cases')} VALUES (?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE SET "
-            "assignee=excluded.assignee, closed=excluded.closed",
-            [(str(i), c["org_unit"], c["assignee"], int(c["closed"])) for i, c in self.cases.items()],
-        )
+        cases = [(str(i), c["org_unit"], c["assignee"], int(c["closed"])) for i, c in self.cases.items()]
+        if self.fresh:
+            self.tx.insert(t("liaison_cases"), ("case_id", "org_unit", "assignee", "closed"), cases)
+            return
+        self.tx.executemany(f"INSERT INTO {t('liaison_cases')} VALUES (?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE "
+                            "SET assignee=excluded.assignee, closed=excluded.closed", cases)
 
 
 def _closes(event: Any) -> bool:

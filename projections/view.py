@@ -73,3 +73,8 @@ class View:
     def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
         """Applies a batch of (position, domain event) — or (position, stored event) — to this copy's tables."""
         raise NotImplementedError
+
+    def fold(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
+        """A rebuild's batch for a view that `folds`: whole aggregates, each from its first event, none
+        of them in the tables yet; a view may write them without looking up or updating any row."""
+        self.apply(tx, events)
