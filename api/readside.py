@@ -2,21 +2,42 @@
 
 import logging
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from functools import partial
 
 from api.backend import Backend
+from domain.application import LastMeter
 from projections import VIEWS
 from projections.privacy import PersonalDataMapper
 from projections.runner import Projector
+from projections.store import ViewStore
 
 log = logging.getLogger("lastmeter.projector")
+
+
+def keyless(app: LastMeter) -> PersonalDataMapper:
+    """The views' mapper: it opens no personal value (views never hold one)."""
+    return PersonalDataMapper(app.construct_transcoder(), keys=None)
+
+
+@contextmanager
+def projector_in_this_process(env: dict[str, str]) -> Iterator[Projector]:
+    """A projector of its own, for another process to run (a rebuild's fold)."""
+    app, store = LastMeter(env=env), ViewStore(env)
+    try:
+        yield Projector(app, store, VIEWS, mapper=keyless(app))
+    finally:
+        app.close()
+        store.close()
 
 
 class ReadSide:
     def __init__(self, backend: Backend):
         self.store = backend.views
         app = backend.lastmeter
-        keyless = PersonalDataMapper(app.construct_transcoder(), keys=None)  # views never hold personal data
-        self.projector = Projector(app, self.store, VIEWS, mapper=keyless)
+        self.projector = Projector(app, self.store, VIEWS, mapper=keyless(app),
+                                   elsewhere=partial(projector_in_this_process, dict(app.env)))
         with self.store.setup_lock():
             self.projector.setup()
         self._stop = threading.Event()

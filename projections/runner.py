@@ -13,11 +13,13 @@ single writer; a position seen is therefore never followed by a lower one
 committing later. Gaps (inserts that failed) stay gaps.
 """
 
+import multiprocessing
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Callable, Sequence
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -45,8 +47,12 @@ class Status:
 
 class Projector:
     def __init__(self, app: Application, store: ViewStore, views: Sequence[type[View]], batch_size: int = 2000,
-                 mapper: Mapper | None = None, rebuild_batch_size: int = 10_000):
+                 mapper: Mapper | None = None, rebuild_batch_size: int = 10_000,
+                 elsewhere: Callable[[], AbstractContextManager["Projector"]] | None = None):
+        """`elsewhere` opens an equivalent projector in another process (it must pickle): with it, a
+        rebuild on PostgreSQL folds in a process of its own, on a core of its own."""
         self.app = app
+        self.elsewhere = elsewhere
         self.mapper = mapper or app.mapper
         self.rebuild_batch_size = rebuild_batch_size  # larger: fewer upserts of rows a batch touches again
         self.store = store
@@ -193,13 +199,11 @@ class Projector:
                 progress(min(done[0], total), total)
 
         # The fold and the copies that read the log in order share nothing until the fold ends, so they
-        # run side by side: one waits on the database while the other works.
-        with ThreadPoolExecutor(1, thread_name_prefix="rebuild-fold") as beside:
-            fold = beside.submit(self._fold, folding, head, advanced) if folding else None
+        # run side by side: in another process where one can be opened, else in a thread.
+        with self._folding_beside(folding, head, advanced) as folded:
             while in_order and (read := self.advance(in_order, self.rebuild_batch_size)):
                 advanced(read)
-            if fold is not None:
-                fold.result()
+            folded()
         while read := self.advance(fresh, self.rebuild_batch_size):
             advanced(read)
         position = head
@@ -218,6 +222,47 @@ class Projector:
         self.store.refresh_statistics([f"view_{t.name}" for name in names for t in self.views[name].tables])
         progress(total, total)
         return position
+
+    @contextmanager
+    def _folding_beside(self, copies: Sequence[tuple[View, str]], head: int,
+                        advanced: Callable[[int], None]) -> Iterator[Callable[[], None]]:
+        """Starts folding `copies`; yields a function that waits until the fold is done."""
+        if not copies:
+            yield lambda: None
+        elif self.elsewhere is None or not self.store.postgres:
+            with ThreadPoolExecutor(1, thread_name_prefix="rebuild-fold") as beside:
+                fold = beside.submit(self._fold, copies, head, advanced)
+                yield fold.result
+        else:
+            context = multiprocessing.get_context("spawn")  # nothing of this process's connections is shared
+            count = context.Value("q", 0)
+            process = context.Process(target=_fold_elsewhere, name="rebuild-fold", daemon=True,
+                                      args=(self.elsewhere, [t for _, t in copies], head, self.rebuild_batch_size,
+                                            count))
+            process.start()
+            reported = [0]
+
+            def report() -> None:
+                with count.get_lock():
+                    now = count.value
+                advanced(now - reported[0])
+                reported[0] = now
+
+            def wait() -> None:
+                while process.is_alive():
+                    process.join(0.5)
+                    report()
+                if process.exitcode != 0:
+                    raise RuntimeError(f"the fold of {', '.join(t for _, t in copies)} failed "
+                                       f"(exit code {process.exitcode}); nothing was swapped in")
+                report()
+
+            try:
+                yield wait
+            finally:
+                if process.is_alive():  # the rebuild failed in this process: stop the fold too
+                    process.terminate()
+                    process.join()
 
     def _fold(self, copies: Sequence[tuple[View, str]], head: int, advanced: Callable[[int], None]) -> None:
         """Feeds each copy its aggregates' events up to `head`, aggregate by aggregate, then sets its
@@ -245,3 +290,17 @@ class Projector:
             if not stored:
                 return
             self._apply(tx, copies, starts, stored, decoded)
+
+
+def _fold_elsewhere(elsewhere: Callable[[], AbstractContextManager[Projector]], trackings: list[str], head: int,
+                    chunk: int, count: Any) -> None:
+    """A rebuild's fold, in a process of its own (see Projector._folding_beside)."""
+
+    def advanced(folded: int) -> None:
+        with count.get_lock():
+            count.value += folded
+
+    with elsewhere() as projector:
+        projector.rebuild_batch_size = chunk
+        copies = [(projector._view(t.removesuffix(NEXT), NEXT), t) for t in trackings]
+        projector._fold(copies, head, advanced)

@@ -4,9 +4,11 @@ import json
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
+from functools import partial
 
 import pytest
 
+from api.readside import projector_in_this_process
 from domain.actor import Actor
 from domain.client import Client
 from domain.kinds import KINDS
@@ -86,6 +88,30 @@ class TestLiveAndRebuilt:
         projector.rebuild(list(projector.views))
         assert snapshot(views) == live
         assert len(live["cases"]) == 12 and len(live["liaison_spells"]) > 12
+
+    def test_a_fold_in_another_process_builds_the_same_views(self, lastmeter, views):
+        """On PostgreSQL the fold runs in a process of its own (on SQLite, in a thread)."""
+        projector = Projector(lastmeter, views, VIEWS, batch_size=7, rebuild_batch_size=4,
+                              elsewhere=partial(projector_in_this_process, dict(lastmeter.env)))
+        projector.setup()
+        busy_city(lastmeter, cases=6)
+        projector.catch_up()
+        live = snapshot(views)
+        projector.rebuild(list(projector.views))
+        assert snapshot(views) == live
+
+    def test_a_fold_that_fails_elsewhere_fails_the_rebuild_and_swaps_nothing(self, lastmeter, views, store):
+        if store != "postgres":
+            pytest.skip("SQLite folds in a thread of the same process")
+        broken = {**lastmeter.env, "POSTGRES_PORT": "1"}  # the other process cannot reach the store
+        projector = Projector(lastmeter, views, VIEWS, batch_size=7, elsewhere=partial(projector_in_this_process, broken))
+        projector.setup()
+        busy_city(lastmeter, cases=2)
+        projector.catch_up()
+        live = snapshot(views)
+        with pytest.raises(RuntimeError, match="fold"):
+            projector.rebuild(list(projector.views))
+        assert snapshot(views) == live
 
     def test_events_written_while_a_rebuild_runs_are_in_the_view_it_swaps_in(self, lastmeter, views):
         projector = Projector(lastmeter, views, VIEWS, batch_size=7, rebuild_batch_size=5)
