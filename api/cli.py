@@ -284,12 +284,14 @@ def projections_rebuild(name: Annotated[Optional[str], typer.Argument(help="one 
                       TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(), console=console) as bar:
             task = bar.add_task("rebuild", total=max(projector.head(), 1), rate="-")
 
-            def progress(done: int, head: int) -> None:
+            def progress(done: int, total: int) -> None:  # events folded and positions read
                 elapsed = time.perf_counter() - started
-                bar.update(task, completed=done, total=max(head, done, 1), rate=f"{done / elapsed:,.0f}")
+                bar.update(task, completed=done, total=max(total, done, 1), rate=f"{done / elapsed:,.0f}")
 
-            done = projector.rebuild(names, progress)
-        console.print(f"rebuilt {', '.join(names)}: {done} events in {time.perf_counter() - started:.1f} s")
+            position = projector.rebuild(names, progress)
+        elapsed = time.perf_counter() - started
+        console.print(f"rebuilt {', '.join(names)}: the log up to position {position:,} in {elapsed:.1f} s "
+                      f"({position / elapsed:,.0f} log events/s)")
 
 
 @cli.command()

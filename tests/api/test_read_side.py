@@ -184,6 +184,17 @@ class TestOperations:
         assert "lastmeter_http_requests_total" in text
         assert 'lastmeter_projection_lag_events{view="cases"}' in text
 
+    def test_the_command_line_rebuilds_every_view_to_the_same_rows(self, desk, api, cli):
+        case = desk.open()
+        last = desk.post(f"/v1/cases/{case['id']}/assignment", {"assignee": "lin"})
+        before = desk.get("/v1/cases", **fresh(desk, last)).json()["items"]
+        result = cli("projections", "rebuild")
+        assert result.exit_code == 0, result.output
+        assert "rebuilt cases, audit, liaisons, chain: the log up to position" in result.output
+        assert desk.get("/v1/cases").json()["items"] == before
+        status = cli("projections", "status")
+        assert status.exit_code == 0 and "chain" in status.output
+
     def test_ready_once_the_views_follow(self, api):
         r = api.client.get("/readyz")
         assert r.status_code == 200 and set(r.json()["views"]) == {"cases", "audit", "liaisons", "chain"}
