@@ -17,6 +17,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
+from eventsourcing.postgres import PostgresApplicationRecorder
+
+from domain.lockedinsert import LockedInsert
 
 MAX_EVENTS = 500  # per transaction: bounded, so one commit never grows without limit
 REMEMBERED = 100_000  # aggregates whose last committed version the writer remembers
@@ -36,7 +39,9 @@ class _Save:
 
 class GroupCommit:
     def __init__(self, recorder: ApplicationRecorder):
-        self.recorder = recorder
+        # On PostgreSQL one round trip per batch; elsewhere (SQLite: one writer anyway) the library's insert.
+        self._insert_events = LockedInsert(recorder) if isinstance(recorder, PostgresApplicationRecorder) \
+            else recorder.insert_events
         self._waiting: queue.SimpleQueue[_Save | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()
@@ -96,7 +101,7 @@ class GroupCommit:
             written |= keys
             admitted.append(save)
         try:
-            positions = self.recorder.insert_events([e for save in admitted for e in save.events]) or []
+            positions = self._insert_events([e for save in admitted for e in save.events]) or []
         except IntegrityError as error:
             if len(admitted) == 1:
                 admitted[0].finish(error=error)

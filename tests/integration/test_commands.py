@@ -1,9 +1,11 @@
 """The command loop on both stores: no accepted command lost or duplicated."""
 
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from uuid import uuid4
 
 import pytest
+from eventsourcing.postgres import PostgresApplicationRecorder
 
 from domain.actor import Actor
 from domain.application import Idempotency
@@ -17,6 +19,32 @@ def open_case(lastmeter) -> object:
     client = lastmeter.register_client(WORKER, None, name="陈美玲", id_number=id_number(seed=3),
                                        phone="13500000000", org_unit="350502")
     return lastmeter.open_case(WORKER, None, client_id=client.id, org_unit="350502", kind="certificate", need="办证")
+
+
+@contextmanager
+def failing_after_the_insert(lastmeter, monkeypatch):
+    """Every insert of events fails after its rows are written, before its transaction commits: on
+    PostgreSQL by a trigger in the database (the insert is one statement there), on SQLite inside
+    the library's insert."""
+    if isinstance(lastmeter.recorder, PostgresApplicationRecorder):
+        table = f"{lastmeter.recorder.datastore.schema}.{lastmeter.recorder.events_table_name}"
+        with lastmeter.recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"CREATE FUNCTION {table}_cut() RETURNS trigger LANGUAGE plpgsql AS "
+                           "$$ BEGIN RAISE EXCEPTION 'power cut'; END $$")
+            cursor.execute(f"CREATE TRIGGER cut AFTER INSERT ON {table} EXECUTE FUNCTION {table}_cut()")
+        yield
+        with lastmeter.recorder.datastore.transaction(commit=True) as cursor:
+            cursor.execute(f"DROP TRIGGER cut ON {table}")
+        return
+    original = lastmeter.recorder._insert_events
+
+    def insert_then_crash(*args, **kwargs):
+        original(*args, **kwargs)
+        raise RuntimeError("power cut")
+
+    monkeypatch.setattr(lastmeter.recorder, "_insert_events", insert_then_crash)
+    yield
+    monkeypatch.undo()
 
 
 def note(text: str):
@@ -53,16 +81,9 @@ class TestIdempotencyAcrossCrashes:
     def test_a_crash_inside_the_save_stores_neither_events_nor_receipt(self, lastmeter, monkeypatch):
         case = open_case(lastmeter)
         key = Idempotency(WORKER.user, "crash-1", "hash-b")
-        original = lastmeter.recorder._insert_events
-
-        def insert_then_crash(*args, **kwargs):
-            original(*args, **kwargs)
-            raise RuntimeError("power cut")
-
-        monkeypatch.setattr(lastmeter.recorder, "_insert_events", insert_then_crash)
-        with pytest.raises(RuntimeError):
-            lastmeter.update_case(key, case.id, None, note("during the cut"))
-        monkeypatch.undo()
+        with failing_after_the_insert(lastmeter, monkeypatch):
+            with pytest.raises(Exception, match="power cut"):
+                lastmeter.update_case(key, case.id, None, note("during the cut"))
         assert lastmeter.get_case(case.id).version == 1
         retried = lastmeter.update_case(key, case.id, None, note("during the cut"))
         assert not retried.replayed and retried.version == 2

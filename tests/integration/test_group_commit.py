@@ -56,12 +56,9 @@ def test_a_save_of_a_version_this_writer_committed_is_refused_before_the_databas
     group._commit([_Save([event(a, 1)])])
     saves = [_Save([event(b, 1)]), _Save([event(a, 1)])]
     calls = []
-    insert = group.recorder.insert_events
-    group.recorder.insert_events = lambda events, **kw: calls.append(len(events)) or insert(events, **kw)
-    try:
-        group._commit(saves)
-    finally:
-        group.recorder.insert_events = insert
+    insert = group._insert_events
+    group._insert_events = lambda events: calls.append(len(events)) or insert(events)
+    group._commit(saves)
     assert saves[0].error is None and isinstance(saves[1].error, IntegrityError)
     assert calls == [1]  # one transaction, with the fresh save only
 
