@@ -62,8 +62,12 @@ def parent_of(code: str) -> str | None:
 
 
 def depth_of(code: str) -> int:
-    """How far below the city a unit is: the city 0, a county 1, a township 2, a village 3."""
-    return 0 if code == CITY else len(code) // 3 - 1
+    """How far below the city a unit is, by its parents: the city 0, a county 1, a township 2
+    (1 for a township directly under the city, e.g. 350500001), a village 3."""
+    depth, parent = 0, parent_of(code)
+    while parent is not None:
+        depth, parent = depth + 1, parent_of(parent)
+    return depth
 
 
 def check_code(field: str, code: str) -> str:

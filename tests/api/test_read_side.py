@@ -9,6 +9,7 @@ from openpyxl import load_workbook
 
 from domain.clock import local
 from domain.orgs import OrgUnit
+from tests.api.conftest import Desk
 from tests.conftest import ADMIN
 
 
@@ -80,6 +81,14 @@ class TestWorkload:
         last = desk.open(org_unit="350502001001")
         rows = {r["key"]: r for r in desk.get("/v1/workload", by="org_unit", min_position=last["_position"]).json()["items"]}
         assert [rows[u]["open"] for u in ("350502001001", "350502001", "350502")] == [1, 1, 1]
+
+    def test_a_township_directly_under_the_city_rolls_up_to_the_city(self, api):
+        api.app.add_org_units(ADMIN, [OrgUnit("350500001", "开发区街道", "township")])
+        city = Desk(api)
+        city.auth = api.token("supervisor", "350500")
+        last = city.open(org_unit="350500001")
+        rows = {r["key"]: r for r in city.get("/v1/workload", by="org_unit", min_position=last["_position"]).json()["items"]}
+        assert rows["350500001"]["open"] == 1 and rows["350500"]["open"] == 1 and None not in rows
 
     def test_counts_closed_this_month_and_on_hold_cases_are_not_overdue(self, desk):
         a, b = desk.open(), desk.open()

@@ -215,6 +215,11 @@ class TestOrgTree:
         scope, unit = code(county, township, village), code(other, t2, v2)
         assert self.tree().covers(scope, unit) == (scope in self.tree().ancestors(unit))
 
+    def test_a_township_directly_under_the_city_is_one_below_it(self):
+        from domain.orgs import depth_of
+        assert [depth_of(c) for c in ("350500", "350502", "350500001", "350502001", "350502001001")] == [0, 1, 1, 2, 3]
+        assert self.tree().covers("350500", "350500001") and not self.tree().covers("350502", "350500001")
+
     def test_a_malformed_scope_covers_nothing(self):
         assert not self.tree().covers("", "350502")
         assert not self.tree().covers("3505", "350502")
