@@ -24,12 +24,15 @@ def keyless(app: LastMeter) -> PersonalDataMapper:
 @contextmanager
 def projector_in_this_process(env: dict[str, str]) -> Iterator[Projector]:
     """A projector of its own, for another process to run (a rebuild's fold)."""
-    app, store = LastMeter(env=env), ViewStore(env)
+    app = LastMeter(env=env)
     try:
-        yield Projector(app, store, VIEWS, mapper=keyless(app))
+        store = ViewStore(env)
+        try:
+            yield Projector(app, store, VIEWS, mapper=keyless(app))
+        finally:
+            store.close()
     finally:
         app.close()
-        store.close()
 
 
 class ReadSide:

@@ -14,7 +14,6 @@ from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as LibrarySnapshot
-from eventsourcing.utils import get_topic
 
 from domain.actor import STAFF_ID, Actor
 from domain.clock import end_of_day_after
@@ -36,7 +35,6 @@ SERVICE_MODES = ("centralised", "door_to_door", "proxy")
 PRIORITIES = ("normal", "high", "urgent")
 OUTCOMES = ("served", "withdrawn", "refused", "transferred")
 OPEN, ON_HOLD, CLOSED = "open", "on_hold", "closed"
-_OUTSIDE_SNAPSHOT_STATE = ("_id", "_version", "_pending_events", "need", "personal")
 _STEP_VALUE = "step:"  # a snapshot's name for a personal value given in a step
 
 
@@ -55,10 +53,13 @@ class ServiceCase(Aggregate):
 
         @classmethod
         def take(cls, case: "ServiceCase") -> "ServiceCase.Snapshot":
-            state = {k: v for k, v in vars(case).items() if k not in _OUTSIDE_SNAPSHOT_STATE}
+            # The library's own snapshot (state, class version), then the personal values moved out of its state.
+            taken = LibrarySnapshot.take(case)
+            state = {k: v for k, v in taken.state.items() if k not in ("need", "personal")}
             personal = {"need": case.need, **{_STEP_VALUE + name: v for name, v in case.personal.items()}}
-            return cls(originator_id=case.id, originator_version=case.version, timestamp=cls.create_timestamp(),
-                       topic=get_topic(type(case)), state=state, person=case.client_id, personal=personal)
+            return cls(originator_id=taken.originator_id, originator_version=taken.originator_version,
+                       timestamp=taken.timestamp, topic=taken.topic, state=state, person=case.client_id,
+                       personal=personal)
 
         def mutate(self, _: None) -> "ServiceCase":
             case = super().mutate(None)

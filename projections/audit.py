@@ -5,6 +5,8 @@ those, where allowed, from the event store itself. The view copies a batch
 from the events table in one statement, inside the database: the facts are
 the stored state less its metadata and its sealed personal values, still in
 the library's transcoding (`facts()` turns them into plain JSON values).
+This needs the stored state to be the transcoder's plain JSON: lastmeter
+seals personal values itself and sets no library compressor or cipher.
 """
 
 import json
@@ -53,6 +55,7 @@ FROM (SELECT rowid, originator_version, originator_id AS h, q, rtrim(q, replace(
 
 class AuditView(View):
     name = "audit"
+    revision = 2  # 2: facts in the library's transcoding, copied by the database (1: re-encoded in Python)
     stored = True  # nothing decoded: the batch is copied from the events table by the database
     tables = (
         Table(

@@ -6,7 +6,7 @@ write side does, and writes the rows back in one statement. So the view can
 never disagree with the aggregate about stages, due dates or holds.
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -54,8 +54,9 @@ class CaseView(View):
             rows,
         )
 
-    def fold(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
-        tx.insert(self.table("cases"), COLUMNS, _folded([(p, e) for p, e in events if isinstance(e, CASE_EVENTS)], {}))
+    def fold(self, events: Sequence[tuple[int, Any]]) -> Callable[[Tx], None]:
+        rows = _folded([(p, e) for p, e in events if isinstance(e, CASE_EVENTS)], {})
+        return lambda tx: tx.insert(self.table("cases"), COLUMNS, rows)
 
     def _load(self, tx: Tx, ids: set[UUID]) -> dict[UUID, tuple[ServiceCase, dict]]:
         found = tx.select_in(f"SELECT {', '.join(COLUMNS)} FROM {self.table('cases')} WHERE id IN ({{}})",

@@ -65,8 +65,9 @@ def _chunk_by_aggregate(recorder: object, upto: int, topic_prefix: str, after: t
         with recorder.datastore.transaction(commit=False) as cursor:
             cursor.execute(
                 f"SELECT rowid, originator_id, originator_version, topic, state FROM {recorder.events_table_name} "
-                f"WHERE rowid <= ? AND topic LIKE ? {keyset}ORDER BY originator_id, originator_version LIMIT ?",
-                [upto, topic_prefix + "%", *params, limit])
+                f"WHERE rowid <= ? AND substr(topic, 1, ?) = ? {keyset}"
+                "ORDER BY originator_id, originator_version LIMIT ?",
+                [upto, len(topic_prefix), topic_prefix, *params, limit])
             return [Notification(id=r["rowid"], originator_id=recorder.convert_originator_id(r["originator_id"]),
                                  originator_version=r["originator_version"], topic=r["topic"], state=r["state"])
                     for r in cursor.fetchall()]
@@ -77,10 +78,10 @@ def _chunk_by_aggregate(recorder: object, upto: int, topic_prefix: str, after: t
             keyset, params = keyset + SQL("AND originator_id = %s "), [*params, only]
         statement = SQL(
             "SELECT notification_id, originator_id, originator_version, topic, state FROM {}.{} "
-            "WHERE notification_id <= %s AND topic LIKE %s {}ORDER BY originator_id, originator_version LIMIT %s"
+            "WHERE notification_id <= %s AND left(topic, %s) = %s {}ORDER BY originator_id, originator_version LIMIT %s"
         ).format(Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name), keyset)
         with recorder.datastore.transaction(commit=False) as cursor:
-            cursor.execute(statement, [upto, topic_prefix + "%", *params, limit])
+            cursor.execute(statement, [upto, len(topic_prefix), topic_prefix, *params, limit])
             return [Notification(id=r["notification_id"], originator_id=r["originator_id"],
                                  originator_version=r["originator_version"], topic=r["topic"], state=bytes(r["state"]))
                     for r in cursor.fetchall()]

@@ -203,7 +203,8 @@ class Projector:
         with self._folding_beside(folding, head, advanced) as folded:
             while in_order and (read := self.advance(in_order, self.rebuild_batch_size)):
                 advanced(read)
-            folded()
+                folded(wait=False)  # a fold that failed stops the rebuild now, not after this pass
+            folded(wait=True)
         while read := self.advance(fresh, self.rebuild_batch_size):
             advanced(read)
         position = head
@@ -225,58 +226,67 @@ class Projector:
 
     @contextmanager
     def _folding_beside(self, copies: Sequence[tuple[View, str]], head: int,
-                        advanced: Callable[[int], None]) -> Iterator[Callable[[], None]]:
-        """Starts folding `copies`; yields a function that waits until the fold is done."""
+                        advanced: Callable[[int], None]) -> Iterator[Callable[..., None]]:
+        """Starts folding `copies`; yields `folded(wait)`, which raises if the fold failed and, with
+        `wait`, waits for it to end. Leaving early (an error here) stops the fold."""
         if not copies:
-            yield lambda: None
+            yield lambda wait: None
         elif self.elsewhere is None or not self.store.postgres:
+            stop = threading.Event()
             with ThreadPoolExecutor(1, thread_name_prefix="rebuild-fold") as beside:
-                fold = beside.submit(self._fold, copies, head, advanced)
-                yield fold.result
+                fold = beside.submit(self._fold, copies, head, advanced, stop)
+                try:
+                    yield lambda wait: fold.result() if wait or fold.done() else None
+                finally:
+                    stop.set()
         else:
             context = multiprocessing.get_context("spawn")  # nothing of this process's connections is shared
             count = context.Value("q", 0)
             process = context.Process(target=_fold_elsewhere, name="rebuild-fold", daemon=True,
-                                      args=(self.elsewhere, [t for _, t in copies], head, self.rebuild_batch_size,
-                                            count))
+                                      args=(self.elsewhere, [(type(v), t) for v, t in copies], head,
+                                            self.rebuild_batch_size, count))
             process.start()
             reported = [0]
 
-            def report() -> None:
+            def folded(wait: bool) -> None:
+                while wait and process.is_alive():
+                    process.join(0.5)
+                    folded(wait=False)
                 with count.get_lock():
                     now = count.value
                 advanced(now - reported[0])
                 reported[0] = now
-
-            def wait() -> None:
-                while process.is_alive():
-                    process.join(0.5)
-                    report()
-                if process.exitcode != 0:
+                if not process.is_alive() and process.exitcode != 0:
                     raise RuntimeError(f"the fold of {', '.join(t for _, t in copies)} failed "
                                        f"(exit code {process.exitcode}); nothing was swapped in")
-                report()
 
             try:
-                yield wait
+                yield folded
             finally:
                 if process.is_alive():  # the rebuild failed in this process: stop the fold too
                     process.terminate()
-                    process.join()
+                process.join()
+                process.close()
 
-    def _fold(self, copies: Sequence[tuple[View, str]], head: int, advanced: Callable[[int], None]) -> None:
+    def _fold(self, copies: Sequence[tuple[View, str]], head: int, advanced: Callable[[int], None],
+              stop: threading.Event | None = None) -> None:
         """Feeds each copy its aggregates' events up to `head`, aggregate by aggregate, then sets its
-        position to `head`. Positions stay 0 until then: a crash leaves a copy that the next rebuild
-        drops; the live views are untouched either way."""
+        position to `head`. Positions stay 0 until then: a crash (or `stop`) leaves a copy that the
+        next rebuild drops; the live views are untouched either way."""
         by_topic: dict[str, list[tuple[View, str]]] = {}
         for view, tracking in copies:
             by_topic.setdefault(get_topic(view.folds) + ".", []).append((view, tracking))
         for prefix, group in by_topic.items():
             for chunk in by_aggregate(self.app.recorder, head, prefix, self.rebuild_batch_size):
+                if stop is not None and stop.is_set():
+                    return
                 events = [(n.id, self.mapper.to_domain_event(n)) for n in chunk]
+                writes = [view.fold(events) for view, _ in group]
                 with self.store.write() as tx:
-                    for view, _ in group:
-                        view.fold(tx, events)
+                    for write in writes:
+                        write(tx)
+                for _, tracking in group:
+                    self.processed[tracking.removesuffix(NEXT)] += len(chunk)
                 advanced(len(chunk))
         with self.store.write() as tx:
             for _, tracking in copies:
@@ -292,8 +302,8 @@ class Projector:
             self._apply(tx, copies, starts, stored, decoded)
 
 
-def _fold_elsewhere(elsewhere: Callable[[], AbstractContextManager[Projector]], trackings: list[str], head: int,
-                    chunk: int, count: Any) -> None:
+def _fold_elsewhere(elsewhere: Callable[[], AbstractContextManager[Projector]], copies: list[tuple[type[View], str]],
+                    head: int, chunk: int, count: Any) -> None:
     """A rebuild's fold, in a process of its own (see Projector._folding_beside)."""
 
     def advanced(folded: int) -> None:
@@ -302,5 +312,5 @@ def _fold_elsewhere(elsewhere: Callable[[], AbstractContextManager[Projector]], 
 
     with elsewhere() as projector:
         projector.rebuild_batch_size = chunk
-        copies = [(projector._view(t.removesuffix(NEXT), NEXT), t) for t in trackings]
-        projector._fold(copies, head, advanced)
+        events_table = projector.app.recorder.events_table_name
+        projector._fold([(cls(NEXT, events_table=events_table), tracking) for cls, tracking in copies], head, advanced)

@@ -5,7 +5,7 @@ the case's closure; a case counts as handled in every month one of its
 spells touches. Visits count in the month they took place (Asia/Shanghai).
 """
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import datetime
 from typing import Any
 from uuid import UUID
@@ -28,34 +28,33 @@ class LiaisonView(View):
               "visitor TEXT NOT NULL, at BIGINT NOT NULL", indexes=("at",)),
     )
 
-    def apply(self, tx: Tx, events: Sequence[tuple[int, Any]], fresh: bool = False) -> None:
-        batch = _Batch(self, tx, events, fresh)
-        for position, event in events:
-            batch.apply(position, event)
-        batch.write()
+    def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
+        touched = {e.originator_id for _, e in events if isinstance(e, ServiceCase.CaseEvent)}
+        _Batch(self, self._load(tx, touched), events).write(tx)
 
-    def fold(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
-        self.apply(tx, events, fresh=True)
+    def fold(self, events: Sequence[tuple[int, Any]]) -> Callable[[Tx], None]:
+        return _Batch(self, None, events).write
+
+    def _load(self, tx: Tx, ids: set[UUID]) -> dict[UUID, dict]:
+        rows = tx.select_in(f"SELECT case_id, org_unit, assignee, closed FROM {self.table('liaison_cases')} "
+                            "WHERE case_id IN ({})", [str(i) for i in ids])
+        return {UUID(case_id): {"org_unit": org_unit, "assignee": assignee, "closed": bool(closed),
+                                "spell": "stored" if assignee and not closed else None}
+                for case_id, org_unit, assignee, closed in rows}
 
 
 class _Batch:
     """One batch's changes, gathered in memory and written with a few statements."""
 
-    def __init__(self, view: LiaisonView, tx: Tx, events: Sequence[tuple[int, Any]], fresh: bool):
-        """`fresh`: none of the batch's cases is stored yet (a rebuild's fold), so none is looked up."""
-        self.view, self.tx, self.fresh = view, tx, fresh
-        touched = {e.originator_id for _, e in events if isinstance(e, ServiceCase.CaseEvent)}
-        self.cases: dict[UUID, dict] = {} if fresh else self._load(touched)
+    def __init__(self, view: LiaisonView, stored: dict[UUID, dict] | None, events: Sequence[tuple[int, Any]]):
+        """`stored`: the batch's cases as stored before it; None when none of them is (a rebuild's fold)."""
+        self.view, self.fresh = view, stored is None
+        self.cases: dict[UUID, dict] = stored or {}
         self.new_spells: list[list] = []  # [case_id, assignee, org_unit, started_at, ended_at]
         self.ended: list[tuple[int, str]] = []  # (ended_at, case_id) of spells stored earlier
         self.visits: list[tuple] = []
-
-    def _load(self, ids: set[UUID]) -> dict[UUID, dict]:
-        rows = self.tx.select_in(f"SELECT case_id, org_unit, assignee, closed FROM {self.view.table('liaison_cases')} "
-                                 "WHERE case_id IN ({})", [str(i) for i in ids])
-        return {UUID(case_id): {"org_unit": org_unit, "assignee": assignee, "closed": bool(closed),
-                                "spell": "stored" if assignee and not closed else None}
-                for case_id, org_unit, assignee, closed in rows}
+        for position, event in events:
+            self.apply(position, event)
 
     def apply(self, position: int, event: Any) -> None:
         at = micros(event.timestamp)
@@ -93,19 +92,18 @@ class _Batch:
             case["spell"][4] = at
         case["spell"] = None
 
-    def write(self) -> None:
+    def write(self, tx: Tx) -> None:
         t = self.view.table
-        self.tx.executemany(f"UPDATE {t('liaison_spells')} SET ended_at=? WHERE case_id=? AND ended_at IS NULL",
-                            self.ended)
-        self.tx.insert(t("liaison_spells"), ("case_id", "assignee", "org_unit", "started_at", "ended_at"),
-                       [tuple(s) for s in self.new_spells])
-        self.tx.insert(t("liaison_visits"), ("position", "case_id", "org_unit", "visitor", "at"), self.visits)
+        tx.executemany(f"UPDATE {t('liaison_spells')} SET ended_at=? WHERE case_id=? AND ended_at IS NULL", self.ended)
+        tx.insert(t("liaison_spells"), ("case_id", "assignee", "org_unit", "started_at", "ended_at"),
+                  [tuple(s) for s in self.new_spells])
+        tx.insert(t("liaison_visits"), ("position", "case_id", "org_unit", "visitor", "at"), self.visits)
         cases = [(str(i), c["org_unit"], c["assignee"], int(c["closed"])) for i, c in self.cases.items()]
         if self.fresh:
-            self.tx.insert(t("liaison_cases"), ("case_id", "org_unit", "assignee", "closed"), cases)
+            tx.insert(t("liaison_cases"), ("case_id", "org_unit", "assignee", "closed"), cases)
             return
-        self.tx.executemany(f"INSERT INTO {t('liaison_cases')} VALUES (?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE "
-                            "SET assignee=excluded.assignee, closed=excluded.closed", cases)
+        tx.executemany(f"INSERT INTO {t('liaison_cases')} VALUES (?, ?, ?, ?) ON CONFLICT (case_id) DO UPDATE "
+                       "SET assignee=excluded.assignee, closed=excluded.closed", cases)
 
 
 def _closes(event: Any) -> bool:

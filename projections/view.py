@@ -7,7 +7,7 @@ view is rebuilt from the log, never migrated by hand.
 """
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -33,6 +33,7 @@ class View:
     # The aggregate class whose events alone this view reads, each aggregate's rows depending on its own
     # events only: a rebuild may then feed it the log aggregate by aggregate (see Projector.rebuild).
     folds: ClassVar[type | None] = None
+    revision: ClassVar[int] = 1  # raised when what a view's rows hold changes but not its tables: rebuilt too
 
     def __init__(self, suffix: str = "", events_table: str = ""):
         self.suffix = suffix
@@ -44,6 +45,8 @@ class View:
     @classmethod
     def fingerprint(cls) -> str:
         ddl = "\n".join(f"{t.name}({t.columns}){t.indexes}{t.lookups}" for t in cls.tables)
+        if cls.revision > 1:
+            ddl += f"\nrevision {cls.revision}"
         return hashlib.sha256(ddl.encode()).hexdigest()[:16]
 
     def create(self, tx: Tx, build: str, indexed: bool = True) -> None:
@@ -74,7 +77,8 @@ class View:
         """Applies a batch of (position, domain event) — or (position, stored event) — to this copy's tables."""
         raise NotImplementedError
 
-    def fold(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
+    def fold(self, events: Sequence[tuple[int, Any]]) -> Callable[[Tx], None]:
         """A rebuild's batch for a view that `folds`: whole aggregates, each from its first event, none
-        of them in the tables yet; a view may write them without looking up or updating any row."""
-        self.apply(tx, events)
+        of them in the tables yet. Works out the rows outside any transaction and returns what writes
+        them (without looking up or updating any row), so a transaction is held only to write."""
+        return lambda tx: self.apply(tx, events)
