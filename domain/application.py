@@ -29,7 +29,7 @@ from domain.actor import Actor
 from domain.case import ServiceCase
 from domain.client import Client, Disclosure
 from domain.commands import SHOWN_TO, Contention, Idempotency, Written, check_version
-from domain.errors import IdempotencyKeyReused, NotFound, UnknownOrgUnit
+from domain.errors import DomainError, IdempotencyKeyReused, NotFound, UnknownOrgUnit
 from domain.groupcommit import GroupCommit
 from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
 from domain.purchasing import PurchasedServices
@@ -174,12 +174,21 @@ class LastMeter(PurchasedServices, Application):
         """Loads the case, lets `guard` refuse it (the caller's scope, before anything else is
         said about the case), checks If-Match, acts, saves; re-runs a lost race."""
 
+        trusting = [True]  # the first attempt acts on the case as this process last saw it
+
         def attempt() -> ServiceCase:
-            case = self.get_case(case_id)
-            if guard is not None:
-                guard(case)
-            check_version(case, expected_version)
-            action(case)
+            case = self._case_to_act_on(case_id, trusting[0])
+            try:
+                if guard is not None:
+                    guard(case)
+                check_version(case, expected_version)
+                action(case)
+            except DomainError:
+                if not trusting[0]:
+                    raise
+                trusting[0] = False  # a refusal is only ever said of the newest state
+                return attempt()
+            trusting[0] = False  # a save that loses its race re-runs on the newest state
             return case
 
         if guard is not None and idem is not None:  # a replay answers too: only within the guard
@@ -196,6 +205,15 @@ class LastMeter(PurchasedServices, Application):
             case.take_step(actor, step, payload, id_number=id_number)
 
         return self.update_case(idem, case_id, expected_version, action, guard)
+
+    def _case_to_act_on(self, case_id: UUID, trusting: bool) -> ServiceCase:
+        """With `trusting`, the case as this process last loaded or saved it, without asking the store
+        whether another process wrote since: a copy that is behind cannot be saved (its next version
+        is taken), so the command re-runs on the newest state; otherwise the newest state."""
+        cached = self.repository.cached(case_id) if trusting else None
+        if isinstance(cached, ServiceCase):
+            return self._without_erased(cached)
+        return self.get_case(case_id)
 
     def get_case(self, case_id: UUID, version: int | None = None, from_log: bool = False) -> ServiceCase:
         """The case now, or at `version`; `from_log`: replayed from its events alone, no snapshot
@@ -305,6 +323,8 @@ class LastMeter(PurchasedServices, Application):
             except IntegrityError:
                 time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
                 continue
+            for aggregate in aggregates:
+                self.repository.saved(aggregate)
             if isinstance(result, Written):
                 # The receipt is bookkeeping: the position answered is the target's last event.
                 position = max((r.notification.id for r in recordings if r.domain_event.originator_id == result.id),
@@ -379,6 +399,29 @@ class LockingRepository(Repository):
         with self._stripe(aggregate.id):
             self.cache.put(aggregate.id, aggregate)
             return deepcopy(aggregate)
+
+    def cached(self, aggregate_id: Any) -> Any | None:
+        """A copy of the cached aggregate as it stands, without asking the store for newer events;
+        None if it is not cached."""
+        if not self.cache:
+            return None
+        with self._stripe(aggregate_id):
+            try:
+                return deepcopy(self.cache.get(aggregate_id))
+            except KeyError:
+                return None
+
+    def saved(self, aggregate: Any) -> None:
+        """Moves a cached aggregate on to the state just saved, if that is newer than the cached one."""
+        if not self.cache:
+            return
+        with self._stripe(aggregate.id):
+            try:
+                cached = self.cache.get(aggregate.id)
+            except KeyError:
+                return
+            if cached.version < aggregate.version:
+                self.cache.put(aggregate.id, deepcopy(aggregate))
 
     def _stripe(self, aggregate_id: Any) -> threading.Lock:
         return self.stripes[hash(aggregate_id) % len(self.stripes)]

@@ -7,6 +7,7 @@ from uuid import uuid4
 import pytest
 from eventsourcing.postgres import PostgresApplicationRecorder
 
+from api.backend import open_backend
 from domain.actor import Actor
 from domain.application import Idempotency
 from domain.errors import StaleVersion
@@ -67,6 +68,38 @@ class TestConcurrentCommands:
         with pytest.raises(StaleVersion):
             lastmeter.update_case(None, case.id, 1, note("second"))
         assert lastmeter.get_case(case.id).version == 2
+
+
+class TestAnotherProcessWroteSince:
+    """Commands act first on this process's cached case; another process's writes must still count."""
+
+    @pytest.fixture
+    def other(self, settings):
+        backend = open_backend(settings)
+        yield backend.lastmeter
+        backend.close()
+
+    def test_a_command_on_a_case_another_process_moved_on_is_re_run_on_the_newest_state(self, lastmeter, other):
+        case = open_case(lastmeter)
+        lastmeter.update_case(None, case.id, None, note("cached here at version 2"))
+        other.update_case(None, case.id, None, note("written there as version 3"))
+        written = lastmeter.update_case(None, case.id, None, note("version 4"))
+        assert written.version == 4 and lastmeter.get_case(case.id).notes == 3
+
+    def test_a_refusal_is_said_of_the_newest_state_not_of_the_cached_one(self, lastmeter, other):
+        case = open_case(lastmeter)
+        lastmeter.update_case(None, case.id, None, lambda c: c.close(WORKER, "withdrawn"))  # closed, here
+        other.update_case(None, case.id, None, lambda c: c.reopen(WORKER, "重新申请"))  # open again, there
+        written = lastmeter.update_case(None, case.id, None, lambda c: c.put_on_hold(WORKER, "住院"))
+        assert written.version == 4 and lastmeter.get_case(case.id).status == "on_hold"
+
+    def test_if_match_is_checked_against_the_newest_version(self, lastmeter, other):
+        case = open_case(lastmeter)
+        lastmeter.get_case(case.id)  # cached at version 1
+        other.update_case(None, case.id, None, note("version 2"))
+        assert lastmeter.update_case(None, case.id, 2, note("version 3")).version == 3
+        with pytest.raises(StaleVersion):
+            lastmeter.update_case(None, case.id, 2, note("stale"))
 
 
 class TestIdempotencyAcrossCrashes:
