@@ -186,6 +186,16 @@ class ServiceCase(Aggregate):
         self.due_at: datetime | None = None
         self._enter(self.declaration.first_stage.name, self.created_on)
 
+    def __deepcopy__(self, memo: dict) -> "ServiceCase":
+        """A copy to act on (the repository copies a cached case for every command and read): its
+        dicts and lists copied, their values shared. That is as safe as a deep copy because no value
+        inside is ever changed in place: events set or replace entries, and the values themselves
+        (text, numbers, moments, ids, the facts of a step) are never mutated."""
+        copy = object.__new__(type(self))
+        copy.__dict__.update({name: value.copy() if type(value) in (dict, list) else value
+                              for name, value in self.__dict__.items()})
+        return copy
+
     # -- commands ---------------------------------------------------------
 
     @classmethod

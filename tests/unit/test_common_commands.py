@@ -525,3 +525,25 @@ class TestNoIdentityInCaseEvents:
         number = certificate_number(ID_NUMBER, case.details["category"], case.details["grade"])
         assert holders[0].personal == {"certificate_number": number}
         assert events[0].client_id == client.id
+
+
+class TestCopies:
+    """The repository hands every command a copy of the cached case: acting on it must leave the cache alone."""
+
+    @pytest.mark.parametrize("kind", list(KINDS))
+    def test_acting_on_a_copy_leaves_the_original_as_it_was(self, kind):
+        import copy
+
+        steps = KINDS[kind].steps
+        case = open_case(kind)
+        take(case, steps[0].name)
+        case.collect_events()
+        before = copy.deepcopy(vars(case))  # the standard deep copy: the reference
+        acted = copy.deepcopy(case)
+        acted.assign(WORKER, "someone-else")
+        acted.add_note(WORKER, "一条记录")
+        following = next((s for s in steps[1:] if s.allowed_from(acted.stage) and not s.closes_with), None)
+        if following is not None:
+            take(acted, following.name)  # sets the step's facts and personal values
+        acted.close(WORKER, "withdrawn")
+        assert vars(case) == before and acted.version > case.version
