@@ -324,7 +324,8 @@ class LastMeter(PurchasedServices, Application):
                 time.sleep(random.uniform(0, 0.002 * min(attempt + 1, 10)))
                 continue
             for aggregate in aggregates:
-                self.repository.saved(aggregate)
+                if isinstance(aggregate, ServiceCase):  # what commands act on from the cache (cheap to copy)
+                    self.repository.saved(aggregate)
             if isinstance(result, Written):
                 # The receipt is bookkeeping: the position answered is the target's last event.
                 position = max((r.notification.id for r in recordings if r.domain_event.originator_id == result.id),
