@@ -86,16 +86,19 @@ class Projector:
     def head(self) -> int:
         return self.app.recorder.max_notification_id() or 0
 
-    def position(self, tracking: str, tx: Tx | None = None) -> int:
-        if tx is None:
-            with self.store.read() as tx:
-                return self.position(tracking, tx)
-        row = tx.execute(f"SELECT position FROM {POSITIONS} WHERE name=?", (tracking,)).fetchone()
-        return row[0] if row else 0
+    def position(self, tracking: str) -> int:
+        with self.store.read() as tx:
+            return self._positions(tx, [tracking]).get(tracking, 0)
 
-    def _lock_position(self, tx: Tx, tracking: str) -> int:
-        suffix = " FOR UPDATE" if self.store.postgres else ""
-        return tx.execute(f"SELECT position FROM {POSITIONS} WHERE name=?{suffix}", (tracking,)).fetchone()[0]
+    def _positions(self, tx: Tx, trackings: Sequence[str], lock: bool = False) -> dict[str, int]:
+        """The positions of several copies in one statement; `lock`: locked for this transaction, in
+        the order of their names whoever asks, so that projectors never deadlock (SQLite has one
+        writer at a time anyway)."""
+        names = sorted(set(trackings))
+        locking = " ORDER BY name FOR UPDATE" if lock and self.store.postgres else ""
+        rows = tx.execute(f"SELECT name, position FROM {POSITIONS} WHERE name IN ({', '.join('?' * len(names))})"
+                          f"{locking}", names).fetchall()
+        return {name: position for name, position in rows}
 
     def _read(self, copies: Sequence[tuple[View, str]], starts: dict[str, int],
               limit: int) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
@@ -114,25 +117,27 @@ class Projector:
         Each copy is (view, tracking name); returns how many positions the batch spanned.
         """
         with self.store.read() as tx:
-            starts = {tracking: self.position(tracking, tx) for _, tracking in copies}
+            starts = self._positions(tx, [tracking for _, tracking in copies])
         stored, decoded = self._read(copies, starts, batch_size or self.batch_size)
         if not stored:
             return 0
         with self.store.write() as tx:
-            # Locked always in the same order, so projectors never deadlock; a copy that another
-            # projector moved on since it was read is left to the next round.
-            unmoved = [(v, t) for v, t in copies if self._lock_position(tx, t) == starts[t]]
+            # A copy that another projector moved on since it was read is left to the next round.
+            locked = self._positions(tx, list(starts), lock=True)
+            unmoved = [(v, t) for v, t in copies if locked[t] == starts[t]]
             self._apply(tx, unmoved, starts, stored, decoded)
         return len(stored)
 
     def _apply(self, tx: Tx, copies: Sequence[tuple[View, str]], starts: dict[str, int],
                stored: list[tuple[int, Any]], decoded: list[tuple[int, Any]]) -> None:
+        moved = []
         for view, tracking in copies:
             batch = [e for e in (stored if view.stored else decoded) if e[0] > starts[tracking]]
             if batch:
                 view.apply(tx, batch)
-                tx.execute(f"UPDATE {POSITIONS} SET position=? WHERE name=?", (batch[-1][0], tracking))
+                moved.append((batch[-1][0], tracking))
                 self.processed[tracking.removesuffix(NEXT)] += len(batch)
+        tx.executemany(f"UPDATE {POSITIONS} SET position=? WHERE name=?", moved)
 
     def _view(self, name: str, suffix: str = "") -> View:
         return self.views[name](suffix, events_table=self.app.recorder.events_table_name)
@@ -169,7 +174,8 @@ class Projector:
     def statuses(self) -> list[Status]:
         head = self.head()
         with self.store.read() as tx:
-            return [Status(name, self.position(name, tx), head) for name in self.views]
+            positions = self._positions(tx, list(self.views))
+        return [Status(name, positions.get(name, 0), head) for name in self.views]
 
     # -- rebuilding -------------------------------------------------------
 
@@ -209,12 +215,11 @@ class Projector:
             advanced(read)
         position = head
         with self.store.write() as tx:
-            for name in names:
-                self._lock_position(tx, name)
+            self._positions(tx, names, lock=True)  # the live views: no projector moves them until the swap
             self._finish(tx, fresh)
             for (view, tracking), name in zip(fresh, names):
                 view.index(tx, build)
-                position = self._lock_position(tx, tracking)
+                position = self._positions(tx, [tracking])[tracking]  # locked by _finish
                 self._view(name).drop(tx)
                 view.rename_to_live(tx)
                 tx.execute(f"UPDATE {POSITIONS} SET position=?, fingerprint=? WHERE name=?",
@@ -295,7 +300,7 @@ class Projector:
     def _finish(self, tx: Tx, copies: Sequence[tuple[View, str]]) -> None:
         """Inside the swap's transaction: applies what was written since the last batch."""
         while True:
-            starts = {tracking: self._lock_position(tx, tracking) for _, tracking in copies}
+            starts = self._positions(tx, [tracking for _, tracking in copies], lock=True)
             stored, decoded = self._read(copies, starts, self.batch_size)
             if not stored:
                 return
