@@ -10,6 +10,7 @@ import re
 from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
 
 from api.access import Principal
 from domain.application import Idempotency, LastMeter
@@ -90,13 +91,17 @@ async def get_settings_dep(request: Request):
     return request.app.state.settings
 
 
-def fresh(
+async def fresh(
     request: Request,
     min_position: Annotated[int | None, Query(ge=0, description="wait until the views have reached this log position")] = None,
 ) -> None:
-    """Read-your-writes: waits (bounded) until every view has reached `min_position`."""
-    if min_position is None:
-        return
+    """Read-your-writes: waits (bounded) until every view has reached `min_position`. Without it, a
+    read pays nothing here; with it, the waiting (which reads the store) happens in a worker thread."""
+    if min_position is not None:
+        await run_in_threadpool(_wait_for_views, request, min_position)
+
+
+def _wait_for_views(request: Request, min_position: int) -> None:
     readside = request.app.state.readside
     if min_position > readside.projector.head():
         raise InvalidInput("min_position", "is beyond the end of the event log")
