@@ -54,7 +54,7 @@ class Projector:
         self.app = app
         self.elsewhere = elsewhere
         self.mapper = mapper or app.mapper
-        self.rebuild_batch_size = rebuild_batch_size  # larger: fewer upserts of rows a batch touches again
+        self.rebuild_batch_size = rebuild_batch_size  # a rebuild's batch, and about the events of a fold's chunk
         self.store = store
         self.views = {v.name: v for v in views}
         self.batch_size = batch_size
@@ -213,21 +213,20 @@ class Projector:
             folded(wait=True)
         while read := self.advance(fresh, self.rebuild_batch_size):
             advanced(read)
-        position = head
         with self.store.write() as tx:
             self._positions(tx, names, lock=True)  # the live views: no projector moves them until the swap
             self._finish(tx, fresh)
+            positions = self._positions(tx, [tracking for _, tracking in fresh])  # locked by _finish
             for (view, tracking), name in zip(fresh, names):
                 view.index(tx, build)
-                position = self._positions(tx, [tracking])[tracking]  # locked by _finish
                 self._view(name).drop(tx)
                 view.rename_to_live(tx)
                 tx.execute(f"UPDATE {POSITIONS} SET position=?, fingerprint=? WHERE name=?",
-                           (position, view.fingerprint(), name))
+                           (positions[tracking], view.fingerprint(), name))
                 tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (tracking,))
         self.store.refresh_statistics([f"view_{t.name}" for name in names for t in self.views[name].tables])
         progress(total, total)
-        return position
+        return max(positions.values(), default=head)
 
     @contextmanager
     def _folding_beside(self, copies: Sequence[tuple[View, str]], head: int,

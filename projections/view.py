@@ -63,7 +63,8 @@ class View:
         for t in self.tables:
             for i, index in enumerate(t.indexes):
                 columns, where, predicate = index.partition(" WHERE ")
-                tx.execute(f"CREATE INDEX ix_{t.name}_{build}_{i} ON {self.table(t.name)} ({columns}) {where}{predicate}")
+                tx.execute(f"CREATE INDEX ix_{t.name}_{build}_{i} ON {self.table(t.name)} ({columns}) "
+                           f"{where}{predicate}")
 
     def drop(self, tx: Tx) -> None:
         for t in self.tables:
