@@ -244,3 +244,19 @@ def test_not_ready_while_a_view_is_far_behind(settings, lastmeter):
             lastmeter.issue_token(ADMIN, user, "auditor")
         r = client.get("/readyz")
     assert r.status_code == 503 and "far behind" in r.json()["detail"]
+
+
+def test_a_read_waiting_for_a_position_the_views_do_not_reach_is_503(settings, lastmeter):
+    """With no projector running, a min_position just written is never reached: 503 with Retry-After."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from tests.conftest import ADMIN
+
+    apart = settings.model_copy(update={"run_projector": False, "min_position_wait": 0.2})
+    with TestClient(create_app(apart)) as client:
+        auditor = {"Authorization": f"Bearer {lastmeter.issue_token(ADMIN, 'auditor-w', 'auditor')}"}
+        head = lastmeter.recorder.max_notification_id()
+        r = client.get("/v1/audit/events", params={"min_position": head}, headers=auditor)
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
+    assert r.headers["content-type"].startswith("application/problem+json")
