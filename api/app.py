@@ -21,7 +21,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         backend = open_backend(settings)
-        readside = ReadSide(backend)
+        readside = ReadSide(backend, in_a_process=settings.projector_process)
         if settings.run_projector:
             readside.start()
         app.state.lastmeter, app.state.backend = backend.lastmeter, backend

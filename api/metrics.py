@@ -19,9 +19,10 @@ class ProjectionCollector:
         processed = CounterMetricFamily("lastmeter_projection_events_processed",
                                         "Events applied to a view by this process", labels=["view"])
         if readside is not None:
+            counts = readside.processed()
             for status in readside.projector.statuses():
                 lag.add_metric([status.name], status.lag)
-                processed.add_metric([status.name], readside.projector.processed[status.name])
+                processed.add_metric([status.name], counts[status.name])
         yield lag
         yield processed
 

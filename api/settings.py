@@ -28,7 +28,9 @@ class Settings(BaseSettings):
     case_snapshot_interval: int = Field(default=100, ge=0)
     """A case is snapshotted every this many events (0: never), so a long case reads without a full replay."""
     run_projector: bool = True
-    """Whether `serve` keeps the views up to date in a background thread (else run `lastmeter projector`)."""
+    """Whether `serve` keeps the views up to date itself (else run `lastmeter projector`)."""
+    projector_process: bool = True
+    """On PostgreSQL, run that projector in a process of its own (else a thread; always on SQLite)."""
     subsidy_tiers: str = DEFAULT_TIERS
     """Liaison subsidy tiers, "least work:yuan" pairs."""
     min_position_wait: float = 5.0

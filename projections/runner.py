@@ -154,21 +154,24 @@ class Projector:
             self._caught_up.notify_all()
         return total
 
-    def run(self, stop: threading.Event, poll: float = 0.05) -> None:
-        """Follows the log until `stop` is set."""
+    def run(self, stop: threading.Event, poll: float = 0.05, after_each: Callable[[], None] = lambda: None) -> None:
+        """Follows the log until `stop` is set; `after_each` is called after every round."""
         while not stop.is_set():
-            if not self.catch_up():
+            read = self.catch_up()
+            after_each()
+            if not read:
                 stop.wait(poll)
 
-    def wait_for(self, position: int, timeout: float) -> bool:
-        """Waits until every view has reached `position`; False on timeout."""
+    def wait_for(self, position: int, timeout: float, poll: float = 0.01) -> bool:
+        """Waits until every view has reached `position`; False on timeout. A projector in this
+        process wakes the wait when it catches up; one elsewhere is seen by polling."""
         deadline = time.monotonic() + timeout
         while min(s.position for s in self.statuses()) < position:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
             with self._caught_up:
-                self._caught_up.wait(min(remaining, 0.05))
+                self._caught_up.wait(min(remaining, poll))
         return True
 
     def statuses(self) -> list[Status]:

@@ -56,7 +56,10 @@ def settings(store: str, tmp_path, request) -> Iterator[Settings]:
     with psycopg.connect(url, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
-        yield Settings(database_url=url, postgres_schema=schema, postgres_pool_size=4, master_key=MASTER_KEY)
+        # In-process tests follow the log in a thread (a process per test would take a second to start);
+        # the server tests and tests/api/test_read_side.py run it in a process.
+        yield Settings(database_url=url, postgres_schema=schema, postgres_pool_size=4, master_key=MASTER_KEY,
+                       projector_process=False)
     finally:
         with psycopg.connect(url, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import time
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -225,9 +226,44 @@ class TestSpreadsheetLists:
 def test_not_ready_once_the_projector_has_stopped(api):
     assert api.client.get("/readyz").status_code == 200
     api.client.app.state.readside._stop.set()  # the projector thread ends, as if it had died
-    api.client.app.state.readside._thread.join(timeout=10)
+    api.client.app.state.readside._runner.join(timeout=10)
     r = api.client.get("/readyz")
     assert r.status_code == 503 and "not running" in r.json()["detail"]
+
+
+def test_the_projector_process_keeps_the_views_up_and_stops_with_the_server(settings, lastmeter):
+    """The server's own projector as deployed: on PostgreSQL a process of its own, on SQLite a thread."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    deployed = settings.model_copy(update={"projector_process": True})
+    with TestClient(create_app(deployed)) as client:
+        readside = client.app.state.readside
+        assert readside.in_a_process == settings.is_postgres and readside.following
+        auditor = {"Authorization": f"Bearer {lastmeter.issue_token(ADMIN, 'auditor-p', 'auditor')}"}
+        head = lastmeter.recorder.max_notification_id()
+        r = client.get("/v1/audit/events", params={"min_position": head}, headers=auditor)
+        assert r.status_code == 200, r.text
+        assert client.get("/readyz").status_code == 200
+        deadline = time.monotonic() + 5  # the process shares its counts just after it commits
+        while readside.processed()["audit"] < 1 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert readside.processed()["audit"] >= 1
+        metrics = client.get("/metrics").text
+        assert 'lastmeter_projection_events_processed_total{view="audit"}' in metrics
+    assert not readside.following
+
+
+def test_a_projector_process_stops_once_its_parent_is_gone():
+    import os
+    import threading
+
+    from api.readside import _UntilOrphaned
+
+    assert not _UntilOrphaned(threading.Event(), os.getppid()).is_set()
+    gone = _UntilOrphaned(threading.Event(), parent=-1)
+    assert gone.is_set() and gone.wait(0)
 
 
 def test_not_ready_while_a_view_is_far_behind(settings, lastmeter):
