@@ -10,6 +10,7 @@ from api.routes import audit, cases, clients, contracts, health, reference, repo
 from api.backend import open_backend
 from api.readside import ReadSide
 from api.settings import Settings, get_settings
+from api.tokens import CheckedTokens
 
 
 ROUTERS = tuple(m.router for m in (clients, cases, contracts, workload, reports, audit, reference, health))
@@ -26,6 +27,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             readside.start()
         app.state.lastmeter, app.state.backend = backend.lastmeter, backend
         app.state.readside, app.state.settings = readside, settings
+        app.state.tokens = CheckedTokens(backend.lastmeter, settings.token_recheck_seconds)
         try:
             yield
         finally:

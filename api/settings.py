@@ -33,6 +33,9 @@ class Settings(BaseSettings):
     """On PostgreSQL, run that projector in a process of its own (else a thread; always on SQLite)."""
     subsidy_tiers: str = DEFAULT_TIERS
     """Liaison subsidy tiers, "least work:yuan" pairs."""
+    token_recheck_seconds: float = Field(default=1.0, ge=0)
+    """How long a server trusts a token it has checked before asking the store again: a token revoked
+    from another process is refused within this time (0: the store is asked on every request)."""
     min_position_wait: float = 5.0
     """Seconds a read with min_position waits for the views before answering 503."""
     ready_max_lag: int = 10_000

@@ -59,6 +59,7 @@ class LastMeter(PurchasedServices, Application):
         self.snapshotting_projectors = {ServiceCase: _project}
         self._orgs: OrgTree | None = None
         self._group_commit = GroupCommit(self.recorder)
+        self.revocations = 0  # tokens revoked through this application
 
     def construct_repository(self) -> Repository:
         repository = super().construct_repository()
@@ -264,6 +265,7 @@ class LastMeter(PurchasedServices, Application):
             return [token], None
 
         self._retrying(attempt)
+        self.revocations += 1  # what a cache of checked tokens in this process compares against
 
     def tokens(self) -> list[AccessToken]:
         """Every token ever issued, revoked ones included, oldest first."""

@@ -1,5 +1,12 @@
 """Erasure (PIPL): the person's key is destroyed; their values read as erased everywhere; facts remain."""
 
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.backend import open_backend
 from tests.conftest import ADMIN
 from tests.privacy.test_plaintext import ID_NUMBER, NAME, NEED, NOTE, write_everything
 
@@ -81,6 +88,34 @@ def test_a_revoked_token_is_refused_on_the_next_request(api):
     api.app.revoke_token(ADMIN, token.id)
     assert api.client.get("/v1/case-kinds", headers=headers).status_code == 401
     assert next(t for t in api.app.tokens() if t.user == "leaving").revoked
+
+
+@pytest.mark.parametrize("recheck", [0, 0.3])
+def test_a_token_revoked_from_another_process_is_refused_within_the_recheck_time(settings, recheck):
+    """The server trusts a token it checked for `token_recheck_seconds`, no longer."""
+    with TestClient(create_app(settings.model_copy(update={"token_recheck_seconds": recheck}))) as client:
+        secret = client.app.state.lastmeter.issue_token(ADMIN, "moving-on", "case_worker", "350502")
+        headers = {"Authorization": f"Bearer {secret}"}
+        assert client.get("/v1/case-kinds", headers=headers).status_code == 200
+        elsewhere = open_backend(settings)  # `lastmeter tokens revoke`: another application on the store
+        try:
+            token = next(t for t in elsewhere.lastmeter.tokens() if t.user == "moving-on")
+            elsewhere.lastmeter.revoke_token(ADMIN, token.id)
+        finally:
+            elsewhere.close()
+        time.sleep(recheck)
+        assert client.get("/v1/case-kinds", headers=headers).status_code == 401
+
+
+def test_a_checked_token_is_trusted_until_this_process_revokes_one(api):
+    tokens = api.client.app.state.tokens
+    secret = api.app.issue_token(ADMIN, "trusted", "auditor")
+    assert tokens.trusted(secret) is None and tokens.check(secret).user == "trusted"
+    assert tokens.trusted(secret).role == "auditor"
+    other = api.app.issue_token(ADMIN, "other", "auditor")
+    api.app.revoke_token(ADMIN, next(t for t in api.app.tokens() if t.user == "other").id)
+    assert tokens.trusted(secret) is None and tokens.check(secret).user == "trusted"
+    assert tokens.check(other) is None and tokens.trusted(other) is None
 
 
 def test_nothing_personal_can_be_recorded_about_a_person_once_erased(api, desk):
