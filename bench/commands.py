@@ -4,7 +4,8 @@ One run, in a fresh schema per contender (all dropped at the end), measures:
 
   ours   `LastMeter.update_case(None, case_id, None, assign)` on the application as the API opens it
          (`open_backend`: sealing mapper, key ring, views), over --cases cases, the assignee alternating
-         so that every command appends; meanwhile the API's projector follows the log (`ReadSide.start()`);
+         so that every command appends; meanwhile the API's projector follows the log as `serve` runs it
+         (`ReadSide.start()`: in a process of its own);
   (a)    the stock eventsourcing `Application` with default settings doing the same work: a tiny
          aggregate with one `@event` method, load + trigger + save, re-run on IntegrityError;
   (b)    raw psycopg: one single-row INSERT + COMMIT per op, one connection per writer.
@@ -211,10 +212,10 @@ def measure_ours(args: argparse.Namespace) -> tuple[Run, Audit | None, int]:
         try:
             app = backend.lastmeter
             ids = seed_cases(app, args.cases)
-            readside = ReadSide(backend)
+            readside = ReadSide(backend, in_a_process=settings.projector_process)
             if not args.no_projector:
                 readside.projector.catch_up()
-                readside.start()  # follows the log while the writers write, as `serve` runs it
+                readside.start()  # follows the log while the writers write, where `serve` runs it
 
             def make_worker(i: int) -> tuple[Callable[[], int], Callable[[], None]]:
                 rng = random.Random(i)
