@@ -1,5 +1,6 @@
 """The `lastmeter` command line."""
 
+import copy
 import csv
 import getpass
 import json
@@ -83,7 +84,17 @@ def serve(
     if demo:
         show_demo_tokens(settings)
     console.print(f"store: {redact(settings.database_url)}  →  http://{host}:{port}/docs")
-    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info")
+    uvicorn.run("api.app:create_app", factory=True, host=host, port=port, workers=workers, log_level="info",
+                access_log=False, log_config=logging_config())
+
+
+def logging_config() -> dict:
+    """uvicorn's logging, with lastmeter's own loggers (errors, the access log) on its console handler."""
+    from uvicorn.config import LOGGING_CONFIG
+
+    config = copy.deepcopy(LOGGING_CONFIG)
+    config["loggers"]["lastmeter"] = {"handlers": ["default"], "level": "INFO", "propagate": False}
+    return config
 
 
 @cli.command()

@@ -1,5 +1,6 @@
 """Prometheus figures: HTTP requests, events processed, projection lag."""
 
+import logging
 import time
 
 from fastapi import FastAPI
@@ -39,8 +40,15 @@ def install(app: FastAPI) -> CollectorRegistry:
     return registry
 
 
+access = logging.getLogger("lastmeter.access")
+
+
 class Measure:
-    """Counts and times every HTTP request by route (plain ASGI: no per-request task or queue)."""
+    """Counts, times and logs every HTTP request by route (plain ASGI: no per-request task or queue).
+
+    The access log names the route's template, never the path asked for, so no identifier a client
+    sent is written to the log; `serve` turns uvicorn's own access log off for it.
+    """
 
     def __init__(self, app, requests: Counter, latency: Histogram):
         self.app, self.requests, self.latency = app, requests, latency
@@ -58,6 +66,7 @@ class Measure:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route = getattr(scope.get("route"), "path", "unmatched")
-            self.latency.labels(scope["method"], route).observe(time.perf_counter() - started)
+            route, took = getattr(scope.get("route"), "path", "unmatched"), time.perf_counter() - started
+            self.latency.labels(scope["method"], route).observe(took)
             self.requests.labels(scope["method"], route, str(status[0])).inc()
+            access.info("%s %s %d %.1f ms", scope["method"], route, status[0], took * 1000)

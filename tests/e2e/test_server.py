@@ -2,6 +2,7 @@
 
 import json
 import threading
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -338,3 +339,14 @@ def test_a_token_made_by_the_command_line_is_what_the_server_accepts(server):
         assert anonymous.get("/v1/case-kinds").status_code == 401
         assert anonymous.get("/v1/case-kinds", headers={"Authorization": "Bearer lm_not-a-token"}).status_code == 401
         assert anonymous.get("/v1/case-kinds", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+
+
+def test_the_access_log_names_routes_not_the_ids_asked_for(server, http):
+    case = ok(open_case(http, new_client(http)["id"]), 201)
+    ok(http.get(f"/v1/cases/{case['id']}"))
+    line = "GET /v1/cases/{case_id} 200"
+    deadline = time.monotonic() + 5  # the server writes its log as it goes
+    while line not in server.output() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert line in server.output()
+    assert case["id"] not in server.output() and case["client_id"] not in server.output()
