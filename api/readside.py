@@ -17,6 +17,7 @@ from typing import Protocol
 
 from api.backend import Backend
 from domain.application import LastMeter
+from domain.lockedinsert import channel
 from projections import VIEWS
 from projections.privacy import PersonalDataMapper
 from projections.runner import Projector
@@ -50,12 +51,12 @@ def projector_in_this_process(env: dict[str, str]) -> Iterator[Projector]:
         app.close()
 
 
-def follow(projector: Projector, stop: Stop, after_each=lambda: None) -> None:
+def follow(projector: Projector, stop: Stop, after_each=lambda: None, wake=None) -> None:
     """Keeps the views at the head of the log until `stop` is set; a failed batch was rolled back,
     so it is retried after a pause."""
     while not stop.is_set():
         try:
-            projector.run(stop, after_each=after_each)
+            projector.run(stop, after_each=after_each, wake=wake)
         except Exception as error:
             log.error("projector batch failed: %s; retrying", type(error).__name__)
             stop.wait(RETRY_AFTER_FAILURE)
@@ -75,14 +76,16 @@ class _UntilOrphaned:
 
 
 def follow_in_a_process(env: dict[str, str], stop: Stop, processed, parent: int) -> None:
-    """The projector process: follows the log, and shares its counts of events applied per view."""
-    with projector_in_this_process(env) as projector:
+    """The projector process: follows the log, woken by each insert's notification, and shares its
+    counts of events applied per view."""
+    with projector_in_this_process(env) as projector, \
+            projector.store.notified(channel(projector.app.recorder)) as wake:
         names = list(projector.views)
 
         def share_counts() -> None:
             processed[:] = [projector.processed[name] for name in names]
 
-        follow(projector, _UntilOrphaned(stop, parent), share_counts)
+        follow(projector, _UntilOrphaned(stop, parent), share_counts, wake)
 
 
 class ReadSide:

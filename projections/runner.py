@@ -154,13 +154,15 @@ class Projector:
             self._caught_up.notify_all()
         return total
 
-    def run(self, stop: threading.Event, poll: float = 0.05, after_each: Callable[[], None] = lambda: None) -> None:
-        """Follows the log until `stop` is set; `after_each` is called after every round."""
+    def run(self, stop: threading.Event, poll: float = 0.05, after_each: Callable[[], None] = lambda: None,
+            wake: Callable[[float], Any] | None = None) -> None:
+        """Follows the log until `stop` is set; `after_each` is called after every round. Caught up, it
+        waits `poll` seconds, or less with `wake`, which returns early when new events are stored."""
         while not stop.is_set():
             read = self.catch_up()
             after_each()
             if not read:
-                stop.wait(poll)
+                (wake or stop.wait)(poll)
 
     def wait_for(self, position: int, timeout: float, poll: float = 0.01) -> bool:
         """Waits until every view has reached `position`; False on timeout. A projector in this

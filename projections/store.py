@@ -9,11 +9,12 @@ their projection's tracking row (PostgreSQL: SELECT ... FOR UPDATE).
 
 import sqlite3
 import threading
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import psycopg
+from psycopg.sql import SQL, Identifier
 from psycopg_pool import ConnectionPool
 
 
@@ -177,6 +178,14 @@ class ViewStore:
                 yield conn
             finally:
                 conn.autocommit = False
+
+    @contextmanager
+    def notified(self, channel: str) -> Iterator[Callable[[float], bool]]:
+        """PostgreSQL only: `wait(timeout)`, which returns True as soon as `channel` is notified, or
+        False after `timeout`; on a connection of its own, since a listening one must not be pooled."""
+        with psycopg.connect(autocommit=True, **self._pool.kwargs) as conn:
+            conn.execute(SQL("LISTEN {}").format(Identifier(channel)))
+            yield lambda timeout: any(True for _ in conn.notifies(timeout=timeout, stop_after=1))
 
     def close(self) -> None:
         if self.postgres:

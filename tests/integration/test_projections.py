@@ -253,3 +253,15 @@ class TestChangedViews:
         assert projector.position("cases") == 0 and projector.position("audit") > 0
         projector.catch_up()
         assert snapshot(views) == before
+
+
+def test_each_insert_wakes_a_projector_waiting_for_events(lastmeter, views, store):
+    if store != "postgres":
+        pytest.skip("notifications are PostgreSQL's; on SQLite the projector polls")
+    from domain.lockedinsert import channel
+    from tests.conftest import ADMIN
+
+    with views.notified(channel(lastmeter.recorder)) as wake:
+        assert wake(0.05) is False  # nothing stored: the wait times out
+        lastmeter.issue_token(ADMIN, "newcomer", "auditor")
+        assert wake(10) is True
