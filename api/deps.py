@@ -110,7 +110,7 @@ def _wait_for_views(request: Request, min_position: int) -> None:
     readside = request.app.state.readside
     if min_position > readside.projector.head():
         raise InvalidInput("min_position", "is beyond the end of the event log")
-    if not readside.projector.wait_for(min_position, request.app.state.settings.min_position_wait):
+    if not readside.wait_for(min_position, request.app.state.settings.min_position_wait):
         raise HTTPException(503, f"the views have not reached position {min_position} yet",
                             headers={"Retry-After": "1"})
 

@@ -74,8 +74,9 @@ async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
 
 
 async def server_fault(request: Request, exc: Exception) -> JSONResponse:
-    # Only the exception's type and the route: messages may carry personal data.
-    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, request.url.path)
+    # Only the exception's type and the route's template: messages and paths may carry identifiers.
+    route = getattr(request.scope.get("route"), "path", "unmatched")
+    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, route)
     return problem(500, "Server error", "the server failed; the request may be retried")
 
 

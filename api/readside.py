@@ -2,13 +2,15 @@
 
 On PostgreSQL `serve` runs the projector in a process of its own: in a thread it shared the API's
 interpreter lock, and every one of its round trips to the store waited behind request handling
-(measured: a save took p50 133 ms to reach the views in a thread, 8 ms in a process). On SQLite,
+(measured under load: a save took p50 133 ms to reach the views in a thread, 6 to 13 ms in a process).
+Each insert notifies the process, which otherwise polls. On SQLite,
 which has one writer at a time, it stays a thread.
 """
 
 import logging
 import multiprocessing
 import os
+import signal
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -25,6 +27,7 @@ from projections.store import ViewStore
 
 log = logging.getLogger("lastmeter.projector")
 RETRY_AFTER_FAILURE = 1.0
+PROCESS_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "0"}  # it reads, then writes: few connections
 
 
 class Stop(Protocol):
@@ -51,12 +54,12 @@ def projector_in_this_process(env: dict[str, str]) -> Iterator[Projector]:
         app.close()
 
 
-def follow(projector: Projector, stop: Stop, after_each=lambda: None, wake=None) -> None:
+def follow(projector: Projector, stop: Stop) -> None:
     """Keeps the views at the head of the log until `stop` is set; a failed batch was rolled back,
     so it is retried after a pause."""
     while not stop.is_set():
         try:
-            projector.run(stop, after_each=after_each, wake=wake)
+            projector.run(stop)
         except Exception as error:
             log.error("projector batch failed: %s; retrying", type(error).__name__)
             stop.wait(RETRY_AFTER_FAILURE)
@@ -77,15 +80,24 @@ class _UntilOrphaned:
 
 def follow_in_a_process(env: dict[str, str], stop: Stop, processed, parent: int) -> None:
     """The projector process: follows the log, woken by each insert's notification, and shares its
-    counts of events applied per view."""
-    with projector_in_this_process(env) as projector, \
-            projector.store.notified(channel(projector.app.recorder)) as wake:
-        names = list(projector.views)
+    counts of events applied per view. Whatever fails (the store restarting, say) is opened afresh
+    after a pause; a failed batch was rolled back."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops it
+    logging.basicConfig(level=logging.INFO, format="%(levelname)-9s %(name)s: %(message)s")
+    until = _UntilOrphaned(stop, parent)
+    while not until.is_set():
+        try:
+            with projector_in_this_process(env) as projector, \
+                    projector.store.notified(channel(projector.app.recorder)) as wake:
+                before = processed[:]  # the counts go on from those of an earlier start
 
-        def share_counts() -> None:
-            processed[:] = [projector.processed[name] for name in names]
+                def share_counts() -> None:
+                    processed[:] = [done + projector.processed[name] for done, name in zip(before, projector.views)]
 
-        follow(projector, _UntilOrphaned(stop, parent), share_counts, wake)
+                projector.run(until, after_each=share_counts, wake=wake)
+        except Exception as error:
+            log.error("projector failed: %s; starting afresh", type(error).__name__)
+            until.wait(RETRY_AFTER_FAILURE)
 
 
 class ReadSide:
@@ -108,8 +120,9 @@ class ReadSide:
         if self.in_a_process:
             spawn = multiprocessing.get_context("spawn")  # forking a process with threads is unsafe
             self._stop, self._processed = spawn.Event(), spawn.Array("q", len(self.projector.views))
+            env = {**self.env, **PROCESS_POOL}
             self._runner = spawn.Process(target=follow_in_a_process, name="lastmeter-projector", daemon=True,
-                                         args=(self.env, self._stop, self._processed, os.getpid()))
+                                         args=(env, self._stop, self._processed, os.getpid()))
         else:
             self._runner = threading.Thread(target=follow, args=(self.projector, self._stop), name="projector",
                                             daemon=True)
@@ -118,6 +131,11 @@ class ReadSide:
     @property
     def following(self) -> bool:
         return self._runner is not None and self._runner.is_alive()
+
+    def wait_for(self, position: int, timeout: float) -> bool:
+        """Waits until every view has reached `position`; False on timeout. A projector thread wakes
+        the wait when it catches up; a projector process is watched by polling its positions."""
+        return self.projector.wait_for(position, timeout, poll=0.01 if self.in_a_process else 0.05)
 
     def processed(self) -> dict[str, int]:
         """Events applied to each view by this server's projector, wherever it runs."""
@@ -129,6 +147,8 @@ class ReadSide:
         self._stop.set()
         if self._runner is not None:
             self._runner.join(timeout=10)
-            if isinstance(self._runner, multiprocessing.process.BaseProcess) and self._runner.is_alive():
-                self._runner.terminate()
-                self._runner.join()
+            if isinstance(self._runner, multiprocessing.process.BaseProcess):
+                if self._runner.is_alive():
+                    self._runner.terminate()
+                    self._runner.join()
+                self._runner.close()

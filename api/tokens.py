@@ -1,8 +1,8 @@
 """The bearer tokens this server has checked lately, so that most requests need no store read.
 
 A token found valid is trusted for `recheck` seconds, then checked against the store again. A token
-revoked from another process (`lastmeter tokens revoke`) is therefore refused within that time, one
-revoked through this process's application at once. Unknown and revoked tokens are never remembered:
+revoked with `lastmeter tokens revoke` (another process) is therefore refused within that time; one
+revoked through this process's own application, at once. Unknown and revoked tokens are never remembered:
 a token just issued works at once, and a guess costs a store read as before.
 """
 
@@ -39,6 +39,7 @@ class CheckedTokens:
                 self._checked.pop(secret, None)
                 return None
             principal = Principal(token.user, token.role, token.org_unit, token.provider, token.reads_personal)
+            self._checked.pop(secret, None)  # re-checked: to the end of the line, evicted last
             if self.recheck > 0:
                 if len(self._checked) >= self.size:
                     self._checked.pop(next(iter(self._checked)))  # the longest remembered goes first

@@ -8,6 +8,7 @@ receipt is saved in the same transaction as the command's events, so a
 repeat finds the receipt and appends nothing, whatever crashed in between.
 """
 
+import itertools
 import logging
 import random
 import threading
@@ -59,6 +60,7 @@ class LastMeter(PurchasedServices, Application):
         self.snapshotting_projectors = {ServiceCase: _project}
         self._orgs: OrgTree | None = None
         self._group_commit = GroupCommit(self.recorder)
+        self._revoked = itertools.count(1)  # next() on a count is atomic: no revocation goes uncounted
         self.revocations = 0  # tokens revoked through this application
 
     def construct_repository(self) -> Repository:
@@ -265,7 +267,7 @@ class LastMeter(PurchasedServices, Application):
             return [token], None
 
         self._retrying(attempt)
-        self.revocations += 1  # what a cache of checked tokens in this process compares against
+        self.revocations = next(self._revoked)  # what a cache of checked tokens here compares against
 
     def tokens(self) -> list[AccessToken]:
         """Every token ever issued, revoked ones included, oldest first."""

@@ -9,6 +9,7 @@ writer thread spends a fraction of the CPU. It also notifies `channel(recorder)`
 commit), so that a projector waiting for new events wakes at once instead of at its next poll.
 """
 
+import hashlib
 from collections.abc import Sequence
 
 import psycopg
@@ -32,8 +33,10 @@ END $$
 
 
 def channel(recorder: PostgresApplicationRecorder) -> str:
-    """The notification channel of an events table (at most 63 bytes, PostgreSQL's limit)."""
-    return f"lastmeter:{recorder.datastore.schema}.{recorder.events_table_name}"[:63]
+    """The notification channel of an events table: a digest of its name, so that it stays within
+    PostgreSQL's 63 bytes whatever the schema is called."""
+    table = f"{recorder.datastore.schema}.{recorder.events_table_name}"
+    return "lastmeter_" + hashlib.sha256(table.encode()).hexdigest()[:32]
 
 
 class LockedInsert:

@@ -164,11 +164,11 @@ class Projector:
             if not read:
                 (wake or stop.wait)(poll)
 
-    def wait_for(self, position: int, timeout: float, poll: float = 0.01) -> bool:
+    def wait_for(self, position: int, timeout: float, poll: float = 0.05) -> bool:
         """Waits until every view has reached `position`; False on timeout. A projector in this
-        process wakes the wait when it catches up; one elsewhere is seen by polling."""
+        process wakes the wait when it catches up; one elsewhere is seen by polling every `poll`."""
         deadline = time.monotonic() + timeout
-        while min(s.position for s in self.statuses()) < position:
+        while min(self._live_positions().values()) < position:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
@@ -176,11 +176,14 @@ class Projector:
                 self._caught_up.wait(min(remaining, poll))
         return True
 
-    def statuses(self) -> list[Status]:
-        head = self.head()
+    def _live_positions(self) -> dict[str, int]:
         with self.store.read() as tx:
             positions = self._positions(tx, list(self.views))
-        return [Status(name, positions.get(name, 0), head) for name in self.views]
+        return {name: positions.get(name, 0) for name in self.views}
+
+    def statuses(self) -> list[Status]:
+        head = self.head()
+        return [Status(name, position, head) for name, position in self._live_positions().items()]
 
     # -- rebuilding -------------------------------------------------------
 

@@ -57,7 +57,7 @@ def settings(store: str, tmp_path, request) -> Iterator[Settings]:
         conn.execute(f"CREATE SCHEMA {schema}")
     try:
         # In-process tests follow the log in a thread (a process per test would take a second to start);
-        # the server tests and tests/api/test_read_side.py run it in a process.
+        # the server tests, and one test of tests/api/test_read_side.py, run it in a process.
         yield Settings(database_url=url, postgres_schema=schema, postgres_pool_size=4, master_key=MASTER_KEY,
                        projector_process=False)
     finally:

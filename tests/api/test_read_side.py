@@ -237,7 +237,7 @@ def test_the_projector_process_keeps_the_views_up_and_stops_with_the_server(sett
 
     from api.app import create_app
 
-    deployed = settings.model_copy(update={"projector_process": True})
+    deployed = settings.model_copy(update={"projector_process": True, "min_position_wait": 60})  # a slow start
     with TestClient(create_app(deployed)) as client:
         readside = client.app.state.readside
         assert readside.in_a_process == settings.is_postgres and readside.following
@@ -253,6 +253,40 @@ def test_the_projector_process_keeps_the_views_up_and_stops_with_the_server(sett
         metrics = client.get("/metrics").text
         assert 'lastmeter_projection_events_processed_total{view="audit"}' in metrics
     assert not readside.following
+
+
+def test_a_projector_process_whose_server_is_killed_stops(settings):
+    """A server killed without a word (SIGKILL) leaves no projector process behind."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    if not settings.is_postgres:
+        pytest.skip("on SQLite the projector is a thread of the server")
+    server = subprocess.Popen(
+        [sys.executable, "-c", "import time\n"
+         "from api.backend import open_backend\nfrom api.readside import ReadSide\n"
+         "from api.settings import Settings\n"
+         "readside = ReadSide(open_backend(Settings()), in_a_process=True)\nreadside.start()\n"
+         "print(readside._runner.pid, flush=True)\ntime.sleep(600)\n"],
+        env={**os.environ, "LASTMETER_DATABASE_URL": settings.database_url,
+             "LASTMETER_POSTGRES_SCHEMA": settings.postgres_schema, "LASTMETER_MASTER_KEY": settings.master_key},
+        cwd=Path(__file__).resolve().parents[2], stdout=subprocess.PIPE, text=True)
+    projector = int(server.stdout.readline())
+    server.kill()
+    server.wait()
+
+    def running(pid: int) -> bool:  # a zombie waiting for its new parent to reap it is not running
+        try:
+            return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+        except FileNotFoundError:
+            return False
+
+    deadline = time.monotonic() + 30
+    while running(projector) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not running(projector)
 
 
 def test_a_projector_process_stops_once_its_parent_is_gone():
