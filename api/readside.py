@@ -152,3 +152,4 @@ class ReadSide:
                     self._runner.terminate()
                     self._runner.join()
                 self._runner.close()
+                self._runner = None  # closed: it can no longer say whether it is alive

@@ -289,6 +289,22 @@ def test_a_projector_process_whose_server_is_killed_stops(settings):
     assert not running(projector)
 
 
+def test_a_projector_process_that_cannot_reach_the_store_keeps_trying(backend, settings):
+    from api.readside import ReadSide
+
+    if not settings.is_postgres:
+        pytest.skip("on SQLite the projector is a thread of the server")
+    readside = ReadSide(backend, in_a_process=True)
+    readside.env["POSTGRES_PORT"] = "1"  # nothing listens there: every start fails at once
+    readside.start()
+    try:
+        time.sleep(3)  # several failed starts, a second apart
+        assert readside.following
+    finally:
+        readside.close()
+    assert not readside.following
+
+
 def test_a_projector_process_stops_once_its_parent_is_gone():
     import os
     import threading
