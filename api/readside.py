@@ -2,9 +2,9 @@
 
 On PostgreSQL `serve` runs the projector in a process of its own: in a thread it shared the API's
 interpreter lock, and every one of its round trips to the store waited behind request handling
-(measured under load: a save took p50 133 ms to reach the views in a thread, 6 to 13 ms in a process).
-Each insert notifies the process, which otherwise polls. On SQLite,
-which has one writer at a time, it stays a thread.
+(measured under load: a save took p50 133 ms to reach the views in a thread, 6 to 13 ms in a
+process). Each insert notifies the process, which otherwise polls. On SQLite, which has one writer
+at a time, it stays a thread.
 """
 
 import logging

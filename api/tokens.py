@@ -2,8 +2,8 @@
 
 A token found valid is trusted for `recheck` seconds, then checked against the store again. A token
 revoked with `lastmeter tokens revoke` (another process) is therefore refused within that time; one
-revoked through this process's own application, at once. Unknown and revoked tokens are never remembered:
-a token just issued works at once, and a guess costs a store read as before.
+revoked through this process's own application, at once. Unknown and revoked tokens are never
+remembered: a token just issued works at once, and a guess costs a store read as before.
 """
 
 import threading
