@@ -3,8 +3,8 @@
 On PostgreSQL `serve` runs the projector in a process of its own: in a thread it shared the API's
 interpreter lock, and every one of its round trips to the store waited behind request handling
 (measured under load: a save took p50 133 ms to reach the views in a thread, 6 to 13 ms in a
-process). Each insert notifies the process, which otherwise polls. On SQLite, which has one writer
-at a time, it stays a thread.
+process). Each insert notifies the projector, wherever it runs, which otherwise polls. On SQLite,
+which has one writer at a time, it stays a thread.
 """
 
 import logging
@@ -12,10 +12,10 @@ import multiprocessing
 import os
 import signal
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import partial
-from typing import Protocol
+from typing import Any, Protocol
 
 from api.backend import Backend
 from domain.application import LastMeter
@@ -54,12 +54,23 @@ def projector_in_this_process(env: dict[str, str]) -> Iterator[Projector]:
         app.close()
 
 
+@contextmanager
+def waking(projector: Projector) -> Iterator[Callable[[float], Any] | None]:
+    """On PostgreSQL, a wait that each insert's notification ends early; on SQLite none (it polls)."""
+    if not projector.store.postgres:
+        yield None
+        return
+    with projector.store.notified(channel(projector.app.recorder)) as wake:
+        yield wake
+
+
 def follow(projector: Projector, stop: Stop) -> None:
     """Keeps the views at the head of the log until `stop` is set; a failed batch was rolled back,
-    so it is retried after a pause."""
+    so it is retried after a pause (and the wait for notifications opened afresh)."""
     while not stop.is_set():
         try:
-            projector.run(stop)
+            with waking(projector) as wake:
+                projector.run(stop, wake=wake)
         except Exception as error:
             log.error("projector batch failed: %s; retrying", type(error).__name__)
             stop.wait(RETRY_AFTER_FAILURE)
@@ -87,8 +98,7 @@ def follow_in_a_process(env: dict[str, str], stop: Stop, processed, parent: int)
     until = _UntilOrphaned(stop, parent)
     while not until.is_set():
         try:
-            with projector_in_this_process(env) as projector, \
-                    projector.store.notified(channel(projector.app.recorder)) as wake:
+            with projector_in_this_process(env) as projector, waking(projector) as wake:
                 before = processed[:]  # the counts go on from those of an earlier start
 
                 def share_counts() -> None:
