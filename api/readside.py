@@ -4,7 +4,7 @@ On PostgreSQL `serve` runs the projector in a process of its own: in a thread it
 interpreter lock, and every one of its round trips to the store waited behind request handling
 (measured under load: a save took p50 133 ms to reach the views in a thread, 6 to 13 ms in a
 process). Each insert notifies the projector, wherever it runs, which otherwise polls. On SQLite,
-which has one writer at a time, it stays a thread.
+which has one writer at a time, it stays a thread, woken by this process's own commits.
 """
 
 import logging
@@ -55,13 +55,21 @@ def projector_in_this_process(env: dict[str, str]) -> Iterator[Projector]:
 
 
 @contextmanager
-def waking(projector: Projector) -> Iterator[Callable[[float], Any] | None]:
-    """On PostgreSQL, a wait that each insert's notification ends early; on SQLite none (it polls)."""
-    if not projector.store.postgres:
-        yield None
+def waking(projector: Projector) -> Iterator[Callable[[float], Any]]:
+    """A wait that new events end early: on PostgreSQL each insert's notification, whoever inserted;
+    on SQLite, which has none, this process's own commits (another process's are seen at the poll)."""
+    if projector.store.postgres:
+        with projector.store.notified(channel(projector.app.recorder)) as wake:
+            yield wake
         return
-    with projector.store.notified(channel(projector.app.recorder)) as wake:
-        yield wake
+    stored = projector.app.events_stored
+
+    def wake(timeout: float) -> bool:
+        woken = stored.wait(timeout)
+        stored.clear()  # before the next round reads the log: a commit after this wakes the next wait
+        return woken
+
+    yield wake
 
 
 def follow(projector: Projector, stop: Stop) -> None:

@@ -63,6 +63,11 @@ class LastMeter(PurchasedServices, Application):
         self._revoked = itertools.count(1)  # next() on a count is atomic: no revocation goes uncounted
         self.revocations = 0  # tokens revoked through this application
 
+    @property
+    def events_stored(self) -> threading.Event:
+        """Set whenever this application has committed events (clear it to wait for the next)."""
+        return self._group_commit.stored
+
     def construct_repository(self) -> Repository:
         repository = super().construct_repository()
         repository.__class__ = LockingRepository

@@ -61,6 +61,7 @@ class GroupCommit:
         # or below it lost a race within this process and is refused without touching the database,
         # so that it does not fail the batch it would have joined.
         self._committed: OrderedDict[object, int] = OrderedDict()
+        self.stored = threading.Event()  # set after each commit: a projector in this process may wake
 
     def insert(self, events: Sequence[StoredEvent]) -> Sequence[int]:
         """Inserts the events of one save, with others waiting at the same moment; their positions."""
@@ -124,6 +125,7 @@ class GroupCommit:
             for save in admitted:
                 save.finish(error=error)
             return
+        self.stored.set()
         start = 0
         for save in admitted:
             self._remember(save)
