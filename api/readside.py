@@ -13,7 +13,7 @@ import os
 import signal
 import threading
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
 from typing import Any, Protocol
 
@@ -72,16 +72,28 @@ def waking(projector: Projector) -> Iterator[Callable[[float], Any]]:
     yield wake
 
 
-def follow(projector: Projector, stop: Stop) -> None:
-    """Keeps the views at the head of the log until `stop` is set; a failed batch was rolled back,
-    so it is retried after a pause (and the wait for notifications opened afresh)."""
+def follow(opening: Callable[[], AbstractContextManager[Projector]], stop: Stop, counts: Any = None) -> None:
+    """Keeps the views at the head of the log until `stop` is set. Whatever fails (a batch, which was
+    rolled back; the store restarting) is opened afresh after a pause. `counts`: an array shared with
+    another process, which gets the events applied to each view added up."""
     while not stop.is_set():
         try:
-            with waking(projector) as wake:
-                projector.run(stop, wake=wake)
+            with opening() as projector, waking(projector) as wake:
+                projector.run(stop, after_each=_sharing(projector, counts), wake=wake)
         except Exception as error:
-            log.error("projector batch failed: %s; retrying", type(error).__name__)
+            log.error("projector failed: %s; starting afresh", type(error).__name__)
             stop.wait(RETRY_AFTER_FAILURE)
+
+
+def _sharing(projector: Projector, counts: Any) -> Callable[[], None]:
+    if counts is None:
+        return lambda: None
+    before = counts[:]  # the counts go on from those of an earlier start
+
+    def share() -> None:
+        counts[:] = [done + projector.processed[name] for done, name in zip(before, projector.views)]
+
+    return share
 
 
 class _UntilOrphaned:
@@ -98,24 +110,10 @@ class _UntilOrphaned:
 
 
 def follow_in_a_process(env: dict[str, str], stop: Stop, processed, parent: int) -> None:
-    """The projector process: follows the log, woken by each insert's notification, and shares its
-    counts of events applied per view. Whatever fails (the store restarting, say) is opened afresh
-    after a pause; a failed batch was rolled back."""
+    """The projector process: follows the log, and shares its counts of events applied per view."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops it
     logging.basicConfig(level=logging.INFO, format="%(levelname)-9s %(name)s: %(message)s")
-    until = _UntilOrphaned(stop, parent)
-    while not until.is_set():
-        try:
-            with projector_in_this_process(env) as projector, waking(projector) as wake:
-                before = processed[:]  # the counts go on from those of an earlier start
-
-                def share_counts() -> None:
-                    processed[:] = [done + projector.processed[name] for done, name in zip(before, projector.views)]
-
-                projector.run(until, after_each=share_counts, wake=wake)
-        except Exception as error:
-            log.error("projector failed: %s; starting afresh", type(error).__name__)
-            until.wait(RETRY_AFTER_FAILURE)
+    follow(partial(projector_in_this_process, env), _UntilOrphaned(stop, parent), processed)
 
 
 class ReadSide:
@@ -142,8 +140,8 @@ class ReadSide:
             self._runner = spawn.Process(target=follow_in_a_process, name="lastmeter-projector", daemon=True,
                                          args=(env, self._stop, self._processed, os.getpid()))
         else:
-            self._runner = threading.Thread(target=follow, args=(self.projector, self._stop), name="projector",
-                                            daemon=True)
+            self._runner = threading.Thread(target=follow, args=(lambda: nullcontext(self.projector), self._stop),
+                                            name="projector", daemon=True)
         self._runner.start()
 
     @property
