@@ -35,11 +35,10 @@ class CheckedTokens:
         revocations = self.app.revocations  # counted before the read: a revocation during it is not missed
         token = self.app.find_token(secret)
         with self._lock:
+            self._checked.pop(secret, None)  # a revoked token is forgotten; a valid one goes to the back
             if token is None:
-                self._checked.pop(secret, None)
                 return None
             principal = Principal(token.user, token.role, token.org_unit, token.provider, token.reads_personal)
-            self._checked.pop(secret, None)  # re-checked: to the end of the line, evicted last
             if self.recheck > 0:
                 if len(self._checked) >= self.size:
                     self._checked.pop(next(iter(self._checked)))  # the longest remembered goes first
