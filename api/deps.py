@@ -11,6 +11,7 @@ from typing import Annotated
 
 from fastapi import Depends, Header, HTTPException, Query, Request
 from fastapi.concurrency import run_in_threadpool
+from fastapi.security import HTTPBearer
 
 from api.access import Principal
 from domain.application import Idempotency, LastMeter
@@ -27,40 +28,59 @@ async def get_lastmeter(request: Request) -> LastMeter:
 App = Annotated[LastMeter, Depends(get_lastmeter)]
 
 
-async def get_principal(request: Request, authorization: Annotated[str | None, Header()] = None) -> Principal:
-    """The caller: a token checked lately is trusted without a store read (api/tokens.py), which
-    also spares most requests a worker-thread hop of their own."""
-    scheme, _, secret = (authorization or "").partition(" ")
-    secret, principal = secret.strip(), None
-    if scheme.lower() == "bearer" and secret:
-        tokens = request.app.state.tokens
-        principal = tokens.trusted(secret) or await run_in_threadpool(tokens.check, secret)
+PRINCIPAL = "lastmeter.principal"  # where a request keeps its caller once resolved
+
+
+async def principal_of(request: Request) -> Principal:
+    """The caller, resolved once per request: a token checked lately is trusted without a store read
+    (api/tokens.py), which also spares most requests a worker-thread hop of their own."""
+    principal = request.scope.get(PRINCIPAL)
     if principal is None:
-        raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        scheme, _, secret = request.headers.get("authorization", "").partition(" ")
+        secret = secret.strip()
+        if scheme.lower() == "bearer" and secret:
+            tokens = request.app.state.tokens
+            principal = tokens.trusted(secret) or await run_in_threadpool(tokens.check, secret)
+        if principal is None:
+            raise HTTPException(401, "a valid bearer token is required", headers={"WWW-Authenticate": "Bearer"})
+        request.scope[PRINCIPAL] = principal
     return principal
+
+
+class Permit(HTTPBearer):
+    """Lets through only the roles the matrix allows for `action`; to OpenAPI, the bearer scheme.
+
+    A route's permission is one dependency that reads the header itself: FastAPI solves every node of
+    a dependency tree on every request, even one whose value it has cached, and the tree of a caller
+    behind a header behind a permission cost more than the command it guarded.
+    """
+
+    def __init__(self, action: str):
+        super().__init__(scheme_name="bearer", auto_error=False)
+        self.action = action  # what the access-matrix tests read off each route
+
+    async def __call__(self, request: Request) -> Principal:
+        principal = await principal_of(request)
+        if not principal.may(self.action):
+            raise HTTPException(403, f"a {principal.role} may not {self.action.replace('_', ' ')}")
+        return principal
 
 
 def permit(action: str):
     """A dependency that lets through only roles the matrix allows for `action`."""
-
-    async def check(principal: Annotated[Principal, Depends(get_principal)]) -> Principal:
-        if not principal.may(action):
-            raise HTTPException(403, f"a {principal.role} may not {action.replace('_', ' ')}")
-        return principal
-
-    check.action = action  # what the access-matrix tests read off each route
-    return Depends(check)
+    return Depends(Permit(action))
 
 
-async def get_idempotency(
-    request: Request,
-    principal: Annotated[Principal, Depends(get_principal)],
-    idempotency_key: Annotated[str | None, Header()] = None,
-) -> Idempotency | None:
+IdempotencyKey = Annotated[str | None, Header(description="makes the command safe to retry: the same key "
+                                                         "with the same body answers as the first time")]
+IfMatch = Annotated[str | None, Header(description='the version the command expects, e.g. "3"')]
+
+
+async def idempotency(request: Request, principal: Principal, key: str | None) -> Idempotency | None:
     """The Idempotency-Key with a hash of what it came with (route and body)."""
-    if idempotency_key is None:
+    if key is None:
         return None
-    if not _KEY.fullmatch(idempotency_key):
+    if not _KEY.fullmatch(key):
         raise InvalidInput("Idempotency-Key", "must be 1-200 visible ASCII characters")
     body = await request.body()
     try:
@@ -68,16 +88,24 @@ async def get_idempotency(
     except ValueError:
         canonical = body
     digest = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + canonical).hexdigest()
-    return Idempotency(principal.user, idempotency_key, digest)
+    return Idempotency(principal.user, key, digest)
 
 
-async def get_expected_version(if_match: Annotated[str | None, Header()] = None) -> int | None:
+def expected_version(if_match: str | None) -> int | None:
     if if_match is None or if_match.strip() == "*":
         return None
     match = _ETAG.fullmatch(if_match.strip())
     if match is None:
         raise InvalidInput("If-Match", 'must be a version as an entity tag, e.g. "3"')
     return int(match.group(2))
+
+
+async def get_idempotency(request: Request, idempotency_key: IdempotencyKey = None) -> Idempotency | None:
+    return await idempotency(request, await principal_of(request), idempotency_key)
+
+
+async def get_expected_version(if_match: IfMatch = None) -> int | None:
+    return expected_version(if_match)
 
 
 Idem = Annotated[Idempotency | None, Depends(get_idempotency)]
