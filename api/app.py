@@ -1,5 +1,6 @@
 """The FastAPI application, assembled in one place."""
 
+import gc
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -13,10 +14,31 @@ from api.settings import Settings, get_settings
 from api.tokens import CheckedTokens
 
 
-ROUTERS = tuple(m.router for m in (clients, cases, contracts, workload, reports, audit, reference, health))
+GC_THRESHOLDS = (10_000, 10, 10)  # the first: allocations between young collections (Python's default: 700)
+# Matched in this order, route by route: the case routes, most of the traffic, first.
+ROUTERS = tuple(m.router for m in (cases, clients, contracts, workload, reports, audit, reference, health))
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
+def settle_the_heap() -> None:
+    """Moves what startup made (modules, the app, its schemas: about 110,000 objects) out of the
+    collector's sight, and lets the objects of requests in flight die before they are promoted.
+
+    Under the HTTP bench's load a full collection walked all of it, holding the interpreter for up
+    to 64 ms while every request in flight waited: 732 ms in 14 full collections in one run, and
+    p99 latency 125 ms. Frozen and with fewer young collections: 2 full collections, one of them
+    this one, and p99 99 ms. What is frozen is never freed, as it never would have been.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
+
+
+def serving_app() -> FastAPI:
+    """The app as `lastmeter serve` runs it: a process of its own, whose heap is settled at startup."""
+    return create_app(settle_heap=True)
+
+
+def create_app(settings: Settings | None = None, settle_heap: bool = False) -> FastAPI:
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -28,6 +50,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.lastmeter, app.state.backend = backend.lastmeter, backend
         app.state.readside, app.state.settings = readside, settings
         app.state.tokens = CheckedTokens(backend.lastmeter, settings.token_recheck_seconds)
+        if settle_heap:  # not in a process that makes apps by the hundred (tests): nothing frozen is freed
+            settle_the_heap()
         try:
             yield
         finally:

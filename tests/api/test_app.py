@@ -1,4 +1,9 @@
-"""What /openapi.json tells a client developer: how to authenticate, and the headers commands take."""
+"""The app as assembled: what /openapi.json tells a client developer, and how `serve` runs it."""
+
+import os
+import subprocess
+import sys
+import textwrap
 
 from fastapi.testclient import TestClient
 
@@ -16,3 +21,20 @@ def test_routes_declare_the_bearer_scheme_and_the_command_headers(tmp_path):
     register = spec["paths"]["/v1/clients"]["post"]
     assert ("idempotency-key", "header") in {(p["name"], p["in"]) for p in register["parameters"]}
     assert "security" not in spec["paths"]["/healthz"]["get"]
+
+
+def test_the_served_app_settles_its_heap_at_startup_and_a_test_app_does_not(tmp_path):
+    # In a process of its own: what is frozen stays frozen for the life of the process.
+    code = textwrap.dedent("""
+        import gc
+        from fastapi.testclient import TestClient
+        from api.app import GC_THRESHOLDS, create_app, serving_app
+        with TestClient(create_app()):
+            assert gc.get_freeze_count() == 0 and gc.get_threshold() != GC_THRESHOLDS
+        with TestClient(serving_app()):
+            assert gc.get_freeze_count() > 50_000, gc.get_freeze_count()
+            assert gc.get_threshold() == GC_THRESHOLDS
+    """)
+    env = {**os.environ, "LASTMETER_DATABASE_URL": f"sqlite:///{tmp_path / 'lastmeter.db'}", "LASTMETER_MASTER_KEY": ""}
+    done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
