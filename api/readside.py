@@ -27,6 +27,11 @@ from projections.store import ViewStore
 
 log = logging.getLogger("lastmeter.projector")
 RETRY_AFTER_FAILURE = 1.0
+# After a round that applied events the projector waits this long, so that under a stream of commands
+# a round takes tens of events in one transaction per view instead of one or two. The HTTP bench: the
+# server and projector used 5% less CPU and answered 3-4% more requests; save-to-visible p99 rose
+# from about 90 to 115 ms (target 250). Idle, the first event is still applied as soon as it lands.
+SETTLE = 0.03
 PROCESS_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "0"}  # it reads, then writes: few connections
 
 
@@ -79,7 +84,7 @@ def follow(opening: Callable[[], AbstractContextManager[Projector]], stop: Stop,
     while not stop.is_set():
         try:
             with opening() as projector, waking(projector) as wake:
-                projector.run(stop, after_each=_sharing(projector, counts), wake=wake)
+                projector.run(stop, after_each=_sharing(projector, counts), wake=wake, settle=SETTLE)
         except Exception as error:
             log.error("projector failed: %s; starting afresh", type(error).__name__)
             stop.wait(RETRY_AFTER_FAILURE)

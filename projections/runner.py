@@ -155,14 +155,17 @@ class Projector:
         return total
 
     def run(self, stop: threading.Event, poll: float = 0.05, after_each: Callable[[], None] = lambda: None,
-            wake: Callable[[float], Any] | None = None) -> None:
+            wake: Callable[[float], Any] | None = None, settle: float = 0.0) -> None:
         """Follows the log until `stop` is set; `after_each` is called after every round. Caught up, it
-        waits `poll` seconds, or less with `wake`, which returns early when new events are stored."""
+        waits `poll` seconds, or less with `wake`, which returns early when new events are stored.
+        After a round that applied events it waits `settle` seconds, for more to batch."""
         while not stop.is_set():
             read = self.catch_up()
             after_each()
             if not read:
                 (wake or stop.wait)(poll)
+            elif settle:
+                stop.wait(settle)
 
     def wait_for(self, position: int, timeout: float, poll: float = 0.05) -> bool:
         """Waits until every view has reached `position`; False on timeout. A projector in this

@@ -264,3 +264,39 @@ def test_each_insert_wakes_a_projector_waiting_for_events(lastmeter, views):
         assert wake(0.05) is False  # nothing stored since: the wait times out
         lastmeter.issue_token(ADMIN, "newcomer", "auditor")
         assert wake(10) is True
+
+
+def test_a_projector_takes_what_landed_while_it_settled_in_one_round(lastmeter, views):
+    """After a round that applied events the projector waits `settle` seconds; whatever was stored
+    meanwhile is applied in the next round, and a round that finds nothing waits for the next event."""
+    from tests.conftest import ADMIN
+
+    class Rounds:
+        """The run's stop signal: stores tokens during the first settle; stops the run at the first poll."""
+
+        def __init__(self):
+            self.waits, self.stopped = [], False
+
+        def is_set(self):
+            return self.stopped
+
+        def wait(self, timeout=None):
+            self.waits.append(timeout)
+            if len(self.waits) == 1:
+                for n in range(5):
+                    lastmeter.issue_token(ADMIN, f"settler-{n}", "auditor")
+            return False
+
+    def poll(timeout):
+        rounds.waits.append(("poll", timeout))
+        rounds.stopped = True
+
+    projector = Projector(lastmeter, views, (EventCounter,))
+    projector.setup()
+    lastmeter.issue_token(ADMIN, "first", "auditor")
+    rounds, applied = Rounds(), []
+    projector.run(rounds, poll=0.5, after_each=lambda: applied.append(projector.processed["counter"]), wake=poll,
+                  settle=0.03)
+    assert rounds.waits == [0.03, 0.03, ("poll", 0.5)]
+    head = projector.head()
+    assert applied == [head - 5, head, head]  # the five stored while it settled: in the second round
