@@ -167,23 +167,21 @@ WORKLOAD_KEYS = {"assignee": "assignee", "org_unit": "org_unit", "kind": "kind"}
 def workload(tx: Tx, by: str, where: Where, month_start: datetime) -> list[tuple]:
     """(key, open, overdue, due_soon, closed_this_month) for each value of the `by` column.
 
-    Only cases not closed and cases closed this month count, so the two are aggregated apart, each
-    from a partial index that holds just them (a city's old closed cases, most of the table, are
-    never touched), and merged by the database in the same statement. A key whose figures would all
-    be zero has no row.
+    Only cases not closed and cases closed this month count, so the two are read apart, each from a
+    partial index that holds just them (a city's old closed cases, most of the table, are never
+    touched), and counted together in one aggregate. A key whose figures would all be zero has no row.
     """
     key = WORKLOAD_KEYS[by]
     clauses, params = where.sql()
     scope = "".join(f" AND {c}" for c in clauses)
     now, soon = micros(where.now), micros(where.now + timedelta(days=7))
     return tx.execute(
-        "SELECT figure_key, CAST(SUM(pending) AS BIGINT), CAST(SUM(overdue) AS BIGINT), "
-        "CAST(SUM(due_soon) AS BIGINT), CAST(SUM(closed) AS BIGINT) FROM ("
-        f"SELECT {key} AS figure_key, COUNT(*) AS pending, "
-        "SUM(CASE WHEN status = 'open' AND due_at < ? THEN 1 ELSE 0 END) AS overdue, "
-        "SUM(CASE WHEN status = 'open' AND due_at >= ? AND due_at < ? THEN 1 ELSE 0 END) AS due_soon, 0 AS closed "
-        f"FROM view_cases WHERE status <> 'closed'{scope} GROUP BY {key} "
-        f"UNION ALL SELECT {key}, 0, 0, 0, COUNT(*) FROM view_cases "
-        f"WHERE status = 'closed' AND closed_at >= ?{scope} GROUP BY {key}"
+        "SELECT figure_key, COUNT(*) FILTER (WHERE pending), COUNT(*) FILTER (WHERE overdue), "
+        "COUNT(*) FILTER (WHERE due_soon), COUNT(*) FILTER (WHERE NOT pending) FROM ("
+        f"SELECT {key} AS figure_key, TRUE AS pending, status = 'open' AND due_at < ? AS overdue, "
+        "status = 'open' AND due_at >= ? AND due_at < ? AS due_soon "
+        f"FROM view_cases WHERE status <> 'closed'{scope} "
+        f"UNION ALL SELECT {key}, FALSE, FALSE, FALSE FROM view_cases "
+        f"WHERE status = 'closed' AND closed_at >= ?{scope}"
         ") figures GROUP BY figure_key",
         [now, now, soon, *params, micros(month_start), *params]).fetchall()
