@@ -1,6 +1,7 @@
 """Workload: open, overdue, due-soon and closed-this-month cases per assignee, unit or kind."""
 
 from datetime import datetime, timezone
+from operator import itemgetter
 from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query
@@ -31,7 +32,8 @@ def read_workload(
         rows = workload(tx, by, where, month_start)
     if by == "org_unit":
         rows = rolled_up(rows, tree, principal)
-    rows.sort(key=lambda row: (row[0] is None, row[0] or ""))
+    # In key order, the unassigned last (None is never compared with a key: a city has thousands).
+    rows = sorted((r for r in rows if r[0] is not None), key=itemgetter(0)) + [r for r in rows if r[0] is None]
     items = [{"key": key, "open": a, "overdue": b, "due_soon": c, "closed_this_month": d} for key, a, b, c, d in rows]
     return tabular(items, ("key", *FIGURES), format, f"workload-by-{by}")
 

@@ -104,6 +104,13 @@ class TestWorkload:
         rows = desk.get("/v1/workload", by="assignee", **fresh(desk, last)).json()["items"]
         assert {"key": "lin", "open": 1, "overdue": 0, "due_soon": 0, "closed_this_month": 0} in rows
 
+    def test_keys_come_in_order_with_the_unassigned_last(self, desk):
+        desk.open()
+        for assignee in ("zhao", "an"):
+            last = desk.post(f"/v1/cases/{desk.open()['id']}/assignment", {"assignee": assignee})
+        rows = desk.get("/v1/workload", by="assignee", **fresh(desk, last)).json()["items"]
+        assert [(r["key"], r["open"]) for r in rows] == [("an", 1), ("zhao", 1), (None, 1)]
+
     def test_a_key_with_only_closed_cases_counts_them_in_closed_this_month(self, desk):
         a = desk.open()
         desk.post(f"/v1/cases/{a['id']}/assignment", {"assignee": "wu"})
