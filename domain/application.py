@@ -79,6 +79,20 @@ class LastMeter(PurchasedServices, Application):
             return super().construct_mapper()
         return self._mapper_factory(self.construct_transcoder())
 
+    def save(self, *aggregates: Aggregate | None, **kwargs: Any) -> list[Recording]:
+        """The library's save, for aggregates (all this application saves), without its two
+        isinstance checks of each against runtime Protocols: in Python 3.11 each walks the protocol's
+        attributes, 13 us a pair, and they were a tenth of a command's Python in its worker thread."""
+        processing_event = ProcessingEvent()
+        for aggregate in filter(None, aggregates):
+            processing_event.events.extend(aggregate.collect_events())
+            processing_event.aggregates[aggregate.id] = aggregate
+        processing_event.saved_kwargs.update(kwargs)
+        recordings = self._record(processing_event)
+        self._take_snapshots(processing_event)
+        self._notify(recordings)
+        return recordings
+
     def _record(self, processing_event: ProcessingEvent) -> list[Recording]:
         """Stores a save's events through the group commit (the library's own _record, batched).
 
