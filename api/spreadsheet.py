@@ -5,9 +5,10 @@ import io
 from collections.abc import Sequence
 from typing import Any, Literal
 
-import orjson
 from fastapi.responses import Response
 from openpyxl import Workbook
+
+from api.render import Json
 
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
@@ -19,8 +20,8 @@ def tabular(items: list[dict[str, Any]], columns: Sequence[str], fmt: str, filen
             next_cursor: str | None = None) -> Response:
     """The list as JSON ({items, next_cursor}), or its rows as CSV or XLSX (the next page's cursor in
     the X-Next-Cursor header)."""
-    if fmt == "json":  # orjson: a city's 3,000 rows in 0.2 ms, where the json module takes 3
-        return Response(orjson.dumps({"items": items, "next_cursor": next_cursor}), media_type="application/json")
+    if fmt == "json":
+        return Json({"items": items, "next_cursor": next_cursor})
     rows = [[item[c] for c in columns] for item in items]
     disposition = {"Content-Disposition": f'attachment; filename="{filename}.{fmt}"'}
     if next_cursor:

@@ -7,12 +7,12 @@ version that the first answer rendered, so the answer is the same.
 from collections.abc import Callable
 from typing import Any
 
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from api.access import Principal
 from api.disclosure import disclose
 from api.ledger import contract_state, delivery_state, statement_bytes
-from api.render import case_state, client_state
+from api.render import Json, case_state, client_state
 from domain.application import LastMeter, Written
 from projections.eventlog import position_of
 
@@ -74,4 +74,4 @@ def answer(app: LastMeter, principal: Principal, written: Written) -> Response:
         body.status_code = written.status
         body.headers.update(headers)
         return body
-    return JSONResponse(body, status_code=written.status, headers=headers)
+    return Json(body, status_code=written.status, headers=headers)

@@ -7,13 +7,12 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
-from fastapi.responses import JSONResponse
 from pydantic import AwareDatetime
 
 from api.access import Principal
 from api.deps import App, Fresh, Idem, IdempotencyKey, IfMatch, ReadSideDep, expected_version, idempotency, permit
 from api.disclosure import answering, disclose
-from api.render import case_state, decode_cursor, encode_cursor, history_entry, listed_case, visit_contact
+from api.render import Json, case_state, decode_cursor, encode_cursor, history_entry, listed_case, visit_contact
 from api.schemas import AssignmentIn, CaseIn, ClosureIn, NoteIn, ReasonIn, ReferralIn, VisitIn
 from api.spreadsheet import Format, tabular
 from api.writes import answer
@@ -61,12 +60,12 @@ class CaseCommand:
     def guard(self) -> Callable[[ServiceCase], None]:
         return in_scope(self.app, self.principal)
 
-    def run(self, act: Callable[[ServiceCase, Actor], None]) -> JSONResponse:
+    def run(self, act: Callable[[ServiceCase, Actor], None]) -> Json:
         actor = self.principal.actor
         return self.write(lambda: self.app.update_case(self.idem, self.case_id, self.expected,
                                                        lambda case: act(case, actor), self.guard))
 
-    def write(self, command: Callable[[], Written]) -> JSONResponse:
+    def write(self, command: Callable[[], Written]) -> Json:
         """Runs the command, recording in it that its answer shows the caller the person's values."""
         with answering(self.principal):
             written = command()
@@ -160,7 +159,7 @@ def read_case(
     if principal.role == "contractor":
         state["visit_contact"] = visit_contact(app.get_client(case.client_id))
     disclose(app, principal, case.client_id, "case", case_id)
-    return JSONResponse(state, headers={"ETag": f'"{case.version}"'})
+    return Json(state, headers={"ETag": f'"{case.version}"'})
 
 
 @router.get("/{case_id}/history")

@@ -4,12 +4,13 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Depends, HTTPException, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import Response
 
 from api.access import Principal
 from api.deps import App, ExpectedVersion, Idem, permit
 from api.imports import read_rows
 from api.ledger import contract_state, delivery_state, statement_bytes
+from api.render import Json
 from api.schemas import ContractIn, DeliveryIn, ReviewIn, StatementIn
 from api.writes import answer, write_headers
 from domain.application import LastMeter
@@ -87,7 +88,7 @@ def import_deliveries(contract_id: UUID, app: App, idem: Idem, expected: Expecte
     items = [{"row": r.row, "result": r.result, "reference": r.reference,
               "delivery_id": str(r.delivery_id) if r.delivery_id else None, "reason": r.reason} for r in results]
     counts = {name: sum(r.result == name for r in results) for name in ("recorded", "duplicate", "refused")}
-    return JSONResponse({"items": items, "next_cursor": None, **counts}, headers=write_headers(app, written))
+    return Json({"items": items, "next_cursor": None, **counts}, headers=write_headers(app, written))
 
 
 @router.get("/{contract_id}/deliveries/{delivery_id}")
