@@ -14,6 +14,9 @@ from api.settings import Settings, get_settings
 from api.tokens import CheckedTokens
 
 
+# Metrics are Prometheus's (/metrics); FastAPI would otherwise ask OpenTelemetry on every request
+# whether anyone had configured it (reading the environment three times).
+NO_OPENTELEMETRY = {"tracing": False, "metrics": False, "logs": False, "operation_spans": False}
 GC_THRESHOLDS = (10_000, 10, 10)  # the first: allocations between young collections (Python's default: 700)
 # Matched in this order, route by route: the case routes, most of the traffic, first.
 ROUTERS = tuple(m.router for m in (cases, clients, contracts, workload, reports, audit, reference, health))
@@ -63,6 +66,7 @@ def create_app(settings: Settings | None = None, settle_heap: bool = False) -> F
         version="1",
         description="Need-to-service cases for the disability-service network (最后一米).",
         lifespan=lifespan,
+        telemetry=NO_OPENTELEMETRY,
     )
     problems.install(app)
     app.state.metrics = metrics.install(app)
