@@ -169,19 +169,19 @@ def workload(tx: Tx, by: str, where: Where, month_start: datetime) -> list[tuple
 
     Only cases not closed and cases closed this month count, so the two are read apart, each from a
     partial index that holds just them (a city's old closed cases, most of the table, are never
-    touched), and counted together in one aggregate. A key whose figures would all be zero has no row.
+    touched), and counted together in one aggregate (COUNT of a column is a BIGINT count, where
+    PostgreSQL would sum integers as NUMERIC). A key whose figures would all be zero has no row.
     """
     key = WORKLOAD_KEYS[by]
     clauses, params = where.sql()
     scope = "".join(f" AND {c}" for c in clauses)
     now, soon = micros(where.now), micros(where.now + timedelta(days=7))
     return tx.execute(
-        "SELECT figure_key, COUNT(*) FILTER (WHERE pending), COUNT(*) FILTER (WHERE overdue), "
-        "COUNT(*) FILTER (WHERE due_soon), COUNT(*) FILTER (WHERE NOT pending) FROM ("
-        f"SELECT {key} AS figure_key, TRUE AS pending, status = 'open' AND due_at < ? AS overdue, "
-        "status = 'open' AND due_at >= ? AND due_at < ? AS due_soon "
+        "SELECT figure_key, COUNT(pending), COUNT(overdue), COUNT(due_soon), COUNT(closed) FROM ("
+        f"SELECT {key} AS figure_key, 1 AS pending, CASE WHEN status = 'open' AND due_at < ? THEN 1 END AS overdue, "
+        "CASE WHEN status = 'open' AND due_at >= ? AND due_at < ? THEN 1 END AS due_soon, NULL AS closed "
         f"FROM view_cases WHERE status <> 'closed'{scope} "
-        f"UNION ALL SELECT {key}, FALSE, FALSE, FALSE FROM view_cases "
+        f"UNION ALL SELECT {key}, NULL, NULL, NULL, 1 FROM view_cases "
         f"WHERE status = 'closed' AND closed_at >= ?{scope}"
         ") figures GROUP BY figure_key",
         [now, now, soon, *params, micros(month_start), *params]).fetchall()
