@@ -84,9 +84,8 @@ def serve(
     if demo:
         show_demo_tokens(settings)
     console.print(f"store: {redact(settings.database_url)}  →  http://{host}:{port}/docs")
-    # No proxy headers: nothing here reads the client's address or scheme (the access log names neither).
     uvicorn.run("api.app:serving_app", factory=True, host=host, port=port, workers=workers, log_level="info",
-                access_log=False, log_config=logging_config(), proxy_headers=False)
+                access_log=False, log_config=logging_config())
 
 
 def logging_config() -> dict:

@@ -13,7 +13,7 @@ One run:
    to the poll's *answer*, an upper bound; the target is judged on it); a second prober reads the
    views' positions straight from PostgreSQL every 2 ms, the lag without the API's own latency;
 3. starts `python -m uvicorn bench.trivial_app:app` with the same server settings (host, workers,
-   log level, no proxy headers) and drives it with the same number of clients for the same time;
+   log level) and drives it with the same number of clients for the same time;
 4. prints throughput, p50/p99 latency (all requests and per kind), the lag, the CPU used by the
    load generator, the server and the whole machine, and the ratios: throughput vs the trivial
    endpoint (target >= 0.4x), p99 (target < 100 ms), lag p99 (target < 250 ms), PASS or FAIL.
@@ -464,8 +464,7 @@ def main(argv: list[str] | None = None) -> int:
         if not args.skip_trivial:
             port = free_port()
             uvicorn = [sys.executable, "-m", "uvicorn", "bench.trivial_app:app", "--host", "127.0.0.1",
-                       "--port", str(port), "--workers", str(args.workers), "--log-level", "info",
-                       "--no-proxy-headers"]
+                       "--port", str(port), "--workers", str(args.workers), "--log-level", "info"]
             print("trivial endpoint (python -m uvicorn bench.trivial_app:app) ...", flush=True)
             with serving("trivial", uvicorn, env, ROOT, workdir / "trivial.log", port, "/") as server:
                 trivial = drive("trivial", server, args.clients, args.seconds, args.warmup, trivial_ops, [{}])
