@@ -22,10 +22,14 @@ from projections.timefmt import moment as from_micros
 
 class Json(JSONResponse):
     """JSON as Starlette renders it (UTF-8, compact), by orjson: a case's state in 0.4 us, not 7.5;
-    a city's 2,880 workload rows in 0.2 ms, not 3."""
+    a city's 2,880 workload rows in 0.2 ms, not 3. What orjson refuses (an integer beyond 64 bits,
+    which a step's integer field may hold) is rendered by the json module, as before."""
 
     def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        try:
+            return orjson.dumps(content, option=orjson.OPT_NON_STR_KEYS)
+        except TypeError:
+            return super().render(content)
 
 
 _EVENT_META = ("originator_id", "originator_version", "originator_topic", "timestamp", "actor", "person", "personal")

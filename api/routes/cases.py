@@ -87,7 +87,7 @@ Command = Annotated[CaseCommand, Depends(get_case_command)]
 
 
 @router.post("", status_code=201)
-def open_case(body: CaseIn, app: App, idem: Idem, principal: Annotated[Principal, permit("open_case")]):
+def open_case(body: CaseIn, app: App, principal: Annotated[Principal, permit("open_case")], idem: Idem):
     """Opens a case for one need of one person, at its kind's first stage."""
     tree = app.org_tree()
     app.check_org_unit("org_unit", body.org_unit)

@@ -20,8 +20,8 @@ router = APIRouter(prefix="/v1/clients", tags=["clients"])
 
 
 @router.post("", status_code=201)
-def register_client(body: ClientIn, app: App, idem: Idem,
-                    principal: Annotated[Principal, permit("register_client")]):
+def register_client(body: ClientIn, app: App, principal: Annotated[Principal, permit("register_client")],
+                    idem: Idem):
     """Registers a person with their identity (personal data, encrypted per person)."""
     app.check_org_unit("org_unit", body.org_unit)
     if not principal.covers(app.org_tree(), body.org_unit):
@@ -40,8 +40,8 @@ def read_client(client_id: UUID, app: App, principal: Annotated[Principal, permi
 
 
 @router.post("/{client_id}/erasure")
-def erase_client(client_id: UUID, body: ErasureIn, app: App, backend: BackendDep, idem: Idem,
-                 expected: ExpectedVersion, principal: Annotated[Principal, permit("erase_client")]):
+def erase_client(client_id: UUID, body: ErasureIn, app: App, backend: BackendDep,
+                 principal: Annotated[Principal, permit("erase_client")], idem: Idem, expected: ExpectedVersion):
     """Erases a person's personal data (PIPL): their key is destroyed, so every value sealed with it,
     in every event, reads as erased; case facts that are not personal remain."""
     in_scope(app, principal, client_id)

@@ -31,7 +31,7 @@ def visible_contract(app: LastMeter, principal: Principal, contract_id: UUID) ->
 
 
 @router.post("", status_code=201)
-def create_contract(body: ContractIn, app: App, idem: Idem, principal: Annotated[Principal, permit("create_contract")]):
+def create_contract(body: ContractIn, app: App, principal: Annotated[Principal, permit("create_contract")], idem: Idem):
     """Creates a government purchased-service contract with a provider."""
     tree = app.org_tree()
     for i, unit in enumerate(body.org_units):
@@ -48,8 +48,8 @@ def read_contract(contract_id: UUID, app: App, principal: Annotated[Principal, p
 
 
 @router.post("/{contract_id}/deliveries", status_code=201)
-def report_delivery(contract_id: UUID, body: DeliveryIn, app: App, idem: Idem, expected: ExpectedVersion,
-                    principal: Annotated[Principal, permit("report_delivery")]):
+def report_delivery(contract_id: UUID, body: DeliveryIn, app: App,
+                    principal: Annotated[Principal, permit("report_delivery")], idem: Idem, expected: ExpectedVersion):
     """Reports one delivery; a reference already recorded on the contract answers the first answer.
     `If-Match` names the contract's version."""
     visible_contract(app, principal, contract_id)
@@ -102,8 +102,8 @@ def read_delivery(contract_id: UUID, delivery_id: UUID, app: App,
 
 
 @router.post("/{contract_id}/deliveries/{delivery_id}/review")
-def review_delivery(contract_id: UUID, delivery_id: UUID, body: ReviewIn, app: App, idem: Idem,
-                    expected: ExpectedVersion, principal: Annotated[Principal, permit("review_delivery")]):
+def review_delivery(contract_id: UUID, delivery_id: UUID, body: ReviewIn, app: App,
+                    principal: Annotated[Principal, permit("review_delivery")], idem: Idem, expected: ExpectedVersion):
     """Accepts a delivery, or rejects it with a reason; only for a case in the reviewer's scope."""
     visible_contract(app, principal, contract_id)
     tree = app.org_tree()
@@ -118,8 +118,8 @@ def review_delivery(contract_id: UUID, delivery_id: UUID, body: ReviewIn, app: A
 
 
 @router.post("/{contract_id}/statements", status_code=201)
-def issue_statement(contract_id: UUID, body: StatementIn, app: App, idem: Idem, expected: ExpectedVersion,
-                    principal: Annotated[Principal, permit("issue_statement")]):
+def issue_statement(contract_id: UUID, body: StatementIn, app: App,
+                    principal: Annotated[Principal, permit("issue_statement")], idem: Idem, expected: ExpectedVersion):
     """Freezes a payment statement for a month, from the contract as it is now (`If-Match`: its version)."""
     visible_contract(app, principal, contract_id)
     return answer(app, principal, app.issue_statement(principal.actor, idem, contract_id, body.period, expected))

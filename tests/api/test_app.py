@@ -8,6 +8,7 @@ import textwrap
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.render import Json
 from api.settings import Settings
 
 
@@ -38,3 +39,8 @@ def test_the_served_app_settles_its_heap_at_startup_and_a_test_app_does_not(tmp_
     env = {**os.environ, "LASTMETER_DATABASE_URL": f"sqlite:///{tmp_path / 'lastmeter.db'}", "LASTMETER_MASTER_KEY": ""}
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_json_answers_render_what_orjson_refuses_as_the_json_module_does():
+    assert Json({"units": 2**70, "名": "林"}).body == '{"units":1180591620717411303424,"名":"林"}'.encode()
+    assert Json({1: "x"}).body == b'{"1":"x"}'

@@ -296,6 +296,13 @@ class TestScope:
         assert api.client.get(f"/v1/cases/{case['id']}", headers=auditor).status_code == 200
         assert api.client.post(f"/v1/cases/{case['id']}/notes", json={"text": "x"}, headers=auditor).status_code == 403
 
+    def test_a_role_that_may_not_act_is_told_so_before_anything_about_its_headers(self, desk, api):
+        case, auditor = desk.open(), api.token("auditor")
+        bad = {**auditor, "Idempotency-Key": "not a key", "If-Match": "three"}
+        for path, body in ((f"/v1/cases/{case['id']}/notes", {"text": "x"}), ("/v1/clients", {}), ("/v1/cases", {})):
+            r = api.client.post(path, json=body, headers=bad)
+            assert (r.status_code, r.headers["content-type"]) == (403, "application/problem+json"), path
+
     def test_a_revoked_or_unknown_token_is_401(self, api):
         assert api.client.get("/v1/case-kinds", headers={"Authorization": "Bearer lm_forged"}).status_code == 401
         assert api.client.get("/v1/case-kinds", headers={"Authorization": "Basic abc"}).status_code == 401
