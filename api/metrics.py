@@ -43,6 +43,18 @@ def install(app: FastAPI) -> CollectorRegistry:
 access = logging.getLogger("lastmeter.access")
 
 
+def route_of(scope) -> str:
+    """What a log may say of the path asked for: the matched route's template; the path itself for a
+    route without parameters (FastAPI's own /docs and /openapi.json carry no route object); else
+    "unmatched", so that no identifier a client put in a path is written down."""
+    route = scope.get("route")
+    if route is not None:
+        return route.path
+    if scope.get("endpoint") is not None and not scope.get("path_params"):
+        return scope["path"]
+    return "unmatched"
+
+
 class Measure:
     """Counts, times and logs every HTTP request by route (plain ASGI: no per-request task or queue).
 
@@ -66,7 +78,7 @@ class Measure:
         try:
             await self.app(scope, receive, sending)
         finally:
-            route, took = getattr(scope.get("route"), "path", "unmatched"), time.perf_counter() - started
+            route, took = route_of(scope), time.perf_counter() - started
             self.latency.labels(scope["method"], route).observe(took)
             self.requests.labels(scope["method"], route, str(status[0])).inc()
             access.info("%s %s %d %.1f ms", scope["method"], route, status[0], took * 1000)

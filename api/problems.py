@@ -9,6 +9,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.metrics import route_of
 from domain.application import Contention
 from domain.errors import CommandRefused, InvalidInput, NotFound, StaleVersion
 
@@ -75,8 +76,7 @@ async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
 
 async def server_fault(request: Request, exc: Exception) -> JSONResponse:
     # Only the exception's type and the route's template: messages and paths may carry identifiers.
-    route = getattr(request.scope.get("route"), "path", "unmatched")
-    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, route)
+    log.error("unhandled %s on %s %s", type(exc).__name__, request.method, route_of(request.scope))
     return problem(500, "Server error", "the server failed; the request may be retried")
 
 

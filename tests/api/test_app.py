@@ -44,3 +44,13 @@ def test_the_served_app_settles_its_heap_at_startup_and_a_test_app_does_not(tmp_
 def test_json_answers_render_what_orjson_refuses_as_the_json_module_does():
     assert Json({"units": 2**70, "名": "林"}).body == '{"units":1180591620717411303424,"名":"林"}'.encode()
     assert Json({1: "x"}).body == b'{"1":"x"}'
+
+
+def test_the_access_log_names_fastapi_own_routes_and_never_an_unmatched_path(api, caplog):
+    case_id = "0b6b3a34-8c7e-4f4e-9a55-7b6c8f1d2e3a"
+    with caplog.at_level("INFO", logger="lastmeter.access"):
+        api.client.get("/openapi.json")
+        api.client.get(f"/v1/cases/{case_id}", headers=api.token("auditor"))
+        api.client.get(f"/v1/nothing/{case_id}")
+    lines = [r.getMessage().rsplit(" ", 2)[0] for r in caplog.records if r.name == "lastmeter.access"]
+    assert lines == ["GET /openapi.json 200", "GET /v1/cases/{case_id} 404", "GET unmatched 404"]
