@@ -15,8 +15,9 @@ One run:
 3. starts `python -m uvicorn bench.trivial_app:app` with the same server settings (host, workers,
    log level) and drives it with the same number of clients for the same time;
 4. prints throughput, p50/p99 latency (all requests and per kind), the lag, the CPU used by the
-   load generator, the server and the whole machine, and the ratios: throughput vs the trivial
-   endpoint (target >= 0.4x), p99 (target < 100 ms), lag p99 (target < 250 ms), PASS or FAIL.
+   load generator, the server (with its projector process; also per request) and the whole machine,
+   and the ratios: throughput vs the trivial endpoint (target >= 0.4x), p99 (target < 100 ms), lag
+   p99 (target < 250 ms), PASS or FAIL.
 
     .venv/bin/python -m bench.http                     # 20 s each
     .venv/bin/python -m bench.http --seconds 60        # longer
@@ -550,8 +551,8 @@ def main(argv: list[str] | None = None) -> int:
             continue
         odd = {f"{k} {s}": n for (k, s), n in sorted(load.statuses.items()) if s not in (200, 201)}
         print(f"  {load.label}: CPU in the window: load generator {load.client_cpu:.1f} s, server {load.server_cpu:.1f} s "
-              f"of {load.seconds:.1f} s; machine {load.machine_busy:.0%} busy; "
-              f"unexpected answers {odd or 'none'}")
+              f"of {load.seconds:.1f} s ({load.server_cpu / max(load.requests, 1) * 1000:.2f} ms a request); "
+              f"machine {load.machine_busy:.0%} busy; unexpected answers {odd or 'none'}")
         for error in load.errors[:5]:
             print(f"    {error}")
         ok &= not odd and not load.errors
