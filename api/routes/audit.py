@@ -8,7 +8,7 @@ from pydantic import AwareDatetime
 
 from api.access import Principal
 from api.deps import App, Fresh, ReadSideDep, permit
-from api.render import decode_cursor, encode_cursor, moment
+from api.render import Json, decode_cursor, encode_cursor, moment
 from domain.actor import STAFF_ID
 from projections import chain
 from projections.audit import facts, search
@@ -38,7 +38,7 @@ def audit_events(
          "actor": {"user": r["actor_user"], "role": r["actor_role"]}, "data": facts(app.mapper.transcoder, r["data"])}
         for r in page
     ]
-    return {"items": items, "next_cursor": encode_cursor(page[-1]["position"]) if len(rows) > limit else None}
+    return Json({"items": items, "next_cursor": encode_cursor(page[-1]["position"]) if len(rows) > limit else None})
 
 
 @router.get("/verify")

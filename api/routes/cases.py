@@ -175,10 +175,10 @@ def read_history(
     page = events[:limit]
     more = len(events) > limit
     disclose(app, principal, case.client_id, "history", case_id)
-    return {
+    return Json({
         "items": [history_entry(e, principal) for e in page],
         "next_cursor": encode_cursor(page[-1].originator_version) if more else None,
-    }
+    })
 
 
 @router.post("/{case_id}/assignment")
