@@ -22,7 +22,8 @@ def run(name: str) -> list[str]:
                           capture_output=True, text=True)
     output = done.stdout + done.stderr
     (RESULTS / f"{name}.txt").write_text(output)
-    lines = [line.strip() for line in output.splitlines() if VERDICT.search(line) or "rows/s" in line]
+    lines = [line.strip() for line in output.splitlines()
+             if VERDICT.search(line) or "rows/s" in line or line.rstrip().endswith("(no target)")]
     if done.returncode not in (0, 1) and not lines:
         lines = [f"did not finish (exit {done.returncode}); see bench/results/{name}.txt"]
     return lines

@@ -12,6 +12,9 @@ One run:
    back, until every view's position is at least the command's X-Position (the lag counted is up
    to the poll's *answer*, an upper bound; the target is judged on it); a second prober reads the
    views' positions straight from PostgreSQL every 2 ms, the lag without the API's own latency;
+   then drives the same mix at a steady half of the throughput it measured, for --paced-seconds:
+   the latency a case worker sees when the server is not saturated (no target; with 32 clients
+   back to back, latency is bound to be 32 / throughput on average, whatever the server does);
 3. starts `python -m uvicorn bench.trivial_app:app` with the same server settings (host, workers,
    log level) and drives it with the same number of clients for the same time;
 4. prints throughput, p50/p99 latency (all requests and per kind), the lag, the CPU used by the
@@ -261,9 +264,14 @@ def percentile(values: list[float], p: float) -> float:
 
 def drive(label: str, server: Server, clients: int, seconds: float, warmup: float,
           make_op: Callable[[int, Session], Callable[[], tuple[str, Answer]]],
-          users: list[dict[str, str]], probers: tuple[Callable[[threading.Event], None], ...] = ()) -> Load:
+          users: list[dict[str, str]], probers: tuple[Callable[[threading.Event], None], ...] = (),
+          pace: float | None = None) -> Load:
     """Runs `clients` threads, each doing `op()` back to back as one of `users` (round robin);
-    measures the requests answered inside the window."""
+    measures the requests answered inside the window.
+
+    With `pace`, each client sends a request every `pace` seconds instead (the clients staggered
+    evenly), and a request's latency runs from when it was due: a client still waiting on its last
+    answer is late, and its lateness counts (no coordinated omission)."""
     load = Load(label)
     sessions = [Session(server.base_url, users[i % len(users)]) for i in range(clients)]
     for session in sessions:  # the connections open before the clock starts
@@ -277,8 +285,13 @@ def drive(label: str, server: Server, clients: int, seconds: float, warmup: floa
     def loop(i: int) -> None:
         done = records[i]
         start.wait()
+        due = clock["start"] + (pace or 0.0) * i / clients
         while time.perf_counter() < clock["end"]:
-            began = time.perf_counter()
+            if pace is None:
+                began = time.perf_counter()
+            else:
+                time.sleep(max(0.0, due - time.perf_counter()))
+                began, due = due, due + pace
             try:
                 kind, response = ops[i]()
             except Exception as error:  # a failed request is counted, the client goes on
@@ -296,7 +309,7 @@ def drive(label: str, server: Server, clients: int, seconds: float, warmup: floa
     for t in probes:
         t.start()
     now = time.perf_counter()
-    clock["from"], clock["end"] = now + warmup, now + warmup + seconds
+    clock["start"], clock["from"], clock["end"] = now, now + warmup, now + warmup + seconds
     start.wait()
     time.sleep(max(0.0, clock["from"] - time.perf_counter()))
     cpu0, server0, (busy0, total0) = time.process_time(), cpu_seconds(server.process.pid), machine_busy()
@@ -492,6 +505,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-cases", type=int, default=256)
     parser.add_argument("--keep-server-log", action="store_true", help="keep the servers' logs and print where")
     parser.add_argument("--skip-trivial", action="store_true")
+    parser.add_argument("--paced-seconds", type=float, default=10.0,
+                        help="then, seconds at a steady half of the throughput measured (0: skip; default 10)")
     args = parser.parse_args(argv)
 
     workdir = Path(tempfile.mkdtemp(prefix="bench-http-"))
@@ -523,6 +538,11 @@ def main(argv: list[str] | None = None) -> int:
                          lastmeter_ops(case_ids, client_ids, probes), users, tuple(p.run for p in probes))
             for probe in probes:
                 ours.errors += [f"prober {probe.name}: {e}" for e in probe.errors[:3]]
+            paced = None
+            if args.paced_seconds > 0 and ours.rate > 0:
+                print(f"  the same mix at a steady {ours.rate / 2:,.0f} req/s ...", flush=True)
+                paced = drive("lastmeter, paced", server, args.clients, args.paced_seconds, 1.0,
+                              lastmeter_ops(case_ids, client_ids, []), users, pace=2 * args.clients / ours.rate)
         trivial = None
         if not args.skip_trivial:
             port = free_port()
@@ -543,10 +563,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  {'':<22}{'requests':>9}{'req/s':>10}{'p50 ms':>9}{'p99 ms':>9}{'max ms':>9}")
     print("  " + "-" * 66)
     print_load(ours)
+    if paced:
+        print_load(paced)
     if trivial:
         print_load(trivial)
     print("  " + "-" * 66)
-    for load in (ours, trivial):
+    for load in (ours, paced, trivial):
         if load is None:
             continue
         odd = {f"{k} {s}": n for (k, s), n in sorted(load.statuses.items()) if s not in (200, 201)}
@@ -576,6 +598,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"p99 latency          = {ms(p99)} ms   (target < 100 ms)   {verdict(p99 < 0.100)}")
     ok &= lag_p99 < 0.250
     print(f"lag p99              = {ms(lag_p99)} ms   (target < 250 ms, polling the API)   {verdict(lag_p99 < 0.250)}")
+    if paced:  # no target: what a case worker waits when the server is not saturated
+        print(f"at a steady half of that throughput ({paced.rate:,.0f} req/s): p50 "
+              f"{ms(percentile(paced.all_latencies(), 50))} ms, p99 {ms(percentile(paced.all_latencies(), 99))} ms"
+              "   (no target)")
     print(f"load average now {os.getloadavg()[0]:.2f}")
     return 0 if ok else 1
 
