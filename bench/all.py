@@ -1,4 +1,5 @@
-"""Runs every benchmark and writes one summary: each target line (PASS or FAIL) they printed.
+"""Runs every benchmark and writes one summary: each target line (PASS or FAIL) they printed, and
+their figures without a target (rows/s of imports, lines ending "(no target)").
 
     make bench        # or: .venv/bin/python -m bench.all
 The full output of each goes to bench/results/<name>.txt, the summary to bench/results/summary.txt.

@@ -45,8 +45,7 @@ class LockedInsert:
         names = {"schema": Identifier(self.datastore.schema), "function": Identifier(FUNCTION),
                  "table": Identifier(recorder.events_table_name)}
         self._create = SQL(_CREATE).format(channel=Literal(channel(recorder)), **names)
-        # Rendered once: psycopg renders a composed query again on every execute, a plain one it
-        # parses once and keeps.
+        # Rendered once: psycopg builds a composed query's text again on every execute.
         self._call = SQL("SELECT position FROM {schema}.{function}(%s::uuid[], %s::bigint[], %s::text[], "
                          "%s::bytea[]) AS inserted(position)").format(**names).as_string()
         self._created = False

@@ -19,7 +19,7 @@ from eventsourcing.persistence import Transcoder
 from projections.store import Tx
 from projections.view import Table, View
 
-_AS_TEXT = orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_NON_STR_KEYS  # moments by str(), as json's default=str
+_AS_TEXT = orjson.OPT_PASSTHROUGH_DATETIME  # moments to default=str too, as the json module writes them
 
 COLUMNS = ("position", "at", "aggregate_id", "aggregate_type", "version", "type", "actor_user", "actor_role", "data")
 NOT_FACTS = ("originator_topic", "timestamp", "actor", "personal")  # besides originator id and version, kept apart
@@ -80,7 +80,8 @@ class AuditView(View):
 def facts(transcoder: Transcoder, data: str) -> dict[str, Any]:
     """An audit row's facts as plain JSON values (ids, moments and amounts as their text, as str()
     writes them). By orjson: a page of 100 rows in a third of the json module's time; what orjson
-    refuses (an integer beyond 64 bits) goes the json module's way, to the same values."""
+    refuses (an integer beyond 64 bits) goes the json module's way, to the same values. (A NaN,
+    which no store keeps in JSON, would be null where the json module wrote NaN.)"""
     decoded = transcoder.decode(data.encode())
     try:
         return orjson.loads(orjson.dumps(decoded, default=str, option=_AS_TEXT))
