@@ -15,14 +15,14 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from api.backend import Backend
 from domain.application import LastMeter
 from domain.lockedinsert import channel
 from projections import VIEWS
 from projections.privacy import PersonalDataMapper
-from projections.runner import Projector
+from projections.runner import Projector, Stop, UntilOrphaned
 from projections.store import ViewStore
 
 log = logging.getLogger("lastmeter.projector")
@@ -33,11 +33,6 @@ RETRY_AFTER_FAILURE = 1.0
 # from about 90 to 115 ms (target 250). Idle, the first event is still applied as soon as it lands.
 SETTLE = 0.03
 PROCESS_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "0"}  # it reads, then writes: few connections
-
-
-class Stop(Protocol):
-    def is_set(self) -> bool: ...
-    def wait(self, timeout: float | None = None) -> bool: ...
 
 
 def keyless(app: LastMeter) -> PersonalDataMapper:
@@ -101,24 +96,11 @@ def _sharing(projector: Projector, counts: Any) -> Callable[[], None]:
     return share
 
 
-class _UntilOrphaned:
-    """The parent's stop signal, also set when the parent is gone (killed without a word)."""
-
-    def __init__(self, stop: Stop, parent: int):
-        self.stop, self.parent = stop, parent
-
-    def is_set(self) -> bool:
-        return self.stop.is_set() or os.getppid() != self.parent
-
-    def wait(self, timeout: float | None = None) -> bool:
-        return self.stop.wait(timeout) or self.is_set()
-
-
 def follow_in_a_process(env: dict[str, str], stop: Stop, processed, parent: int) -> None:
     """The projector process: follows the log, and shares its counts of events applied per view."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops it
     logging.basicConfig(level=logging.INFO, format="%(levelname)-9s %(name)s: %(message)s")
-    follow(partial(projector_in_this_process, env), _UntilOrphaned(stop, parent), processed)
+    follow(partial(projector_in_this_process, env), UntilOrphaned(stop, parent), processed)
 
 
 class ReadSide:

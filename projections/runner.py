@@ -14,6 +14,7 @@ committing later. Gaps (inserts that failed) stay gaps.
 """
 
 import multiprocessing
+import os
 import threading
 import time
 import uuid
@@ -21,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from eventsourcing.application import Application
 from eventsourcing.persistence import Mapper
@@ -30,6 +31,26 @@ from eventsourcing.utils import get_topic
 from projections.eventlog import by_aggregate
 from projections.store import Tx, ViewStore
 from projections.view import NEXT, View
+
+
+class Stop(Protocol):
+    def is_set(self) -> bool: ...
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class UntilOrphaned:
+    """A stop signal, also set once the process that started this one is gone: a daemon child is
+    stopped by a parent that exits, but a parent killed without a word (SIGKILL, or SIGTERM's default)
+    leaves it running."""
+
+    def __init__(self, stop: Stop, parent: int):
+        self.stop, self.parent = stop, parent
+
+    def is_set(self) -> bool:
+        return self.stop.is_set() or os.getppid() != self.parent
+
+    def wait(self, timeout: float | None = None) -> bool:
+        return self.stop.wait(timeout) or self.is_set()
 
 POSITIONS = "projection_positions"
 
@@ -154,7 +175,7 @@ class Projector:
             self._caught_up.notify_all()
         return total
 
-    def run(self, stop: threading.Event, poll: float = 0.05, after_each: Callable[[], None] = lambda: None,
+    def run(self, stop: Stop, poll: float = 0.05, after_each: Callable[[], None] = lambda: None,
             wake: Callable[[float], Any] | None = None, settle: float = 0.0) -> None:
         """Follows the log until `stop` is set; `after_each` is called after every round. Caught up, it
         waits `poll` seconds, or less with `wake`, which returns early when new events are stored.
@@ -259,7 +280,7 @@ class Projector:
             count = context.Value("q", 0)
             process = context.Process(target=_fold_elsewhere, name="rebuild-fold", daemon=True,
                                       args=(self.elsewhere, [(type(v), t) for v, t in copies], head,
-                                            self.rebuild_batch_size, count))
+                                            self.rebuild_batch_size, count, os.getpid()))
             process.start()
             reported = [0]
 
@@ -284,7 +305,7 @@ class Projector:
                 process.close()
 
     def _fold(self, copies: Sequence[tuple[View, str]], head: int, advanced: Callable[[int], None],
-              stop: threading.Event | None = None) -> None:
+              stop: Stop | None = None) -> None:
         """Feeds each copy its aggregates' events up to `head`, aggregate by aggregate, then sets its
         position to `head`. Positions stay 0 until then: a crash (or `stop`) leaves a copy that the
         next rebuild drops; the live views are untouched either way."""
@@ -318,8 +339,9 @@ class Projector:
 
 
 def _fold_elsewhere(elsewhere: Callable[[], AbstractContextManager[Projector]], copies: list[tuple[type[View], str]],
-                    head: int, chunk: int, count: Any) -> None:
-    """A rebuild's fold, in a process of its own (see Projector._folding_beside)."""
+                    head: int, chunk: int, count: Any, parent: int) -> None:
+    """A rebuild's fold, in a process of its own (see Projector._folding_beside); it stops once the
+    rebuild's process is gone, leaving its copies for the next rebuild to drop."""
 
     def advanced(folded: int) -> None:
         with count.get_lock():
@@ -328,4 +350,5 @@ def _fold_elsewhere(elsewhere: Callable[[], AbstractContextManager[Projector]], 
     with elsewhere() as projector:
         projector.rebuild_batch_size = chunk
         events_table = projector.app.recorder.events_table_name
-        projector._fold([(cls(NEXT, events_table=events_table), tracking) for cls, tracking in copies], head, advanced)
+        projector._fold([(cls(NEXT, events_table=events_table), tracking) for cls, tracking in copies], head, advanced,
+                        UntilOrphaned(threading.Event(), parent))

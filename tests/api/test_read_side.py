@@ -316,10 +316,10 @@ def test_a_projector_process_stops_once_its_parent_is_gone():
     import os
     import threading
 
-    from api.readside import _UntilOrphaned
+    from projections.runner import UntilOrphaned
 
-    assert not _UntilOrphaned(threading.Event(), os.getppid()).is_set()
-    gone = _UntilOrphaned(threading.Event(), parent=-1)
+    assert not UntilOrphaned(threading.Event(), os.getppid()).is_set()
+    gone = UntilOrphaned(threading.Event(), parent=-1)
     assert gone.is_set() and gone.wait(0)
 
 

@@ -1,6 +1,7 @@
 """The projector on both stores: never skips, exactly once, rebuilds that equal live views."""
 
 import json
+import multiprocessing
 import threading
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
@@ -14,10 +15,11 @@ from domain.client import Client
 from domain.kinds import KINDS
 from projections import VIEWS
 from projections.audit import facts, search
-from projections.runner import Projector
+from projections.cases import CaseView
+from projections.runner import Projector, _fold_elsewhere
 from projections.store import ViewStore
 from projections.timefmt import micros
-from projections.view import Table, View
+from projections.view import NEXT, Table, View
 from tests.helpers import id_number
 
 WORKER = Actor("li-worker", "case_worker")
@@ -112,6 +114,20 @@ class TestLiveAndRebuilt:
         with pytest.raises(RuntimeError, match="fold"):
             projector.rebuild(list(projector.views))
         assert snapshot(views) == live
+
+    def test_a_fold_elsewhere_stops_once_the_rebuild_that_started_it_is_gone(self, lastmeter, views, store):
+        """A rebuild killed without a word (SIGKILL) leaves no fold running: its process folds nothing
+        more once its parent is gone. (Given a parent, the same call would fold into copies that do
+        not exist here, and fail.)"""
+        if store != "postgres":
+            pytest.skip("SQLite folds in a thread of the same process")
+        projector = Projector(lastmeter, views, VIEWS)
+        projector.setup()
+        busy_city(lastmeter, cases=2)
+        folded = multiprocessing.Value("q", 0)
+        _fold_elsewhere(partial(projector_in_this_process, dict(lastmeter.env)), [(CaseView, "cases" + NEXT)],
+                        projector.head(), 4, folded, parent=-1)
+        assert folded.value == 0 and projector.head() > 0
 
     def test_events_written_while_a_rebuild_runs_are_in_the_view_it_swaps_in(self, lastmeter, views):
         projector = Projector(lastmeter, views, VIEWS, batch_size=7, rebuild_batch_size=5)
