@@ -254,13 +254,34 @@ class LastMeter(PurchasedServices, Application):
         self.get_case(case_id)
         return list(self.events.get(case_id, gt=after or None, limit=limit))
 
-    def case_as_of(self, case_id: UUID, moment: datetime, from_log: bool = False) -> ServiceCase:
+    def case_as_of(self, case_id: UUID, moment: datetime, from_log: bool = False,
+                   near: int | None = None) -> ServiceCase:
         """The case as it stood at `moment`; NotFound if it did not exist yet.
 
-        The version is found by bisection over the case's events (their times rise with their
-        versions), reading one event per step, so a long case is decoded once, not twice.
+        The version is the last whose event is no later than `moment` (the events' times rise with
+        their versions). `near` is a guess at it (the audit view's): one read of the log confirms
+        it. Without one, or when the log refutes it, the version is found by bisection, reading one
+        event per step, so a long case is decoded once, not twice.
         """
-        low, high = 0, self.get_case(case_id).version
+        current = self.get_case(case_id).version
+        if near is None or not self._stood_at(case_id, near, current, moment):
+            near = self._bisected(case_id, current, moment)
+        if near == 0:
+            raise NotFound(f"case {case_id} did not exist at {moment.isoformat()}")
+        return self.get_case(case_id, near, from_log)
+
+    def _stood_at(self, case_id: UUID, version: int, current: int, moment: datetime) -> bool:
+        """Whether the log says `version` was the case's version at `moment`: its event no later,
+        the next one (if any) later. Both events in one read."""
+        if not 0 <= version <= current:
+            return False
+        times = {e.originator_version: e.timestamp
+                 for e in self.events.get(case_id, gt=max(version - 1, 0), lte=version + 1)}
+        reached = version == 0 or (version in times and times[version] <= moment)
+        return reached and (version == current or (version + 1 in times and times[version + 1] > moment))
+
+    def _bisected(self, case_id: UUID, current: int, moment: datetime) -> int:
+        low, high = 0, current
         while low < high:
             middle = (low + high + 1) // 2
             event = next(iter(self.events.get(case_id, gt=middle - 1, lte=middle)))
@@ -268,9 +289,7 @@ class LastMeter(PurchasedServices, Application):
                 low = middle
             else:
                 high = middle - 1
-        if low == 0:
-            raise NotFound(f"case {case_id} did not exist at {moment.isoformat()}")
-        return self.get_case(case_id, low, from_log)
+        return low
 
     # -- access tokens ----------------------------------------------------
 

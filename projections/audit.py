@@ -89,6 +89,14 @@ def facts(transcoder: Transcoder, data: str) -> dict[str, Any]:
         return json.loads(json.dumps(decoded, ensure_ascii=False, default=str))
 
 
+def version_at(tx: Tx, aggregate_id: str, at: int) -> int:
+    """The aggregate's last version at moment `at` (micros), as far as the view has come: a guess,
+    for the log to confirm (the view may be behind it)."""
+    row = tx.execute("SELECT MAX(version) FROM view_audit_events WHERE aggregate_id = ? AND at <= ?",
+                     (aggregate_id, at)).fetchone()
+    return row[0] or 0
+
+
 def search(tx: Tx, after: int, limit: int, aggregate_id: str | None = None, actor: str | None = None,
            start: int | None = None, end: int | None = None) -> list[dict]:
     """Events after position `after`, oldest first, matching every filter given."""

@@ -22,8 +22,10 @@ from domain.case import ServiceCase
 from domain.errors import InvalidInput, NotFound
 from domain.kinds import KINDS, STAGES
 from domain.orgs import code_prefix
+from projections import audit
 from projections import cases as views
 from projections.cases import LISTED, Where
+from projections.timefmt import micros
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 LISTED_COLUMNS = [c for c in LISTED if c != "opened_position"]
@@ -141,11 +143,15 @@ def list_cases(
 
 @router.get("/{case_id}")
 def read_case(
-    case_id: UUID, app: App, principal: Annotated[Principal, permit("read_case")],
+    request: Request, case_id: UUID, app: App, principal: Annotated[Principal, permit("read_case")],
     version: Annotated[int | None, Query(ge=1, description="the case as it was at this version")] = None,
     as_of: Annotated[AwareDatetime | None, Query(description="the case as it stood at this moment")] = None,
 ):
-    """The case now, at a past version, or as it stood at a past moment."""
+    """The case now, at a past version, or as it stood at a past moment.
+
+    For a moment, the audit view's version at that moment is the guess the log confirms in one read
+    (instead of a bisection's dozen for a long case). The read side is taken from the request, not
+    as a dependency: most reads are of the case now, and each dependency costs every request."""
     if version is not None and as_of is not None:
         raise InvalidInput("as_of", "give either version or as_of, not both")
     case = case_in_scope(app, principal, case_id)
@@ -154,7 +160,9 @@ def read_case(
             raise NotFound(f"case {case_id} has no version {version}")
         case = app.get_case(case_id, version)
     elif as_of is not None:
-        case = app.case_as_of(case_id, as_of)
+        with request.app.state.readside.store.read() as tx:
+            near = audit.version_at(tx, str(case_id), micros(as_of))
+        case = app.case_as_of(case_id, as_of, near=near)
     state = case_state(case, principal)
     if principal.role == "contractor":
         state["visit_contact"] = visit_contact(app.get_client(case.client_id))

@@ -148,3 +148,26 @@ class TestCaseAsOf:
         for version, moment in enumerate(moments, start=1):  # before note i, the case was at version i
             assert lastmeter.case_as_of(case.id, moment).version == version
         assert lastmeter.case_as_of(case.id, datetime.now(timezone.utc)).version == 10
+
+    def test_a_guess_at_the_version_is_taken_only_where_the_log_confirms_it(self, lastmeter):
+        import time
+        from datetime import datetime, timezone
+
+        from domain.errors import NotFound
+
+        before = datetime.now(timezone.utc)
+        time.sleep(0.002)
+        case = open_case(lastmeter)
+        moments = []
+        for i in range(5):
+            time.sleep(0.002)
+            moments.append(datetime.now(timezone.utc))
+            time.sleep(0.002)
+            lastmeter.update_case(None, case.id, None, note(f"n{i}"))
+        moments.append(datetime.now(timezone.utc))
+        for version, moment in enumerate(moments, start=1):
+            for near in (version, version - 1, version + 1, 0, 1, 6, 7, -1, 10 ** 9):
+                assert lastmeter.case_as_of(case.id, moment, near=near).version == version, (moment, near)
+        for near in (0, 1, 6, None):
+            with pytest.raises(NotFound):
+                lastmeter.case_as_of(case.id, before, near=near)
