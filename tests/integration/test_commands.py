@@ -1,7 +1,9 @@
 """The command loop on both stores: no accepted command lost or duplicated."""
 
+import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from datetime import datetime, timezone
 from uuid import uuid4
 
 import pytest
@@ -10,7 +12,7 @@ from eventsourcing.postgres import PostgresApplicationRecorder
 from api.backend import open_backend
 from domain.actor import Actor
 from domain.application import Idempotency
-from domain.errors import StaleVersion
+from domain.errors import NotFound, StaleVersion
 from tests.helpers import id_number
 
 WORKER = Actor("li-worker", "case_worker")
@@ -133,38 +135,30 @@ class TestIdempotencyAcrossCrashes:
         assert lastmeter.get_case(case.id).version == 2
 
 
-class TestCaseAsOf:
-    def test_finds_the_version_that_stood_at_each_moment(self, lastmeter):
-        import time
-        from datetime import datetime, timezone
+def now() -> datetime:
+    time.sleep(0.002)  # moments apart from the events around them
+    return datetime.now(timezone.utc)
 
+
+class TestCaseAsOf:
+    def noted(self, lastmeter, notes: int):
+        """A case noted `notes` times, and the moments it stood at versions 1, 2, ...: before each
+        note, and after the last."""
         case = open_case(lastmeter)
         moments = []
-        for i in range(9):
-            time.sleep(0.002)
-            moments.append(datetime.now(timezone.utc))
-            time.sleep(0.002)
+        for i in range(notes):
+            moments.append(now())
             lastmeter.update_case(None, case.id, None, note(f"n{i}"))
-        for version, moment in enumerate(moments, start=1):  # before note i, the case was at version i
+        return case, moments + [now()]
+
+    def test_finds_the_version_that_stood_at_each_moment(self, lastmeter):
+        case, moments = self.noted(lastmeter, 9)
+        for version, moment in enumerate(moments, start=1):
             assert lastmeter.case_as_of(case.id, moment).version == version
-        assert lastmeter.case_as_of(case.id, datetime.now(timezone.utc)).version == 10
 
     def test_a_guess_at_the_version_is_taken_only_where_the_log_confirms_it(self, lastmeter):
-        import time
-        from datetime import datetime, timezone
-
-        from domain.errors import NotFound
-
-        before = datetime.now(timezone.utc)
-        time.sleep(0.002)
-        case = open_case(lastmeter)
-        moments = []
-        for i in range(5):
-            time.sleep(0.002)
-            moments.append(datetime.now(timezone.utc))
-            time.sleep(0.002)
-            lastmeter.update_case(None, case.id, None, note(f"n{i}"))
-        moments.append(datetime.now(timezone.utc))
+        before = now()
+        case, moments = self.noted(lastmeter, 5)
         for version, moment in enumerate(moments, start=1):
             for near in (version, version - 1, version + 1, 0, 1, 6, 7, -1, 10 ** 9):
                 assert lastmeter.case_as_of(case.id, moment, near=near).version == version, (moment, near)
