@@ -52,6 +52,7 @@ class UntilOrphaned:
     def wait(self, timeout: float | None = None) -> bool:
         return self.stop.wait(timeout) or self.is_set()
 
+
 POSITIONS = "projection_positions"
 
 
@@ -276,7 +277,9 @@ class Projector:
                 finally:
                     stop.set()
         else:
-            context = multiprocessing.get_context("spawn")  # nothing of this process's connections is shared
+            # Spawned: nothing of this process's connections is shared, and this process is the fold's
+            # parent, which the fold watches (a fork server would be its parent instead).
+            context = multiprocessing.get_context("spawn")
             count = context.Value("q", 0)
             process = context.Process(target=_fold_elsewhere, name="rebuild-fold", daemon=True,
                                       args=(self.elsewhere, [(type(v), t) for v, t in copies], head,
@@ -314,10 +317,10 @@ class Projector:
             by_topic.setdefault(get_topic(view.folds) + ".", []).append((view, tracking))
         for prefix, group in by_topic.items():
             for chunk in by_aggregate(self.app.recorder, head, prefix, self.rebuild_batch_size):
-                if stop is not None and stop.is_set():
-                    return
                 events = [(n.id, self.mapper.to_domain_event(n)) for n in chunk]
                 writes = [view.fold(events) for view, _ in group]
+                if stop is not None and stop.is_set():  # as late as can be: nothing more is written
+                    return
                 with self.store.write() as tx:
                     for write in writes:
                         write(tx)
@@ -350,5 +353,8 @@ def _fold_elsewhere(elsewhere: Callable[[], AbstractContextManager[Projector]], 
     with elsewhere() as projector:
         projector.rebuild_batch_size = chunk
         events_table = projector.app.recorder.events_table_name
+        orphaned = UntilOrphaned(threading.Event(), parent)
         projector._fold([(cls(NEXT, events_table=events_table), tracking) for cls, tracking in copies], head, advanced,
-                        UntilOrphaned(threading.Event(), parent))
+                        orphaned)
+        if orphaned.is_set():  # stopped short: never an exit that looks like a finished fold
+            raise SystemExit("the rebuild that started this fold is gone; it stopped unfinished")
