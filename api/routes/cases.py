@@ -147,11 +147,10 @@ def read_case(
     version: Annotated[int | None, Query(ge=1, description="the case as it was at this version")] = None,
     as_of: Annotated[AwareDatetime | None, Query(description="the case as it stood at this moment")] = None,
 ):
-    """The case now, at a past version, or as it stood at a past moment.
-
-    For a moment, the audit view's version at that moment is the guess the log confirms in one read
-    (instead of a bisection's dozen for a long case). The read side is taken from the request, not
-    as a dependency: most reads are of the case now, and each dependency costs every request."""
+    """The case now, at a past version, or as it stood at a past moment."""
+    # For a moment, the audit view's version then is a guess the log confirms in one read (instead
+    # of a bisection's dozen for a long case). The read side comes from the request, not from a
+    # dependency: most reads are of the case now, and a dependency costs every request.
     if version is not None and as_of is not None:
         raise InvalidInput("as_of", "give either version or as_of, not both")
     case = case_in_scope(app, principal, case_id)

@@ -156,12 +156,18 @@ class TestCaseAsOf:
         for version, moment in enumerate(moments, start=1):
             assert lastmeter.case_as_of(case.id, moment).version == version
 
-    def test_a_guess_at_the_version_is_taken_only_where_the_log_confirms_it(self, lastmeter):
+    def test_a_guess_at_the_version_is_taken_only_where_the_log_confirms_it(self, lastmeter, monkeypatch):
         before = now()
         case, moments = self.noted(lastmeter, 5)
+        bisected = []
+        bisect = lastmeter._bisected
+        monkeypatch.setattr(lastmeter, "_bisected", lambda *args: bisected.append(args) or bisect(*args))
         for version, moment in enumerate(moments, start=1):
-            for near in (version, version - 1, version + 1, 0, 1, 6, 7, -1, 10 ** 9):
+            assert lastmeter.case_as_of(case.id, moment, near=version).version == version
+            assert not bisected  # a right guess is confirmed, not searched for
+            for near in (version - 1, version + 1, 0, 1, 6, 7, -1, 10 ** 9):
                 assert lastmeter.case_as_of(case.id, moment, near=near).version == version, (moment, near)
+            bisected.clear()
         for near in (0, 1, 6, None):
             with pytest.raises(NotFound):
                 lastmeter.case_as_of(case.id, before, near=near)
