@@ -12,6 +12,7 @@ import multiprocessing
 import os
 import signal
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
@@ -32,6 +33,12 @@ RETRY_AFTER_FAILURE = 1.0
 # server and projector used 5% less CPU and answered 3-4% more requests; save-to-visible p99 rose
 # from about 90 to 115 ms (target 250). Idle, the first event is still applied as soon as it lands.
 SETTLE = 0.03
+# Caught up, the projector looks at the log again after this long at the latest, by store (postgres?).
+# On PostgreSQL every insert, whoever made it, wakes it at once, so the look is only a safety net and
+# can be rare: every 50 ms it kept an idle server's projector and its backend at 4% of a core. On
+# SQLite another process's commits are seen only when it looks.
+IDLE_POLL = {True: 1.0, False: 0.05}
+STOP_CHECK = 0.1  # seconds: how soon a projector waiting on PostgreSQL's notifications sees its stop
 PROCESS_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "0"}  # it reads, then writes: few connections
 
 
@@ -55,11 +62,19 @@ def projector_in_this_process(env: dict[str, str]) -> Iterator[Projector]:
 
 
 @contextmanager
-def waking(projector: Projector) -> Iterator[Callable[[float], Any]]:
-    """A wait that new events end early: on PostgreSQL each insert's notification, whoever inserted;
-    on SQLite, which has none, this process's own commits (another process's are seen at the poll)."""
+def waking(projector: Projector, stop: Stop | None = None) -> Iterator[Callable[[float], Any]]:
+    """A wait that new events end early: on PostgreSQL each insert's notification, whoever inserted
+    (and `stop`, seen within STOP_CHECK); on SQLite, which has none, this process's own commits
+    (another process's are seen at the poll)."""
     if projector.store.postgres:
-        with projector.store.notified(channel(projector.app.recorder)) as wake:
+        with projector.store.notified(channel(projector.app.recorder)) as notified:
+            def wake(timeout: float) -> bool:
+                deadline = time.monotonic() + timeout
+                while not notified(max(0.0, min(deadline - time.monotonic(), STOP_CHECK))):
+                    if time.monotonic() >= deadline or (stop is not None and stop.is_set()):
+                        return False
+                return True
+
             yield wake
         return
     stored = projector.app.events_stored
@@ -78,8 +93,9 @@ def follow(opening: Callable[[], AbstractContextManager[Projector]], stop: Stop,
     another process, which gets the events applied to each view added up."""
     while not stop.is_set():
         try:
-            with opening() as projector, waking(projector) as wake:
-                projector.run(stop, after_each=_sharing(projector, counts), wake=wake, settle=SETTLE)
+            with opening() as projector, waking(projector, stop) as wake:
+                projector.run(stop, poll=IDLE_POLL[projector.store.postgres], after_each=_sharing(projector, counts),
+                              wake=wake, settle=SETTLE)
         except Exception as error:
             log.error("projector failed: %s; starting afresh", type(error).__name__)
             stop.wait(RETRY_AFTER_FAILURE)

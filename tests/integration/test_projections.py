@@ -3,13 +3,14 @@
 import json
 import multiprocessing
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from functools import partial
 
 import pytest
 
-from api.readside import projector_in_this_process, waking
+from api.readside import IDLE_POLL, STOP_CHECK, projector_in_this_process, waking
 from domain.actor import Actor
 from domain.client import Client
 from domain.kinds import KINDS
@@ -283,6 +284,20 @@ def test_each_insert_wakes_a_projector_waiting_for_events(lastmeter, views):
         assert wake(0.05) is False  # nothing stored since: the wait times out
         lastmeter.issue_token(ADMIN, "newcomer", "auditor")
         assert wake(10) is True
+
+
+def test_a_projector_waiting_on_notifications_sees_its_stop_without_waiting_out_its_poll(lastmeter, views, store):
+    """On PostgreSQL a caught-up projector looks at the log only every IDLE_POLL (each insert wakes it),
+    so its wait must end at a stop: a server that shuts down would otherwise wait for it."""
+    if store != "postgres":
+        pytest.skip("SQLite's projector is a thread that polls every 50 ms")
+    stop = threading.Event()
+    with waking(Projector(lastmeter, views, VIEWS), stop) as wake:
+        wake(0)  # what was stored before this test
+        threading.Timer(0.2, stop.set).start()
+        started = time.monotonic()
+        assert wake(IDLE_POLL[True] * 10) is False
+        assert 0.15 < time.monotonic() - started < 0.2 + 2 * STOP_CHECK
 
 
 def test_a_projector_takes_what_landed_while_it_settled_in_one_round(lastmeter, views):
