@@ -1,6 +1,7 @@
 """End to end: the real `lastmeter serve` process over HTTP, and the command line, on both stores."""
 
 import json
+import signal
 import threading
 import time
 import uuid
@@ -350,3 +351,18 @@ def test_the_access_log_names_routes_not_the_ids_asked_for(server, http):
         time.sleep(0.05)
     assert line in server.output()
     assert case["id"] not in server.output() and case["client_id"] not in server.output()
+
+
+def test_a_server_stops_cleanly_and_quietly(server, tmp_path):
+    """SIGTERM: the server and its projector stop at once, after a graceful shutdown (uvicorn then dies
+    of the signal it caught, as a process should), and leave nothing behind that the log would warn
+    of (the semaphores a projector process shared were once reported leaked)."""
+    from tests.e2e.conftest import start, stop
+
+    second = start(server.cli, tmp_path / "second.log", server.store)  # beside the module's server, same store
+    stopped = time.monotonic()
+    stop(second.process)
+    assert second.process.returncode in (0, -signal.SIGTERM), second.output()
+    assert time.monotonic() - stopped < 3, second.output()
+    assert "Application shutdown complete" in second.output()
+    assert "leaked" not in second.output() and "Traceback" not in second.output()
