@@ -172,7 +172,7 @@ class ReadSide:
                     self._runner.join()
                 self._runner.close()
                 self._runner = None  # closed: it can no longer say whether it is alive
-                # What it shared dies with it: freed now, their semaphores are released (at exit the
-                # resource tracker would warn of them as leaked).
-                self._stop, self._processed = threading.Event(), None
+                # What it shared dies with it, freed now with their semaphores (at exit the resource
+                # tracker would warn of them as leaked); its last counts are kept as a plain list.
+                self._stop, self._processed = threading.Event(), self._processed[:]
                 self._stop.set()
