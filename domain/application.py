@@ -255,15 +255,17 @@ class LastMeter(PurchasedServices, Application):
         return list(self.events.get(case_id, gt=after or None, limit=limit))
 
     def case_as_of(self, case_id: UUID, moment: datetime, from_log: bool = False,
-                   near: int | None = None) -> ServiceCase:
+                   near: int | None = None, current: int | None = None) -> ServiceCase:
         """The case as it stood at `moment`; NotFound if it did not exist yet.
 
         The version is the last whose event is no later than `moment` (the events' times rise with
         their versions). `near` is a guess at it (the audit view's): one read of the log confirms
         it. Without one, or when the log refutes it, the version is found by bisection, reading one
-        event per step, so a long case is decoded once, not twice.
+        event per step, so a long case is decoded once, not twice. `current`: the case's version
+        now, when the caller has just read the case (one read fewer).
         """
-        current = self.get_case(case_id).version
+        if current is None:
+            current = self.get_case(case_id).version
         if near is None or not self._stood_at(case_id, near, current, moment):
             near = self._bisected(case_id, current, moment)
         if near == 0:

@@ -161,7 +161,7 @@ def read_case(
     elif as_of is not None:
         with request.app.state.readside.store.read() as tx:
             near = audit.version_at(tx, str(case_id), micros(as_of))
-        case = app.case_as_of(case_id, as_of, near=near)
+        case = app.case_as_of(case_id, as_of, near=near, current=case.version)
     state = case_state(case, principal)
     if principal.role == "contractor":
         state["visit_contact"] = visit_contact(app.get_client(case.client_id))

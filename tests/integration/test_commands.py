@@ -171,3 +171,13 @@ class TestCaseAsOf:
         for near in (0, 1, 6, None):
             with pytest.raises(NotFound):
                 lastmeter.case_as_of(case.id, before, near=near)
+
+    def test_a_caller_that_has_just_read_the_case_spares_a_read_of_it(self, lastmeter, monkeypatch):
+        case, moments = self.noted(lastmeter, 3)
+        current = lastmeter.get_case(case.id).version
+        reads = []
+        get_case = lastmeter.get_case
+        monkeypatch.setattr(lastmeter, "get_case", lambda *args, **kw: reads.append(args) or get_case(*args, **kw))
+        for version, moment in enumerate(moments, start=1):
+            assert lastmeter.case_as_of(case.id, moment, near=version, current=current).version == version
+        assert reads == [(case.id, version, False) for version in range(1, len(moments) + 1)]  # each past state, once
