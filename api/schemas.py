@@ -5,6 +5,7 @@ from uuid import UUID
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
 
+from domain.actor import STAFF_ID
 from domain.client import ERASURE_GROUNDS
 
 
@@ -30,8 +31,8 @@ class CaseIn(Body):
 
 
 class AssignmentIn(Body):
-    assignee: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9._-]+$",
-                          description="the staff user id of the new assignee")
+    assignee: str = Field(pattern=STAFF_ID.pattern, description="the staff user id of the new assignee "
+                                                                "(as tokens name users)")
 
 
 class NoteIn(Body):

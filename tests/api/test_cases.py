@@ -110,6 +110,13 @@ class TestCommonCommands:
         r = desk.post(f"/v1/cases/{case['id']}/visits", {"mode": "door_to_door", "visited_at": visited, "summary": "入户"})
         assert r.status_code == 200 and r.json()["visits"] == 1
 
+    def test_a_case_is_assigned_to_any_user_a_token_can_name(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/assignment", {"assignee": "licheng:wang.2"})
+        assert r.status_code == 200 and r.json()["assignee"] == "licheng:wang.2"
+        r = desk.post(f"/v1/cases/{case['id']}/assignment", {"assignee": "w" * 65})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "assignee"
+
     def test_a_visit_needs_a_known_mode_and_an_offset(self, desk):
         case = desk.open()
         r = desk.post(f"/v1/cases/{case['id']}/visits", {"mode": "telepathy", "visited_at": "2026-01-01T10:00:00+08:00", "summary": "x"})
