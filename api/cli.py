@@ -1,10 +1,10 @@
 """The `lastmeter` command line."""
 
 import copy
-import csv
 import getpass
 import json
 import os
+import re
 import sys
 import time
 from collections.abc import Iterator
@@ -26,8 +26,7 @@ from api.render import case_state, history_entry, moment
 from api.settings import Settings, get_settings
 from domain.actor import Actor
 from domain.clock import SHANGHAI
-from domain.errors import DomainError
-from domain.orgs import OrgUnit
+from domain.errors import DomainError, InvalidInput
 from projections import chain
 
 cli = typer.Typer(help="lastmeter: need-to-service cases for the disability-service network.", no_args_is_help=True)
@@ -47,15 +46,27 @@ def operator() -> Actor:
     return Actor(f"cli:{getpass.getuser()}", "admin")
 
 
+# A file the user names must exist and be readable: Typer says so, instead of a traceback.
+ExistingFile = typer.Argument(exists=True, dir_okay=False, readable=True)
+
+
+@contextmanager
+def refusing() -> Iterator[None]:
+    """A refused command, or input it cannot use, prints the reason and exits 2."""
+    try:
+        yield
+    except DomainError as error:
+        console.print(f"[red]error:[/red] {error}")
+        raise typer.Exit(2) from None
+
+
 @contextmanager
 def opened() -> Iterator[Backend]:
     """The store, closed afterwards; a refused command prints its reason and exits 2."""
     backend = open_backend(get_settings())
     try:
-        yield backend
-    except DomainError as error:
-        console.print(f"[red]error:[/red] {error}")
-        raise typer.Exit(2) from None
+        with refusing():
+            yield backend
     finally:
         backend.close()
 
@@ -206,10 +217,12 @@ def audit_statement(statement: UUID) -> None:
 
 @audit_cli.command("verify")
 def audit_verify(
-    digest: Annotated[Optional[Path], typer.Option(help="a digest from `audit digest`: prove nothing changed up to it")] = None,
+    digest: Annotated[Optional[Path], typer.Option(
+        exists=True, dir_okay=False, readable=True, help="a digest from `audit digest`: prove nothing changed up to it")] = None,
 ) -> None:
     """Checks the hash chain over every stored event; names the first bad position."""
-    kept = json.loads(digest.read_text()) if digest else None
+    with refusing():
+        kept = read_digest(digest) if digest else None
     with read_side() as readside:
         readside.projector.catch_up()
         result = chain.verify(readside.projector.app.recorder, readside.store,
@@ -218,6 +231,17 @@ def audit_verify(
                              "first_bad_position": result.first_bad_position})
     if not result.ok:
         raise typer.Exit(1)
+
+
+def read_digest(path: Path) -> dict:
+    """What `audit digest` wrote: a position and the chain's head hash there."""
+    try:
+        kept = json.loads(path.read_text(encoding="utf-8"))
+        if isinstance(kept["position"], int) and isinstance(kept["head"], str):
+            return kept
+    except (ValueError, TypeError, KeyError):  # not JSON, not text, not an object, or a key missing
+        pass
+    raise InvalidInput("--digest", f"{path} is not a digest written by `lastmeter audit digest`")
 
 
 @audit_cli.command("digest")
@@ -229,7 +253,11 @@ def audit_digest(out: Annotated[Optional[Path], typer.Option(help="write it here
     position, head = last or (0, chain.GENESIS)
     text = json.dumps({"position": position, "head": head, "at": datetime.now(timezone.utc).isoformat()})
     if out:
-        out.write_text(text + "\n")
+        with refusing():
+            try:
+                out.write_text(text + "\n")
+            except OSError as error:
+                raise InvalidInput("--out", f"cannot write {out} ({error.strerror})") from None
         console.print(f"digest of {position} events written to {out}")
     else:
         print(text)
@@ -237,19 +265,30 @@ def audit_digest(out: Annotated[Optional[Path], typer.Option(help="write it here
 
 # -- reference data and imports -------------------------------------------------
 
+UNIT_FIELD = re.compile(r"units\[(\d+)\]\.(\w+)")  # how the domain names a field of a unit it is given
+
+
 @orgs_cli.command("import")
-def orgs_import(file: Path) -> None:
+def orgs_import(file: Annotated[Path, ExistingFile]) -> None:
     """Loads org units from a CSV with columns code, name, kind (parents before or after children)."""
-    with file.open(newline="", encoding="utf-8-sig") as handle:
-        units = [OrgUnit(row["code"].strip(), row["name"], row["kind"].strip()) for row in csv.DictReader(handle)]
+    from api.imports import read_org_units
+
+    with refusing():
+        units = read_org_units(file.read_bytes())
     with opened() as backend:
-        added = backend.lastmeter.add_org_units(operator(), units)
+        try:
+            added = backend.lastmeter.add_org_units(operator(), list(units.values()))
+        except InvalidInput as error:  # the domain names a unit by its place in the list; the user sees rows
+            place = UNIT_FIELD.fullmatch(error.field)
+            if place is None:
+                raise
+            raise InvalidInput(f"row {list(units)[int(place[1])]} {place[2]}", error.reason) from None
     console.print(f"{added} new org units of {len(units)} in the file")
 
 
 @import_cli.command("deliveries")
 def import_deliveries(
-    file: Path,
+    file: Annotated[Path, ExistingFile],
     contract: Annotated[UUID, typer.Option(help="the contract the deliveries are reported under")],
 ) -> None:
     """Imports a contractor's CSV or XLSX of deliveries; prints each row's result."""

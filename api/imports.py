@@ -1,4 +1,5 @@
-"""Delivery spreadsheets as contractors keep them: CSV or XLSX, English or Chinese headers."""
+"""Files users import: delivery spreadsheets as contractors keep them (CSV or XLSX, English or Chinese
+headers), and lists of org units (CSV)."""
 
 import csv
 import io
@@ -10,7 +11,9 @@ from openpyxl import load_workbook
 
 from api.spreadsheet import XLSX
 from domain.errors import InvalidInput
+from domain.orgs import OrgUnit
 from domain.purchasing import DeliveryRow
+
 HEADERS = {
     "case_id": "case_id", "案件编号": "case_id",
     "delivered_on": "delivered_on", "服务日期": "delivered_on",
@@ -18,20 +21,39 @@ HEADERS = {
     "reference": "reference", "报告编号": "reference",
 }
 MAX_ROWS = 50_000
+ORG_COLUMNS = ("code", "name", "kind")
 
 
-def read_rows(content: bytes, filename_or_type: str) -> list[DeliveryRow]:
-    """The rows of a CSV or XLSX file; 422 for a file that is neither or lacks a column."""
+def read_rows(content: bytes, filename_or_type: str) -> dict[int, DeliveryRow]:
+    """The deliveries of a CSV or XLSX file by their row in it (the header is row 1; blank rows are
+    skipped but keep their numbers, so that an answer points at the row the contractor sees);
+    422 for a file that is neither or lacks a column."""
     table = _xlsx(content) if content[:2] == b"PK" or filename_or_type.endswith(("xlsx", XLSX)) else _csv(content)
     header = next(table, None) or []
     columns = _columns(header)
-    rows = []
-    for row in table:
+    rows = {}
+    for number, row in enumerate(table, start=2):
         if len(rows) == MAX_ROWS:
             raise InvalidInput("file", f"has more than {MAX_ROWS} rows; import them in parts")
         if any(c not in (None, "") for c in row):
-            rows.append(_row(row, columns))
+            rows[number] = _row(row, columns)
     return rows
+
+
+def read_org_units(content: bytes) -> dict[int, OrgUnit]:
+    """The units of a CSV with columns code, name and kind, by their row in it (as read_rows numbers them)."""
+    table = _csv(content)
+    header = [str(title).strip().lower() for title in next(table, None) or []]
+    for name in ORG_COLUMNS:
+        if name not in header:
+            raise InvalidInput("file", f"has no {name} column (headers: {', '.join(ORG_COLUMNS)})")
+    code, name, kind = (header.index(c) for c in ORG_COLUMNS)
+    units = {}
+    for number, row in enumerate(table, start=2):
+        if any(c.strip() for c in row):
+            row += [""] * (len(header) - len(row))
+            units[number] = OrgUnit(row[code].strip(), row[name], row[kind].strip())
+    return units
 
 
 def _csv(content: bytes) -> Iterator[list[Any]]:

@@ -75,9 +75,9 @@ class PurchasedServices:
         except _Replay as replay:
             return self._delivery_written(contract_id, replay.delivery)
 
-    def import_deliveries(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, rows: list[DeliveryRow],
-                          expected: int | None = None) -> tuple[Written, list[RowResult]]:
-        """Records every acceptable row in one transaction; answers each row.
+    def import_deliveries(self, actor: Actor, idem: Idempotency | None, contract_id: UUID,
+                          rows: dict[int, DeliveryRow], expected: int | None = None) -> tuple[Written, list[RowResult]]:
+        """Records every acceptable row (by its number in the file) in one transaction; answers each row.
 
         A repeat under the same Idempotency-Key answers as the first time: the rows are judged
         again against the contract as it stood before the first import, which records nothing.
@@ -96,9 +96,9 @@ class PurchasedServices:
             results = self._judge(actor, self.get_contract(contract_id, written.since), rows)
         return written, results
 
-    def _judge(self, actor: Actor, contract: Contract, rows: list[DeliveryRow]) -> list[RowResult]:
+    def _judge(self, actor: Actor, contract: Contract, rows: dict[int, DeliveryRow]) -> list[RowResult]:
         referred: dict[Any, bool] = {}  # case id → referred to this contract, looked up once per import
-        return [self._import_row(actor, contract, number, row, referred) for number, row in enumerate(rows, start=2)]
+        return [self._import_row(actor, contract, number, row, referred) for number, row in rows.items()]
 
     def review_delivery(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, delivery: UUID,
                         expected: int | None, accepted: bool, reason: str | None,

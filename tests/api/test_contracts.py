@@ -171,6 +171,13 @@ class TestImport:
         second = api.client.post(url, content=csv_file(rows), headers=headers).json()
         assert (second["recorded"], second["duplicate"], second["refused"]) == (0, 2, 2)
 
+    def test_blank_rows_keep_the_numbers_of_the_rows_after_them(self, api, desk, market):
+        case = referred_case(desk, market)
+        content = csv_file([(case["id"], TODAY, 1, "N-1")]) + f"\n,,,\n{case['id']},{TODAY},two,N-2\n".encode()
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import", content=content,
+                            headers={**market["contractor"], "Content-Type": "text/csv"})
+        assert [(i["row"], i["result"]) for i in r.json()["items"]] == [(2, "recorded"), (5, "refused")]
+
     def test_an_xlsx_upload_as_multipart(self, api, desk, market):
         case = referred_case(desk, market)
         book = Workbook()
@@ -235,6 +242,20 @@ class TestStatementFromTheCommandLine:
         result = cli("audit", "statement", issued.json()["id"])
         assert result.exit_code == 0, result.output
         assert result.stdout_bytes.rstrip(b"\n") == issued.content
+
+
+class TestImportFromTheCommandLine:
+    def test_a_file_is_imported_and_each_refused_row_named_by_its_row(self, api, desk, market, cli, tmp_path):
+        case = referred_case(desk, market)
+        file = tmp_path / "deliveries.csv"
+        file.write_bytes(csv_file([(case["id"], TODAY, 3, "F-1")]) + f"\n{case['id']},{TODAY},two,F-2\n".encode())
+        result = cli("import", "deliveries", str(file), "--contract", market["contract"]["id"])
+        assert result.exit_code == 0, result.output
+        refused = [line for line in result.output.splitlines() if "refused" in line and "F-2" in line]
+        assert len(refused) == 1 and refused[0].split()[1] == "4"
+        assert "1 recorded, 0 duplicate, 1 refused" in result.output
+        ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
+        assert ledger["pending_units"] == 3
 
 
 class TestImportRetries:

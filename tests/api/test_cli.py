@@ -1,0 +1,86 @@
+"""The command line's imports, tokens and digests, against the test's store. Input a command cannot
+use is answered with the reason and exit code 2, never a traceback (exit code 1)."""
+
+import re
+import uuid
+
+import pytest
+
+
+def said(result) -> str:
+    """What a command printed, as one line: Rich wraps at the terminal's width, in a box for usage errors."""
+    return " ".join(re.sub("[│╭╮╰╯─]", " ", result.output).split())
+
+
+def codes(api) -> set[str]:
+    return {u["code"] for u in api.client.get("/v1/org-units", headers=api.token("auditor")).json()["items"]}
+
+
+class TestOrgsImport:
+    def test_the_units_of_a_file_join_the_tree_once(self, api, cli, tmp_path):
+        file = tmp_path / "units.csv"
+        file.write_text("code,name,kind\n350502777001,新村社区,village\n350502777,新街道,township\n", encoding="utf-8")
+        result = cli("orgs", "import", str(file))
+        assert result.exit_code == 0 and "2 new org units of 2 in the file" in said(result), result.output
+        items = api.client.get("/v1/org-units", headers=api.token("auditor")).json()["items"]
+        assert {"code": "350502777001", "name": "新村社区", "kind": "village", "parent": "350502777"} in items
+        assert "0 new org units of 2 in the file" in said(cli("orgs", "import", str(file)))
+
+    def test_a_bad_row_is_named_by_its_row_in_the_file_and_nothing_is_added(self, api, cli, tmp_path):
+        file = tmp_path / "units.csv"
+        file.write_text("code,name,kind\n350502778,街道,township\n\n350502778001,村,hamlet\n", encoding="utf-8")
+        result = cli("orgs", "import", str(file))
+        assert result.exit_code == 2 and "row 4 kind: must be one of" in said(result), result.output
+        assert "350502778" not in codes(api)
+
+    @pytest.mark.parametrize("content,says", [
+        (b"code,name\n350502779,x\n", "file: has no kind column"),
+        (b"", "file: has no code column"),
+    ])
+    def test_a_file_without_its_columns_is_refused(self, cli, tmp_path, content, says):
+        file = tmp_path / "units.csv"
+        file.write_bytes(content)
+        result = cli("orgs", "import", str(file))
+        assert result.exit_code == 2 and says in said(result), result.output
+
+
+class TestFilesThatAreNotThere:
+    @pytest.mark.parametrize("command", [
+        ("orgs", "import", "{missing}"),
+        ("import", "deliveries", "{missing}", "--contract", str(uuid.uuid4())),
+        ("audit", "verify", "--digest", "{missing}"),
+    ])
+    def test_are_named_without_a_traceback(self, cli, tmp_path, command):
+        missing = str(tmp_path / "missing.csv")
+        result = cli(*(part.format(missing=missing) for part in command))
+        assert result.exit_code == 2 and "does not exist" in said(result), result.output
+
+
+class TestDigests:
+    def test_a_file_that_is_not_a_digest_is_refused(self, cli, tmp_path):
+        for text in ("not json", "[1, 2]", '{"position": "7", "head": "ab"}'):
+            kept = tmp_path / "digest.json"
+            kept.write_text(text)
+            result = cli("audit", "verify", "--digest", str(kept))
+            assert result.exit_code == 2 and "is not a digest written by" in said(result), (text, result.output)
+
+    def test_a_digest_that_cannot_be_written_says_where(self, cli, tmp_path):
+        result = cli("audit", "digest", "--out", str(tmp_path / "no-such-folder" / "digest.json"))
+        assert result.exit_code == 2 and "--out: cannot write" in said(result), result.output
+
+
+class TestTokens:
+    def test_a_token_is_listed_and_once_revoked_refused(self, api, cli, lastmeter):
+        made = cli("tokens", "create", "--user", "zhao-worker", "--role", "case_worker", "--org-unit", "350502")
+        assert made.exit_code == 0, made.output
+        secret = made.output.strip().splitlines()[-1]
+        assert api.client.get("/v1/case-kinds", headers={"Authorization": f"Bearer {secret}"}).status_code == 200
+        assert "zhao-worker" in cli("tokens", "list").output
+        token = next(t for t in lastmeter.tokens() if t.user == "zhao-worker")
+        assert cli("tokens", "revoke", str(token.id)).exit_code == 0
+        assert lastmeter.repository.get(token.id).revoked
+        assert lastmeter.find_token(secret) is None
+
+    def test_revoking_a_token_that_does_not_exist_is_refused(self, cli):
+        result = cli("tokens", "revoke", str(uuid.uuid4()))
+        assert result.exit_code == 2 and "not found" in said(result), result.output
