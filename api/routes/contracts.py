@@ -1,5 +1,6 @@
 """Purchased services: contracts, deliveries, reviews, the ledger and payment statements."""
 
+from collections.abc import Callable
 from typing import Annotated
 from uuid import UUID
 
@@ -28,6 +29,18 @@ def visible_contract(app: LastMeter, principal: Principal, contract_id: UUID) ->
     if not principal.sees_contract(app.org_tree(), contract.provider, contract.org_units):
         raise NotFound(f"contract {contract_id} not found")
     return contract
+
+
+def deliveries_in_scope(app: LastMeter, principal: Principal) -> Callable[[ServiceCase], None]:
+    """A guard that answers 404 for a delivery whose case lies outside the caller's scope (a contract
+    may span units the caller does not cover); a contractor sees every delivery of its contract."""
+    tree = app.org_tree()
+
+    def guard(case: ServiceCase) -> None:
+        if principal.role != "contractor" and not principal.covers(tree, case.org_unit):
+            raise NotFound("delivery not found")
+
+    return guard
 
 
 @router.post("", status_code=201)
@@ -96,9 +109,11 @@ def read_delivery(contract_id: UUID, delivery_id: UUID, app: App,
                   principal: Annotated[Principal, permit("read_contract")]):
     """One delivery and its review."""
     contract = visible_contract(app, principal, contract_id)
-    if delivery_id not in contract.deliveries:
+    delivery = contract.deliveries.get(delivery_id)
+    if delivery is None:
         raise NotFound(f"delivery {delivery_id} not found")
-    return delivery_state(contract, contract.deliveries[delivery_id])
+    deliveries_in_scope(app, principal)(app.get_case(delivery.case_id))
+    return delivery_state(contract, delivery)
 
 
 @router.post("/{contract_id}/deliveries/{delivery_id}/review")
@@ -106,14 +121,8 @@ def review_delivery(contract_id: UUID, delivery_id: UUID, body: ReviewIn, app: A
                     principal: Annotated[Principal, permit("review_delivery")], idem: Idem, expected: ExpectedVersion):
     """Accepts a delivery, or rejects it with a reason; only for a case in the reviewer's scope."""
     visible_contract(app, principal, contract_id)
-    tree = app.org_tree()
-
-    def may_review(case: ServiceCase) -> None:
-        if not principal.covers(tree, case.org_unit):
-            raise NotFound(f"delivery {delivery_id} not found")
-
     written = app.review_delivery(principal.actor, idem, contract_id, delivery_id, expected, body.accepted,
-                                  body.reason, may_review)
+                                  body.reason, deliveries_in_scope(app, principal))
     return answer(app, principal, written)
 
 

@@ -6,7 +6,9 @@ from datetime import date, timedelta
 import pytest
 from openpyxl import Workbook
 
+from domain.orgs import OrgUnit
 from domain.purchasing import today
+from tests.conftest import ADMIN
 
 TODAY = today()
 
@@ -133,6 +135,18 @@ class TestDeliveries:
                             json={"case_id": case["id"], "delivered_on": TODAY.isoformat(), "units": 1,
                                   "reference": "X"}, headers=stranger)
         assert r.status_code == 404
+
+
+    def test_a_delivery_for_a_case_outside_a_readers_scope_is_404(self, api, desk, market):
+        case = referred_case(desk, market)  # in Licheng (350502), on a contract for the whole district
+        delivery = deliver(api, market, case["id"], "R-007").json()
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/{delivery['id']}"
+        api.app.add_org_units(ADMIN, [OrgUnit("350502001", "海滨街道", "township")])
+        township = api.token("case_worker", "350502001")  # sees the contract, not the district's cases
+        assert api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=township).status_code == 200
+        assert api.client.get(url, headers=township).status_code == 404
+        assert api.client.get(url, headers=market["supervisor"]).status_code == 200
+        assert api.client.get(url, headers=market["contractor"]).status_code == 200
 
 
 class TestReview:
