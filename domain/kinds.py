@@ -209,7 +209,7 @@ HOME_MODIFICATION = CaseKind(
              (_on("surveyed_on", "the day of the survey"), _findings("what the survey found"))),
         Step(
             "quote_plan", "ModificationQuoted", "改造方案及报价", ("surveyed",), "quoted",
-            (Field("items", "text", "the works planned", max_length=4000),
+            (Field("items", "text", "the works planned at the person's home", max_length=4000, personal=True),
              Field("quote", "money", "quoted cost in yuan")),
         ),
         Step(
@@ -286,7 +286,7 @@ EMPLOYMENT_TRAINING = CaseKind(
     ),
     steps=(
         Step("enrol", "TraineeEnrolled", "报名", ("requested",), "enrolled",
-             (Field("course", "text", "the course", max_length=200), _on("starts_on", "first day of the course"))),
+             (Field("course", "text", "the course", max_length=200, personal=True), _on("starts_on", "first day of the course"))),
         Step("complete_training", "TrainingCompleted", "结业", ("enrolled",), "trained",
              (_on("completed_on", "last day"), Field("certified", "boolean", "whether a skills certificate was gained"))),
         Step("record_placement", "JobPlacementRecorded", "就业安置", ("trained",), "placed",

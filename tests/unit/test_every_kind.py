@@ -156,6 +156,17 @@ class TestDeclarations:
             if field.minimum is not None and field.maximum is not None:
                 assert field.minimum <= field.maximum
 
+    # Free text about a person's service is theirs: sealed with their key, erased with it. The
+    # exceptions name staff and organisations, not the person.
+    NAMES_NOT_PEOPLE = {("marriage_counselling", "match_counsellor", "counsellor"),
+                        ("marriage_counselling", "match_counsellor", "provider")}
+
+    @pytest.mark.parametrize("kind,step", STEPS, ids=[ids(p) for p in STEPS])
+    def test_every_free_text_field_is_personal_unless_it_names_staff_or_an_organisation(self, kind, step):
+        for field in KINDS[kind].step(step).fields:
+            if field.type == "text" and (kind, step, field.name) not in self.NAMES_NOT_PEOPLE:
+                assert field.personal, f"{kind}.{step}.{field.name} is free text stored as a plain fact"
+
     @pytest.mark.parametrize("kind", KIND_NAMES)
     def test_the_description_served_to_clients_is_json_and_matches_the_declaration(self, kind):
         declaration = KINDS[kind]
@@ -292,7 +303,8 @@ class TestPayloadValidation:
         case = case_at("home_modification", "surveyed")
         case.collect_events()
         take(case, "quote_plan", {"items": "  ramp and handrails  ", "quote": "8000"})
-        assert case.collect_events()[0].facts == {"items": "ramp and handrails", "quote": "8000.00"}
+        event = case.collect_events()[0]
+        assert (event.facts, event.personal) == ({"quote": "8000.00"}, {"items": "ramp and handrails"})
         assert case.details["quote"] == "8000.00"
         case = case_at("employment_training", "enrolled")
         case.collect_events()
