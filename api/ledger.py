@@ -10,6 +10,8 @@ from decimal import Decimal
 from typing import Any
 from uuid import UUID
 
+from api.access import Principal
+from api.disclosure import shown_personal_data
 from api.render import moment
 from domain.application import LastMeter
 from domain.contract import ACCEPTED, PENDING, REJECTED, Contract, Delivery, PaymentStatement
@@ -40,12 +42,24 @@ def contract_state(contract: Contract) -> dict[str, Any]:
     return state
 
 
-def delivery_state(contract: Contract, delivery: Delivery) -> dict[str, Any]:
+def delivery_state(app: LastMeter, principal: Principal, contract: Contract, delivery: Delivery) -> dict[str, Any]:
     return {
         "id": str(delivery.id), "contract_id": str(contract.id), "case_id": str(delivery.case_id),
         "delivered_on": delivery.delivered_on, "units": delivery.units, "reference": delivery.reference,
-        "amount": yuan(delivery.amount), "status": delivery.status, "reason": delivery.reason,
+        "amount": yuan(delivery.amount), "status": delivery.status,
+        "reason": shown_reason(app, principal, delivery),
     }
+
+
+def shown_reason(app: LastMeter, principal: Principal, delivery: Delivery) -> str | None:
+    """Why the delivery was rejected: for callers shown personal values (the contractor it was
+    written for among them), and for no one once the person it may speak of was erased (a copy of
+    the contract cached before the erasure still holds it)."""
+    if delivery.reason is None or not shown_personal_data(principal):
+        return None
+    if delivery.person is not None and app.was_erased(delivery.person):
+        return None
+    return delivery.reason
 
 
 def statement_bytes(app: LastMeter, statement_id: UUID) -> tuple[PaymentStatement, bytes]:

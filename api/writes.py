@@ -38,9 +38,10 @@ def _contract(app: LastMeter, w: Written, _: Principal) -> tuple[Any, str]:
     return contract_state(state), f"/v1/contracts/{w.id}"
 
 
-def _delivery(app: LastMeter, w: Written, _: Principal) -> tuple[Any, str]:
+def _delivery(app: LastMeter, w: Written, principal: Principal) -> tuple[Any, str]:
     contract = w.state if w.state is not None else app.get_contract(w.id, w.version)
-    return delivery_state(contract, contract.deliveries[w.item]), f"/v1/contracts/{w.id}/deliveries/{w.item}"
+    state = delivery_state(app, principal, contract, contract.deliveries[w.item])
+    return state, f"/v1/contracts/{w.id}/deliveries/{w.item}"
 
 
 def _statement(app: LastMeter, w: Written, _: Principal) -> tuple[Any, str]:

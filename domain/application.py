@@ -400,11 +400,16 @@ class LastMeter(PurchasedServices, Application):
             raise NotFound(f"{what} {aggregate_id} not found")
         return self._without_erased(aggregate) if version is None else aggregate
 
+    def was_erased(self, person: UUID) -> bool:
+        """Whether the person's data was erased (perhaps by another process): a copy of their values
+        cached before must no longer be shown."""
+        return self._erased is not None and self._erased(person)
+
     def _without_erased(self, aggregate: Any) -> Any:
         """The aggregate read afresh from the store if its person was erased (perhaps by another
         process) since a copy was cached: no decrypted value outlives the person's key."""
         person = aggregate.id if isinstance(aggregate, Client) else getattr(aggregate, "client_id", None)
-        if person is None or self._erased is None or not _holds_personal(aggregate) or not self._erased(person):
+        if person is None or not _holds_personal(aggregate) or not self.was_erased(person):
             return aggregate
         fresh = self.repository.get(aggregate.id, version=aggregate.version, projector_func=_project)
         return self.repository.replace(fresh)  # the copy without the values, from now on

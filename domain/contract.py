@@ -53,7 +53,8 @@ class Delivery:
     amount: Decimal
     recorded_version: int  # the contract's version that recorded it: its first answer
     status: str = PENDING
-    reason: str | None = None
+    reason: str | None = None  # why it was rejected: None once the person it may speak of was erased
+    person: UUID | None = None  # whose key seals the reason (None: rejected before reasons were sealed)
 
 
 def delivery_id(contract_id: UUID, reference: str) -> UUID:
@@ -95,13 +96,23 @@ class Contract(Aggregate):
             contract.deliveries[self.delivery_id].status = ACCEPTED
 
     class DeliveryRejected(Aggregate.Event):
+        """The reason may speak of the person served (in hospital, moved away): it travels in
+        `personal`, sealed with the key of `person`, the case's client."""
+
+        class_version = 2
         actor: dict
         delivery_id: UUID
-        reason: str
+        person: UUID | None
+        personal: dict
+
+        @staticmethod
+        def upcast_v1_v2(state: dict) -> None:
+            """Version 1 kept the reason as a plain fact, with no person to seal it for."""
+            state["person"], state["personal"] = None, {"reason": state.pop("reason")}
 
         def apply(self, contract: "Contract") -> None:
             delivery = contract.deliveries[self.delivery_id]
-            delivery.status, delivery.reason = REJECTED, self.reason
+            delivery.status, delivery.reason, delivery.person = REJECTED, self.personal["reason"], self.person
             contract.committed -= delivery.amount
 
     def __init__(self, actor: dict, provider: str, service_kind: str, unit: str, unit_price: str, budget: str,
@@ -170,7 +181,8 @@ class Contract(Aggregate):
                            case_id=case_id, delivered_on=delivered_on.isoformat(), units=units, amount=str(amount))
         return found
 
-    def review(self, actor: Actor, delivery: UUID, accepted: bool, reason: str | None) -> None:
+    def review(self, actor: Actor, delivery: UUID, accepted: bool, reason: str | None, person: UUID) -> None:
+        """Accepts or rejects a pending delivery; `person` is the client of the delivery's case."""
         found = self.deliveries.get(delivery)
         if found is None:
             raise InvalidInput("delivery_id", "no such delivery on this contract")
@@ -181,8 +193,8 @@ class Contract(Aggregate):
         else:
             if reason is None:
                 raise InvalidInput("reason", "is required to reject a delivery")
-            self.trigger_event(self.DeliveryRejected, actor=actor.as_dict(), delivery_id=delivery,
-                               reason=clean_text("reason", reason, 2000))
+            self.trigger_event(self.DeliveryRejected, actor=actor.as_dict(), delivery_id=delivery, person=person,
+                               personal={"reason": clean_text("reason", reason, 2000)})
 
 
 class PaymentStatement(Aggregate):

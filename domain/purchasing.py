@@ -109,8 +109,9 @@ class PurchasedServices:
             found = contract.deliveries.get(delivery)
             if found is None:
                 raise NotFound(f"delivery {delivery} not found")
-            may_review(self.get_case(found.case_id))
-            contract.review(actor, delivery, accepted, reason)
+            case = self.get_case(found.case_id)
+            may_review(case)
+            contract.review(actor, delivery, accepted, reason, case.client_id)
             return contract, delivery
 
         return self._run(idem, "delivery", 200, attempt)

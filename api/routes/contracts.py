@@ -9,6 +9,7 @@ from fastapi.responses import Response
 
 from api.access import Principal
 from api.deps import App, ExpectedVersion, Idem, permit
+from api.disclosure import disclose
 from api.imports import read_rows
 from api.ledger import contract_state, delivery_state, statement_bytes
 from api.render import Json
@@ -113,7 +114,10 @@ def read_delivery(contract_id: UUID, delivery_id: UUID, app: App,
     if delivery is None:
         raise NotFound(f"delivery {delivery_id} not found")
     deliveries_in_scope(app, principal)(app.get_case(delivery.case_id))
-    return delivery_state(contract, delivery)
+    state = delivery_state(app, principal, contract, delivery)
+    if state["reason"] is not None and delivery.person is not None:
+        disclose(app, principal, delivery.person, "delivery", delivery.id)
+    return state
 
 
 @router.post("/{contract_id}/deliveries/{delivery_id}/review")

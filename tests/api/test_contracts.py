@@ -1,11 +1,14 @@
 """Purchased services end to end through the API, on both stores."""
 
 import io
-from datetime import date, timedelta
+from dataclasses import replace
+from datetime import date, datetime, timedelta, timezone
+from uuid import uuid4
 
 import pytest
 from openpyxl import Workbook
 
+from domain.contract import Contract
 from domain.orgs import OrgUnit
 from domain.purchasing import today
 from tests.conftest import ADMIN
@@ -168,6 +171,20 @@ class TestReview:
 def csv_file(rows: list[tuple], chinese: bool = False) -> bytes:
     header = "案件编号,服务日期,数量,报告编号" if chinese else "case_id,delivered_on,units,reference"
     return ("\n".join([header] + [",".join(str(v) for v in row) for row in rows]) + "\n").encode()
+
+
+    def test_a_rejection_stored_before_reasons_were_sealed_still_reads(self, api):
+        """Version 1 of DeliveryRejected kept the reason as a plain fact; it is upcast on reading."""
+        mapper = api.app.mapper
+        event = Contract.DeliveryRejected(originator_id=uuid4(), originator_version=3, timestamp=datetime.now(
+            timezone.utc), actor={"user": "li", "role": "supervisor"}, delivery_id=uuid4(), person=None, personal={})
+        stored = mapper.to_stored_event(event)
+        state = mapper.transcoder.decode(stored.state)
+        for name in ("class_version", "person", "personal"):
+            del state[name]
+        old = replace(stored, state=mapper.transcoder.encode({**state, "reason": "未上门"}))
+        read = mapper.to_domain_event(old)
+        assert (read.person, read.personal, read.delivery_id) == (None, {"reason": "未上门"}, event.delivery_id)
 
 
 class TestImport:

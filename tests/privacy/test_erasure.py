@@ -8,7 +8,8 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.backend import open_backend
 from tests.conftest import ADMIN
-from tests.privacy.test_plaintext import ID_NUMBER, NAME, NEED, NOTE, write_everything
+from tests.privacy.test_plaintext import (ID_NUMBER, NAME, NEED, NOTE, REJECTED, step_values_and_a_rejected_delivery,
+                                          write_everything)
 
 
 def erase(api, desk, client_id: str, **headers):
@@ -41,6 +42,22 @@ def test_after_erasure_personal_values_read_as_erased_and_facts_remain(api, desk
                                                         "min_position": r.headers["x-position"]},
                             headers=auditor).json()["items"]
     assert [e["type"] for e in events][-1] == "ClientErased"
+
+
+def test_why_a_delivery_was_rejected_is_shown_as_personal_values_are_and_erased_with_them(api, desk):
+    client = desk.register()
+    rejected = step_values_and_a_rejected_delivery(desk, client["id"]).json()
+    url = f"/v1/contracts/{rejected['contract_id']}/deliveries/{rejected['id']}"
+
+    def reason(headers: dict) -> str | None:
+        return api.client.get(url, headers=headers).json()["reason"]
+
+    supervisor, contractor = api.token("supervisor", "350502"), api.token("contractor", provider="ngo-p")
+    inspector = {"Authorization": f"Bearer {api.app.issue_token(ADMIN, 'inspector', 'auditor', reads_personal=True)}"}
+    assert reason(supervisor) == reason(contractor) == reason(inspector) == REJECTED
+    assert reason(api.token("auditor")) is None
+    assert erase(api, desk, client["id"]).status_code == 200
+    assert reason(supervisor) is None and reason(contractor) is None and reason(inspector) is None
 
 
 def test_erasure_is_for_admins_and_happens_once(api, desk):

@@ -12,6 +12,8 @@ from tests.helpers import id_number
 NAME, ADDRESS = "欧阳明珠", "洛江区万安街道双阳社区17号"
 PHONE, ID_NUMBER = "13655512345", id_number("350504", seed=424242)
 NEED, NOTE, SUMMARY, REASON = "需要康复训练与辅具", "右腿截肢后情绪低落", "上门评估居家环境", "住院治疗中"
+WORKS, COURSE, REJECTED = "卫生间加装扶手与坡道", "盲人按摩初级班", "服务对象当日住院未上门"
+TODAY = datetime.now(timezone.utc).astimezone(timezone(timedelta(hours=8))).date()
 
 
 def write_everything(desk) -> str:
@@ -32,12 +34,40 @@ def write_everything(desk) -> str:
                           ("issue_certificate", {"certificate_number": ID_NUMBER + "42"})]:
         last = desk.post(f"{base}/steps/{step}", payload)
         assert last.status_code == 200, last.text
+    last = step_values_and_a_rejected_delivery(desk, client["id"])
     desk.get("/v1/cases", min_position=last.headers["x-position"])  # every view has caught up
     return last.headers["x-position"]
 
 
+def step_values_and_a_rejected_delivery(desk, client_id: str):
+    """The works planned at the person's home, their course, and why a delivery for them was rejected."""
+    def opened(kind: str) -> str:
+        return desk.post("/v1/cases", {"kind": kind, "client_id": client_id, "org_unit": "350502",
+                                       "need": NEED}).json()["id"]
+
+    home = opened("home_modification")
+    desk.post(f"/v1/cases/{home}/steps/survey_home", {"surveyed_on": TODAY.isoformat()})
+    assert desk.post(f"/v1/cases/{home}/steps/quote_plan", {"items": WORKS, "quote": "5000"}).status_code == 200
+    assert desk.post(f"/v1/cases/{opened('employment_training')}/steps/enrol",
+                     {"course": COURSE, "starts_on": TODAY.isoformat()}).status_code == 200
+    supervisor = desk.api.token("supervisor", "350502")
+    contract = desk.http.post("/v1/contracts", headers=supervisor, json={
+        "provider": "ngo-p", "service_kind": "home_care", "unit": "hour", "unit_price": "80.00", "budget": "800.00",
+        "starts_on": TODAY.isoformat(), "ends_on": TODAY.isoformat(), "org_units": ["350502"]}).json()
+    care = opened("home_care")
+    desk.post(f"/v1/cases/{care}/referral", {"contract_id": contract["id"]})
+    delivery = desk.http.post(f"/v1/contracts/{contract['id']}/deliveries",
+                              headers=desk.api.token("contractor", provider="ngo-p"),
+                              json={"case_id": care, "delivered_on": TODAY.isoformat(), "units": 1,
+                                    "reference": "P-1"}).json()
+    rejected = desk.post(f"/v1/contracts/{contract['id']}/deliveries/{delivery['id']}/review",
+                         {"accepted": False, "reason": REJECTED})
+    assert rejected.status_code == 200 and rejected.json()["reason"] == REJECTED
+    return rejected
+
+
 def needles() -> list[bytes]:
-    values = [NAME, ADDRESS, PHONE, ID_NUMBER, NEED, NOTE, SUMMARY, REASON]
+    values = [NAME, ADDRESS, PHONE, ID_NUMBER, NEED, NOTE, SUMMARY, REASON, WORKS, COURSE, REJECTED]
     forms = []
     for value in values:
         forms.append(value.encode())
