@@ -4,7 +4,6 @@ Those that never wait on the store are `async def`, so that FastAPI runs them on
 instead of handing each to the thread pool (a hop costs more than they do).
 """
 
-import hashlib
 import json
 import re
 from typing import Annotated
@@ -76,19 +75,27 @@ IdempotencyKey = Annotated[str | None, Header(description="makes the command saf
 IfMatch = Annotated[str | None, Header(description='the version the command expects, e.g. "3"')]
 
 
-async def idempotency(request: Request, principal: Principal, key: str | None) -> Idempotency | None:
-    """The Idempotency-Key with a hash of what it came with (route and body)."""
+async def idempotency(request: Request, principal: Principal, key: str | None,
+                      sent: bytes | None = None) -> Idempotency | None:
+    """The Idempotency-Key with a keyed fingerprint of what it came with: the route and what was
+    sent (by default the body, canonical where it is JSON)."""
     if key is None:
         return None
     if not _KEY.fullmatch(key):
         raise InvalidInput("Idempotency-Key", "must be 1-200 visible ASCII characters")
-    body = await request.body()
+    if sent is None:
+        sent = canonical(await request.body())
+    fingerprint = request.app.state.backend.keys.fingerprint(f"{request.method} {request.url.path}\n".encode() + sent)
+    return Idempotency(principal.user, key, fingerprint)
+
+
+def canonical(body: bytes) -> bytes:
+    """A JSON body with its keys sorted and no spaces, so that a retry that spaces or orders the same
+    document otherwise is the same request; any other body as it came."""
     try:
-        canonical = json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
-    except ValueError:
-        canonical = body
-    digest = hashlib.sha256(f"{request.method} {request.url.path}\n".encode() + canonical).hexdigest()
-    return Idempotency(principal.user, key, digest)
+        return json.dumps(json.loads(body or b"null"), sort_keys=True, separators=(",", ":")).encode()
+    except (ValueError, RecursionError):  # not JSON, or nested deeper than the parser goes
+        return body
 
 
 def expected_version(if_match: str | None) -> int | None:

@@ -22,7 +22,8 @@ from projections.view import Table, View
 _AS_TEXT = orjson.OPT_PASSTHROUGH_DATETIME  # moments to default=str too, as the json module writes them
 
 COLUMNS = ("position", "at", "aggregate_id", "aggregate_type", "version", "type", "actor_user", "actor_role", "data")
-NOT_FACTS = ("originator_topic", "timestamp", "actor", "personal")  # besides originator id and version, kept apart
+# Besides originator id and version, kept apart; a receipt's request fingerprint is no one's business.
+NOT_FACTS = ("originator_topic", "timestamp", "actor", "personal", "request_hash")
 
 # From each stored event: its type's qualified name (the topic's part after ':'), split at its last dot
 # into the aggregate's class and the event's; the moment in whole microseconds since the epoch.
@@ -60,9 +61,9 @@ FROM (SELECT rowid, originator_version, originator_id AS h, q, rtrim(q, replace(
 
 class AuditView(View):
     name = "audit"
-    # 3: on SQLite, `at` no longer a second late for a fraction of .9995 and more;
+    # 4: no request fingerprints among the facts; 3: on SQLite, `at` no longer a second late for a fraction of .9995 and more;
     # 2: facts in the library's transcoding, copied by the database (1: re-encoded in Python)
-    revision = 3
+    revision = 4
     stored = True  # nothing decoded: the batch is copied from the events table by the database
     tables = (
         Table(

@@ -14,6 +14,8 @@ reader that holds no keys, like the projector) every field reads None.
 """
 
 import base64
+import hashlib
+import hmac
 import json
 import os
 import threading
@@ -23,6 +25,8 @@ from uuid import UUID
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+from cryptography.hazmat.primitives.hashes import SHA256
+from cryptography.hazmat.primitives.kdf.hkdf import HKDF
 from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 
 from domain.errors import PersonErased
@@ -30,6 +34,7 @@ from projections.store import ViewStore
 
 KEYS = "person_keys"
 MASTER_CHECK = "master-key-check"  # a row whose value proves the master key is the store's own
+FINGERPRINTS = b"lastmeter request fingerprints"  # what the key derived for fingerprints is for
 
 
 class WrongMasterKey(RuntimeError):
@@ -43,6 +48,7 @@ class KeyRing:
             raise ValueError("the master key must be 32 bytes")
         self.store = store
         self._master = AESGCM(master_key)
+        self._fingerprints = HKDF(SHA256(), 32, salt=None, info=FINGERPRINTS).derive(master_key)
         self._cache: dict[UUID, tuple[float, bool, bytes | None]] = {}
         self._lock = threading.Lock()
 
@@ -77,6 +83,13 @@ class KeyRing:
             return self._master.decrypt(check[:12], check[12:], MASTER_CHECK.encode()) == b"lastmeter"
         except InvalidTag:
             return False
+
+    def fingerprint(self, data: bytes) -> str:
+        """A keyed digest of `data` (HMAC-SHA256, under a key derived from the master key). What an
+        idempotency receipt keeps of its request: a plain hash of a request carrying personal values
+        would let anyone who reads the log test a guess of them (an ID number has few enough
+        candidates), and would outlive the person's erasure."""
+        return hmac.new(self._fingerprints, data, hashlib.sha256).hexdigest()
 
     def key_for(self, person: UUID) -> bytes | None:
         """The person's key; None if they have none, were erased, or it cannot be unwrapped here."""

@@ -152,7 +152,10 @@ class ViewStore:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
 
     def purge(self, table: str) -> None:
-        """Leaves no copy of deleted rows of `table` on disk (dead tuples, freed pages, the WAL)."""
+        """Leaves no copy of deleted rows of `table` in the database's files: on PostgreSQL the dead
+        tuples (VACUUM); on SQLite, whose freed pages are overwritten (secure_delete), its WAL file.
+        PostgreSQL's own write-ahead log keeps the old row until its segment is recycled, and WAL
+        archives and replicas keep it as backups do (the README says what that means for erasure)."""
         if self.postgres:
             with self._outside_transactions() as conn:
                 conn.execute(f"VACUUM {table}")

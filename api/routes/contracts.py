@@ -8,14 +8,14 @@ from fastapi import APIRouter, Depends, HTTPException, Request
 from fastapi.responses import Response
 
 from api.access import Principal
-from api.deps import App, ExpectedVersion, Idem, permit
+from api.deps import App, ExpectedVersion, Idem, IdempotencyKey, idempotency, permit, principal_of
 from api.disclosure import disclose
 from api.imports import read_rows
 from api.ledger import contract_state, delivery_state, statement_bytes
 from api.render import Json
 from api.schemas import ContractIn, DeliveryIn, ReviewIn, StatementIn
 from api.writes import answer, write_headers
-from domain.application import LastMeter
+from domain.application import Idempotency, LastMeter
 from domain.case import ServiceCase
 from domain.contract import Contract
 from domain.errors import InvalidInput, NotFound
@@ -92,10 +92,22 @@ async def uploaded(request: Request) -> tuple[bytes, str]:
     return content, kind
 
 
+Upload = Annotated[tuple[bytes, str], Depends(uploaded)]
+
+
+async def import_idempotency(request: Request, upload: Upload,
+                             idempotency_key: IdempotencyKey = None) -> Idempotency | None:
+    """An import's Idempotency-Key goes with the file and its name or type, not the request body: a
+    client sends each multipart body with a boundary of its own, so a retried upload differs there."""
+    content, kind = upload
+    sent = kind.encode() + b"\n" + content
+    return await idempotency(request, await principal_of(request), idempotency_key, sent)
+
+
 @router.post("/{contract_id}/deliveries/import")
-def import_deliveries(contract_id: UUID, app: App, idem: Idem, expected: ExpectedVersion,
-                      principal: Annotated[Principal, permit("report_delivery")],
-                      upload: Annotated[tuple[bytes, str], Depends(uploaded)]):
+def import_deliveries(contract_id: UUID, app: App, expected: ExpectedVersion,
+                      principal: Annotated[Principal, permit("report_delivery")], upload: Upload,
+                      idem: Annotated[Idempotency | None, Depends(import_idempotency)]):
     """Imports a CSV or XLSX of deliveries; answers each row: recorded, duplicate, or refused with the reason."""
     visible_contract(app, principal, contract_id)
     written, results = app.import_deliveries(principal.actor, idem, contract_id, read_rows(*upload), expected)

@@ -305,6 +305,29 @@ class TestImportRetries:
         ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
         assert ledger["delivered_units"] == 2
 
+    def test_a_retried_multipart_upload_is_the_same_request_whatever_its_boundary(self, api, desk, market):
+        case = referred_case(desk, market)
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        headers = {**market["contractor"], "Idempotency-Key": "upload-1"}
+        content = csv_file([(case["id"], TODAY, 1, "M-1")])
+        first, again = (api.client.post(url, files={"file": ("d.csv", content, "text/csv")}, headers=headers)
+                        for _ in range(2))
+        assert (first.status_code, again.status_code) == (200, 200) and again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+        other = api.client.post(url, files={"file": ("d.csv", content + b"\n" + content[-30:], "text/csv")},
+                                headers=headers)
+        assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
+
+    def test_a_body_nested_too_deep_to_parse_is_answered_not_a_server_error(self, api, desk, market):
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        deep = b"[" * 5000
+        r = api.client.post(url, content=deep, headers={**market["contractor"], "Content-Type": "text/csv",
+                                                        "Idempotency-Key": "deep-1"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "file"
+        r = api.client.post("/v1/clients", content=deep, headers={**desk.auth, "Content-Type": "text/plain",
+                                                                   "Idempotency-Key": "deep-2"})
+        assert r.status_code == 422
+
     def test_an_import_answers_its_position_for_reading_ones_writes(self, api, desk, market):
         case = referred_case(desk, market)
         url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"

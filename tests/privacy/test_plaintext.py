@@ -1,5 +1,6 @@
 """No personal value in plaintext anywhere in the store: every table and file, on both stores."""
 
+import hashlib
 import json
 import logging
 from datetime import datetime, timedelta, timezone
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 
+from domain.receipt import CommandReceipt
 from tests.helpers import id_number
 
 NAME, ADDRESS = "欧阳明珠", "洛江区万安街道双阳社区17号"
@@ -106,3 +108,20 @@ def postgres_leaks(settings) -> dict[str, list[bytes]]:
                               for row in rows for v in row)
             leaks[table] = found_in(blob)
     return leaks
+
+
+def test_a_receipt_keeps_no_digest_of_its_request_to_check_a_guess_against(api, desk):
+    """An idempotency receipt fingerprints its request with a key of the server's: a plain hash of a
+    body that carries personal values would confirm a guess of them to anyone who reads the log."""
+    case = desk.open()
+    path, body = f"/v1/cases/{case['id']}/notes", {"text": NOTE}
+    written = desk.post(path, body, **{"Idempotency-Key": "note-1"})
+    assert written.status_code == 200
+    guess = f"POST {path}\n".encode() + json.dumps(body, sort_keys=True, separators=(",", ":")).encode()
+    plain = hashlib.sha256(guess).hexdigest().encode()
+    assert not any(plain in n.state for n in api.app.recorder.select_notifications(1, 100_000))
+    receipt = CommandReceipt.id_for(desk.user, "note-1")
+    audited = api.client.get("/v1/audit/events", headers=api.token("auditor"),
+                             params={"case_id": str(receipt), "min_position": written.headers["x-position"]})
+    (answered,) = audited.json()["items"]
+    assert answered["type"] == "CommandAnswered" and "request_hash" not in answered["data"]
