@@ -3,6 +3,7 @@ headers), and lists of org units (CSV)."""
 
 import csv
 import io
+import re
 from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
@@ -22,6 +23,7 @@ HEADERS = {
 }
 MAX_ROWS = 50_000
 ORG_COLUMNS = ("code", "name", "kind")
+WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")  # units as a cell may hold them; else the domain refuses the row
 
 
 def read_rows(content: bytes, filename_or_type: str) -> dict[int, DeliveryRow]:
@@ -102,7 +104,7 @@ def _row(row: list[Any], columns: dict[str, int]) -> DeliveryRow:
     units = cell["units"]
     if isinstance(units, float) and units.is_integer():
         units = int(units)
-    elif isinstance(units, str) and units.strip().isdigit():
+    elif isinstance(units, str) and WHOLE_NUMBER.fullmatch(units.strip()):
         units = int(units.strip())
     return DeliveryRow(
         case_id=_text(cell["case_id"]),

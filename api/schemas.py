@@ -3,13 +3,16 @@
 from datetime import date
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
 
 from domain.actor import STAFF_ID
 from domain.client import ERASURE_GROUNDS
 
 
 class Body(BaseModel):
+    """Counts and yes/no answers are StrictInt and StrictBool, JSON's own types: pydantic would
+    otherwise read "yes" or 1 as true and true as 1 unit, and a payment must not rest on such a guess."""
+
     model_config = ConfigDict(extra="forbid", str_strip_whitespace=True)
 
 
@@ -76,12 +79,12 @@ class ContractIn(Body):
 class DeliveryIn(Body):
     case_id: UUID
     delivered_on: date
-    units: int = Field(ge=1, le=100_000)
+    units: StrictInt = Field(ge=1, le=100_000)
     reference: str = Field(min_length=1, max_length=64, description="the contractor's own report reference")
 
 
 class ReviewIn(Body):
-    accepted: bool
+    accepted: StrictBool
     reason: str | None = Field(default=None, min_length=1, max_length=2000)
 
 

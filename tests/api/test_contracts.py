@@ -115,6 +115,14 @@ class TestDeliveries:
         ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
         assert (ledger["delivered_units"], ledger["remaining"]) == (2, "1840.00")
 
+    @pytest.mark.parametrize("units", [True, "3", 2.0])
+    def test_units_must_be_a_json_whole_number(self, api, desk, market, units):
+        case = referred_case(desk, market)
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries", headers=market["contractor"],
+                            json={"case_id": case["id"], "delivered_on": TODAY.isoformat(), "units": units,
+                                  "reference": "U-1"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "units"
+
     def test_a_case_not_referred_is_409(self, api, desk, market):
         other = desk.open(kind="home_care")
         assert deliver(api, market, other["id"], "R-002").status_code == 409
@@ -187,6 +195,15 @@ def csv_file(rows: list[tuple], chinese: bool = False) -> bytes:
         assert (read.person, read.personal, read.delivery_id) == (None, {"reason": "未上门"}, event.delivery_id)
 
 
+    @pytest.mark.parametrize("accepted", ["yes", 1, "true"])
+    def test_a_decision_must_be_a_json_boolean(self, api, desk, market, accepted):
+        case = referred_case(desk, market)
+        delivery = deliver(api, market, case["id"], "R-020").json()
+        r = desk.post(f"/v1/contracts/{market['contract']['id']}/deliveries/{delivery['id']}/review",
+                      {"accepted": accepted})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "accepted"
+
+
 class TestImport:
     def test_each_row_is_answered_and_a_second_import_records_nothing(self, api, desk, market):
         case = referred_case(desk, market)
@@ -201,6 +218,14 @@ class TestImport:
         assert "units" in first["items"][1]["reason"] and "not referred" in first["items"][2]["reason"]
         second = api.client.post(url, content=csv_file(rows), headers=headers).json()
         assert (second["recorded"], second["duplicate"], second["refused"]) == (0, 2, 2)
+
+    def test_units_that_are_not_a_plain_whole_number_refuse_their_row(self, api, desk, market):
+        case = referred_case(desk, market)
+        rows = [(case["id"], TODAY, units, f"W-{n}") for n, units in enumerate(["²", "٣", "9" * 5000, " 2 "])]
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import", content=csv_file(rows),
+                            headers={**market["contractor"], "Content-Type": "text/csv"})
+        assert [i["result"] for i in r.json()["items"]] == ["refused", "refused", "refused", "recorded"]
+        assert all("units" in i["reason"] for i in r.json()["items"][:3])
 
     def test_blank_rows_keep_the_numbers_of_the_rows_after_them(self, api, desk, market):
         case = referred_case(desk, market)
