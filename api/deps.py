@@ -17,7 +17,7 @@ from domain.application import Idempotency, LastMeter
 from domain.errors import InvalidInput
 
 _KEY = re.compile(r"[\x21-\x7e]{1,200}")
-_ETAG = re.compile(r'(W/)?"?([0-9]{1,9})"?')
+_ETAG = re.compile(r'(W/)?"?([0-9]{1,18})"?')  # any version a store can hold; one not current is 412
 
 
 async def get_lastmeter(request: Request) -> LastMeter:

@@ -55,7 +55,7 @@ class StaleVersion(DomainError):
     """If-Match named a version that is no longer current."""
 
     def __init__(self, expected: int, current: int):
-        super().__init__(f"version {expected} is not current; the case is at {current}")
+        super().__init__(f"version {expected} is not current; the current version is {current}")
         self.expected = expected
         self.current = current
 

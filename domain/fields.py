@@ -8,7 +8,7 @@ records, or raises InvalidInput naming the field.
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
@@ -105,6 +105,8 @@ def parse_datetime(_: Field, value: Any, path: str) -> str:
         raise InvalidInput(path, "must be an ISO 8601 date-time with an offset") from None
     if moment.tzinfo is None:
         raise InvalidInput(path, "must carry a UTC offset, e.g. +08:00")
+    if moment.utcoffset() % timedelta(minutes=1):  # Python reads +00:00:01; ISO 8601 has hours and minutes
+        raise InvalidInput(path, "must carry an offset in hours and minutes, e.g. +08:00")
     return moment.isoformat()
 
 

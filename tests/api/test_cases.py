@@ -178,7 +178,10 @@ class TestConcurrencyHeaders:
         r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "b"}, **{"If-Match": '"1"'})
         assert r.status_code == 412
         assert r.headers["content-type"] == "application/problem+json"
+        assert r.json()["detail"] == "version 1 is not current; the current version is 2"
         assert desk.get(f"/v1/cases/{case['id']}").json()["version"] == 2
+        far = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "c"}, **{"If-Match": '"12345678901"'})
+        assert far.status_code == 412
 
     def test_a_malformed_if_match_is_422(self, desk):
         case = desk.open()

@@ -139,6 +139,7 @@ class TestScheduleAssessment:
             ({}, "scheduled_for"),
             ({"scheduled_for": None}, "scheduled_for"),
             ({"scheduled_for": "2024-04-02T09:30:00"}, "scheduled_for"),  # no offset
+            ({"scheduled_for": "2024-04-02T09:30:00+00:00:01"}, "scheduled_for"),  # an offset ISO 8601 has not
             ({"scheduled_for": "2024-04-31T09:30:00+08:00"}, "scheduled_for"),
             ({"scheduled_for": "next week"}, "scheduled_for"),
             ({"scheduled_for": "2024-04-02T09:30:00+08:00", "room": "3"}, "room"),
