@@ -25,6 +25,7 @@ from domain.errors import (
     CaseOnHold,
     CommandRefused,
     InvalidInput,
+    PersonErased,
     StepNotAllowed,
 )
 from domain.fields import clean_text, parse_payload
@@ -327,6 +328,10 @@ class ServiceCase(Aggregate):
             raise CaseOnHold("the case is on hold; resume it first")
 
     def _check_certificate_number(self, number: str, id_number: str | None) -> None:
+        """`id_number` is None once the person's data was erased: no number can be checked, or issued."""
+        if id_number is None:
+            raise PersonErased("the person's data was erased: no certificate number can be checked against "
+                               "their ID number")
         category = self.details["category"]
         expected_suffix = f"{CATEGORY_DIGITS[category]}{self.details['grade']}"
         if number[:18] != id_number or number[18:] != expected_suffix:

@@ -145,6 +145,17 @@ def test_nothing_personal_can_be_recorded_about_a_person_once_erased(api, desk):
     assert desk.get(f"/v1/cases/{case['id']}/history").status_code == 200
 
 
+def test_no_certificate_can_be_issued_once_the_id_number_it_carries_was_erased(api, desk):
+    case = desk.open()  # a certificate case
+    base = f"/v1/cases/{case['id']}/steps"
+    for step, payload in [("verify_documents", {}), ("schedule_assessment", {"scheduled_for": "2026-12-01T09:00:00+08:00"}),
+                          ("record_assessment", {"category": "physical", "grade": 2})]:
+        assert desk.post(f"{base}/{step}", payload).status_code == 200
+    erase(api, desk, case["client_id"])
+    r = desk.post(f"{base}/issue_certificate", {"certificate_number": case["_client"]["id_number"] + "42"})
+    assert r.status_code == 409 and "erased" in r.json()["detail"]
+
+
 def test_an_erasure_needs_a_lawful_ground_not_free_text(api, desk):
     case = desk.open()
     r = api.client.post(f"/v1/clients/{case['client_id']}/erasure", json={"reason": "张三 13912345678 要求删除"},
