@@ -175,12 +175,6 @@ class TestReview:
         assert (ledger["accepted"], ledger["rejected"], ledger["pending"], ledger["remaining"]) == (
             "240.00", "80.00", "0.00", "1760.00")
 
-
-def csv_file(rows: list[tuple], chinese: bool = False) -> bytes:
-    header = "案件编号,服务日期,数量,报告编号" if chinese else "case_id,delivered_on,units,reference"
-    return ("\n".join([header] + [",".join(str(v) for v in row) for row in rows]) + "\n").encode()
-
-
     def test_a_rejection_stored_before_reasons_were_sealed_still_reads(self, api):
         """Version 1 of DeliveryRejected kept the reason as a plain fact; it is upcast on reading."""
         mapper = api.app.mapper
@@ -194,7 +188,6 @@ def csv_file(rows: list[tuple], chinese: bool = False) -> bytes:
         read = mapper.to_domain_event(old)
         assert (read.person, read.personal, read.delivery_id) == (None, {"reason": "未上门"}, event.delivery_id)
 
-
     @pytest.mark.parametrize("accepted", ["yes", 1, "true"])
     def test_a_decision_must_be_a_json_boolean(self, api, desk, market, accepted):
         case = referred_case(desk, market)
@@ -202,6 +195,11 @@ def csv_file(rows: list[tuple], chinese: bool = False) -> bytes:
         r = desk.post(f"/v1/contracts/{market['contract']['id']}/deliveries/{delivery['id']}/review",
                       {"accepted": accepted})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "accepted"
+
+
+def csv_file(rows: list[tuple], chinese: bool = False) -> bytes:
+    header = "案件编号,服务日期,数量,报告编号" if chinese else "case_id,delivered_on,units,reference"
+    return ("\n".join([header] + [",".join(str(v) for v in row) for row in rows]) + "\n").encode()
 
 
 class TestImport:
