@@ -4,6 +4,7 @@ Those that never wait on the store are `async def`, so that FastAPI runs them on
 instead of handing each to the thread pool (a hop costs more than they do).
 """
 
+import hashlib
 import json
 import re
 from typing import Annotated
@@ -83,10 +84,13 @@ async def idempotency(request: Request, principal: Principal, key: str | None,
         return None
     if not _KEY.fullmatch(key):
         raise InvalidInput("Idempotency-Key", "must be 1-200 visible ASCII characters")
+    legacy = sent is None  # the body, as receipts stored before fingerprints were keyed hashed it
     if sent is None:
         sent = canonical(await request.body())
-    fingerprint = request.app.state.backend.keys.fingerprint(f"{request.method} {request.url.path}\n".encode() + sent)
-    return Idempotency(principal.user, key, fingerprint)
+    request_line = f"{request.method} {request.url.path}\n".encode()
+    fingerprint = request.app.state.backend.keys.fingerprint(request_line + sent)
+    return Idempotency(principal.user, key, fingerprint,
+                       hashlib.sha256(request_line + sent).hexdigest() if legacy else None)
 
 
 def canonical(body: bytes) -> bytes:

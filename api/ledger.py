@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from api.access import Principal
-from api.disclosure import shown_personal_data
+from api.disclosure import disclose, shown_personal_data
 from api.render import moment
 from domain.application import LastMeter
 from domain.contract import ACCEPTED, PENDING, REJECTED, Contract, Delivery, PaymentStatement
@@ -43,11 +43,15 @@ def contract_state(contract: Contract) -> dict[str, Any]:
 
 
 def delivery_state(app: LastMeter, principal: Principal, contract: Contract, delivery: Delivery) -> dict[str, Any]:
+    """A delivery as `principal` may see it; showing why it was rejected is recorded as a disclosure."""
+    reason = shown_reason(app, principal, delivery)
+    if reason is not None:
+        disclose(app, principal, person_of(app, delivery), "delivery", delivery.id)
     return {
         "id": str(delivery.id), "contract_id": str(contract.id), "case_id": str(delivery.case_id),
         "delivered_on": delivery.delivered_on, "units": delivery.units, "reference": delivery.reference,
         "amount": yuan(delivery.amount), "status": delivery.status,
-        "reason": shown_reason(app, principal, delivery),
+        "reason": reason,
     }
 
 
@@ -57,9 +61,12 @@ def shown_reason(app: LastMeter, principal: Principal, delivery: Delivery) -> st
     the contract cached before the erasure still holds it)."""
     if delivery.reason is None or not shown_personal_data(principal):
         return None
-    if delivery.person is not None and app.was_erased(delivery.person):
-        return None
-    return delivery.reason
+    return None if app.was_erased(person_of(app, delivery)) else delivery.reason
+
+
+def person_of(app: LastMeter, delivery: Delivery) -> UUID:
+    """Whom the delivery served: a rejection before reasons were sealed (version 1) names no one."""
+    return delivery.person or app.get_case(delivery.case_id).client_id
 
 
 def statement_bytes(app: LastMeter, statement_id: UUID) -> tuple[PaymentStatement, bytes]:

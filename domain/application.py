@@ -386,7 +386,7 @@ class LastMeter(PurchasedServices, Application):
             receipt = self.repository.get(CommandReceipt.id_for(idem.user, idem.key))
         except AggregateNotFoundError:
             return None
-        if receipt.request_hash != idem.request_hash:
+        if receipt.request_hash not in (idem.request_hash, idem.legacy_hash):
             raise IdempotencyKeyReused()
         return Written(receipt.resource, receipt.resource_id, receipt.resource_version, receipt.status, None, True,
                        receipt.item, receipt.since)

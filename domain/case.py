@@ -67,6 +67,12 @@ class ServiceCase(Aggregate):
             case.need = self.personal["need"]
             case.personal = {name.removeprefix(_STEP_VALUE): v for name, v in self.personal.items()
                              if name.startswith(_STEP_VALUE)}
+            # A snapshot taken before some step values were declared personal holds them among the
+            # details: they become personal values, unreadable where the sealed ones are (the need is
+            # None only when the person was erased, or for a reader without keys).
+            for name in _MADE_PERSONAL_NAMES & case.details.keys():
+                value = case.details.pop(name)
+                case.personal.setdefault(name, value if case.need is not None else None)
             return case
 
     class CaseOpened(Aggregate.Created):
@@ -367,6 +373,22 @@ def _text(field: str, value: Any) -> str:
     return clean_text(field, value, 4000)
 
 
+# Step values declared personal after events had stored them as plain facts (before 2026-11-29):
+# such an event (version 1) is read back with them among its personal values, to be withheld and
+# erased as the declaration now says. (What they were stored as stays as it was: events are never
+# rewritten.)
+MADE_PERSONAL = {"ModificationQuoted": ("items",), "TraineeEnrolled": ("course",)}
+_MADE_PERSONAL_NAMES = {name for names in MADE_PERSONAL.values() for name in names}
+
+
+def _made_personal(names: tuple[str, ...]) -> staticmethod:
+    def upcast_v1_v2(state: dict) -> None:
+        facts = state["facts"]
+        state["personal"] = {**state["personal"], **{name: facts.pop(name) for name in names if name in facts}}
+
+    return staticmethod(upcast_v1_v2)
+
+
 def _make_step_events() -> dict[str, type]:
     """One event class per declared step, named by the step's fact."""
     events: dict[str, type] = {}
@@ -374,9 +396,12 @@ def _make_step_events() -> dict[str, type]:
         for step in kind.steps:
             if step.event in events or hasattr(ServiceCase, step.event):
                 raise TypeError(f"step event {step.event} is declared twice")
+            upcasts = {"class_version": 2, "upcast_v1_v2": _made_personal(MADE_PERSONAL[step.event])} \
+                if step.event in MADE_PERSONAL else {}
             cls = type(step.event, (ServiceCase.StepTaken,), {
                 "__module__": __name__,
                 "__qualname__": f"ServiceCase.{step.event}",
+                **upcasts,
             })
             setattr(ServiceCase, step.event, cls)
             events[step.event] = cls

@@ -19,11 +19,14 @@ class Contention(DomainError):
 
 @dataclass(frozen=True)
 class Idempotency:
-    """A caller's Idempotency-Key and a hash of the request it came with."""
+    """A caller's Idempotency-Key and a fingerprint of the request it came with."""
 
     user: str
     key: str
     request_hash: str
+    # What a receipt stored before 2026-11-29 kept instead (a plain SHA-256): compared, never stored, so
+    # that a retry across the upgrade still finds its first answer.
+    legacy_hash: str | None = None
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
 from domain.clock import check_month
-from domain.errors import CommandRefused, InvalidInput
+from domain.errors import CommandRefused, InvalidInput, PersonErased
 from domain.fields import clean_text, parse_money
 from domain.kinds import KINDS
 
@@ -112,7 +112,7 @@ class Contract(Aggregate):
 
         def apply(self, contract: "Contract") -> None:
             delivery = contract.deliveries[self.delivery_id]
-            delivery.status, delivery.reason, delivery.person = REJECTED, self.personal["reason"], self.person
+            delivery.status, delivery.reason, delivery.person = REJECTED, self.personal.get("reason"), self.person
             contract.committed -= delivery.amount
 
     def __init__(self, actor: dict, provider: str, service_kind: str, unit: str, unit_price: str, budget: str,
@@ -181,8 +181,10 @@ class Contract(Aggregate):
                            case_id=case_id, delivered_on=delivered_on.isoformat(), units=units, amount=str(amount))
         return found
 
-    def review(self, actor: Actor, delivery: UUID, accepted: bool, reason: str | None, person: UUID) -> None:
-        """Accepts or rejects a pending delivery; `person` is the client of the delivery's case."""
+    def review(self, actor: Actor, delivery: UUID, accepted: bool, reason: str | None, person: UUID,
+               erased: bool = False) -> None:
+        """Accepts or rejects a pending delivery; `person` is the client of the delivery's case.
+        Once their data was `erased` a rejection records no reason: it may speak of them."""
         found = self.deliveries.get(delivery)
         if found is None:
             raise InvalidInput("delivery_id", "no such delivery on this contract")
@@ -190,6 +192,12 @@ class Contract(Aggregate):
             raise CommandRefused(f"the delivery was already {found.status}")
         if accepted:
             self.trigger_event(self.DeliveryAccepted, actor=actor.as_dict(), delivery_id=delivery)
+        elif erased:
+            if reason is not None:
+                raise PersonErased("the personal data of the person served was erased: a reason, which may "
+                                   "speak of them, cannot be recorded; reject the delivery without one")
+            self.trigger_event(self.DeliveryRejected, actor=actor.as_dict(), delivery_id=delivery, person=person,
+                               personal={})
         else:
             if reason is None:
                 raise InvalidInput("reason", "is required to reject a delivery")

@@ -111,7 +111,7 @@ class PurchasedServices:
                 raise NotFound(f"delivery {delivery} not found")
             case = self.get_case(found.case_id)
             may_review(case)
-            contract.review(actor, delivery, accepted, reason, case.client_id)
+            contract.review(actor, delivery, accepted, reason, case.client_id, self.was_erased(case.client_id))
             return contract, delivery
 
         return self._run(idem, "delivery", 200, attempt)

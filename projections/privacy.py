@@ -180,7 +180,14 @@ class PersonalDataMapper(Mapper):
         envelope = event.__dict__.get("personal")
         if isinstance(envelope, dict) and "sealed" in envelope:
             event.__dict__["personal"] = self._open(envelope)
+        elif envelope and not self._readable(event.__dict__.get("person")):
+            # Values an older version stored unsealed (upcast into `personal`): read as sealed ones
+            # are once their person is erased, or by a reader without keys.
+            event.__dict__["personal"] = {name: None for name in envelope}
         return event
+
+    def _readable(self, person: UUID | None) -> bool:
+        return person is None or (self.keys is not None and self.keys.key_for(person) is not None)
 
     def _seal(self, person: UUID, values: dict[str, Any]) -> dict[str, Any]:
         key = self.keys.key_to_seal(person)

@@ -9,7 +9,6 @@ from fastapi.responses import Response
 
 from api.access import Principal
 from api.deps import App, ExpectedVersion, Idem, IdempotencyKey, idempotency, permit, principal_of
-from api.disclosure import disclose
 from api.imports import read_rows
 from api.ledger import contract_state, delivery_state, statement_bytes
 from api.render import Json
@@ -105,8 +104,8 @@ async def import_idempotency(request: Request, upload: Upload,
 
 
 @router.post("/{contract_id}/deliveries/import")
-def import_deliveries(contract_id: UUID, app: App, expected: ExpectedVersion,
-                      principal: Annotated[Principal, permit("report_delivery")], upload: Upload,
+def import_deliveries(contract_id: UUID, app: App, principal: Annotated[Principal, permit("report_delivery")],
+                      expected: ExpectedVersion, upload: Upload,
                       idem: Annotated[Idempotency | None, Depends(import_idempotency)]):
     """Imports a CSV or XLSX of deliveries; answers each row: recorded, duplicate, or refused with the reason."""
     visible_contract(app, principal, contract_id)
@@ -126,10 +125,7 @@ def read_delivery(contract_id: UUID, delivery_id: UUID, app: App,
     if delivery is None:
         raise NotFound(f"delivery {delivery_id} not found")
     deliveries_in_scope(app, principal)(app.get_case(delivery.case_id))
-    state = delivery_state(app, principal, contract, delivery)
-    if state["reason"] is not None and delivery.person is not None:
-        disclose(app, principal, delivery.person, "delivery", delivery.id)
-    return state
+    return delivery_state(app, principal, contract, delivery)
 
 
 @router.post("/{contract_id}/deliveries/{delivery_id}/review")

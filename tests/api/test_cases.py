@@ -1,10 +1,14 @@
 """The case contract of DESIGN.md, through the API, on both stores."""
 
+import hashlib
 import time
 from datetime import datetime, timedelta, timezone
+from uuid import UUID
 
 import pytest
 
+from domain.actor import Actor
+from domain.commands import Idempotency
 from tests.helpers import client_body
 
 
@@ -212,6 +216,18 @@ class TestIdempotencyKey:
         again = desk.post("/v1/cases", body, **{"Idempotency-Key": "open-1"})
         assert again.status_code == 201 and again.json()["id"] == first.json()["id"]
         assert again.headers["location"] == first.headers["location"]
+
+    def test_a_retry_of_a_request_answered_before_fingerprints_were_keyed_finds_its_answer(self, desk, api):
+        """A receipt written before 2026-11-29 kept a plain SHA-256 of route and canonical body."""
+        case = desk.open()
+        path = f"/v1/cases/{case['id']}/notes"
+        plain = hashlib.sha256(f"POST {path}\n".encode() + b'{"text":"old"}').hexdigest()
+        first = api.app.update_case(Idempotency(desk.user, "old-1", plain), UUID(case["id"]), None,
+                                    lambda c: c.add_note(Actor(desk.user, "case_worker"), "old"))
+        again = desk.post(path, {"text": "old"}, **{"Idempotency-Key": "old-1"})
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        assert again.json()["version"] == first.version == 2
+        assert desk.post(path, {"text": "new"}, **{"Idempotency-Key": "old-1"}).status_code == 422
 
     def test_the_same_key_with_another_body_is_422(self, desk):
         case = desk.open()

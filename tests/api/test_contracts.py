@@ -217,6 +217,14 @@ class TestImport:
         second = api.client.post(url, content=csv_file(rows), headers=headers).json()
         assert (second["recorded"], second["duplicate"], second["refused"]) == (0, 2, 2)
 
+    @pytest.mark.parametrize("sent", [{"If-Match": "bogus"}, {"Idempotency-Key": "not a key"}, {}])
+    def test_who_may_not_import_is_told_so_before_anything_sent_is_read(self, api, market, sent):
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        headers = {"Content-Type": "text/csv", **sent}
+        assert api.client.post(url, content=b"not,a,file\n", headers=headers).status_code == 401
+        r = api.client.post(url, content=b"", headers={**headers, **market["supervisor"]})
+        assert r.status_code == 403
+
     def test_units_that_are_not_a_plain_whole_number_refuse_their_row(self, api, desk, market):
         case = referred_case(desk, market)
         rows = [(case["id"], TODAY, units, f"W-{n}") for n, units in enumerate(["²", "٣", "9" * 5000, " 2 "])]

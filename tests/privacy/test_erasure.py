@@ -1,15 +1,19 @@
 """Erasure (PIPL): the person's key is destroyed; their values read as erased everywhere; facts remain."""
 
 import time
+from dataclasses import replace
+from datetime import datetime, timezone
+from uuid import UUID, uuid4
 
 import pytest
 from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.backend import open_backend
+from domain.case import ServiceCase
 from tests.conftest import ADMIN
-from tests.privacy.test_plaintext import (ID_NUMBER, NAME, NEED, NOTE, REJECTED, step_values_and_a_rejected_delivery,
-                                          write_everything)
+from tests.privacy.test_plaintext import (ID_NUMBER, NAME, NEED, NOTE, REJECTED, pending_delivery,
+                                          step_values_and_a_rejected_delivery, write_everything)
 
 
 def erase(api, desk, client_id: str, **headers):
@@ -56,8 +60,40 @@ def test_why_a_delivery_was_rejected_is_shown_as_personal_values_are_and_erased_
     inspector = {"Authorization": f"Bearer {api.app.issue_token(ADMIN, 'inspector', 'auditor', reads_personal=True)}"}
     assert reason(supervisor) == reason(contractor) == reason(inspector) == REJECTED
     assert reason(api.token("auditor")) is None
+    reads = api.client.get("/v1/audit/events", headers=api.token("auditor"), params={
+        "actor": "inspector", "min_position": api.app.recorder.max_notification_id()}).json()
+    assert [e["data"]["resource"] for e in reads["items"] if e["type"] == "PersonalDataRead"] == ["delivery"]
     assert erase(api, desk, client["id"]).status_code == 200
     assert reason(supervisor) is None and reason(contractor) is None and reason(inspector) is None
+
+
+def test_a_delivery_for_a_person_erased_is_rejected_without_a_reason(api, desk):
+    client = desk.register()
+    path = pending_delivery(desk, client["id"])
+    erase(api, desk, client["id"])
+    refused = desk.post(f"{path}/review", {"accepted": False, "reason": "未上门"})
+    assert refused.status_code == 409 and "without one" in refused.json()["detail"]
+    rejected = desk.post(f"{path}/review", {"accepted": False})
+    assert rejected.status_code == 200 and (rejected.json()["status"], rejected.json()["reason"]) == ("rejected", None)
+
+
+def test_values_stored_unsealed_before_they_were_declared_personal_are_withheld_and_erased(api, desk):
+    """The works planned for a home modification were a plain fact until 2026-11-29 (event version 1)."""
+    client = desk.register()
+    mapper = api.app.mapper
+    event = ServiceCase.ModificationQuoted(
+        originator_id=uuid4(), originator_version=3, timestamp=datetime.now(timezone.utc), actor=ADMIN.as_dict(),
+        person=UUID(client["id"]), personal={}, step="quote_plan", stage="quoted", outcome=None,
+        facts={"quote": "5000.00"})
+    stored = mapper.to_stored_event(event)
+    state = mapper.transcoder.decode(stored.state)
+    del state["class_version"]
+    state["facts"]["items"] = "卫生间扶手"
+    old = replace(stored, state=mapper.transcoder.encode(state))
+    read = mapper.to_domain_event(old)
+    assert (read.facts, read.personal) == ({"quote": "5000.00"}, {"items": "卫生间扶手"})
+    erase(api, desk, client["id"])
+    assert mapper.to_domain_event(old).personal == {"items": None}
 
 
 def test_erasure_is_for_admins_and_happens_once(api, desk):

@@ -52,20 +52,25 @@ def step_values_and_a_rejected_delivery(desk, client_id: str):
     assert desk.post(f"/v1/cases/{home}/steps/quote_plan", {"items": WORKS, "quote": "5000"}).status_code == 200
     assert desk.post(f"/v1/cases/{opened('employment_training')}/steps/enrol",
                      {"course": COURSE, "starts_on": TODAY.isoformat()}).status_code == 200
+    rejected = desk.post(f"{pending_delivery(desk, client_id)}/review", {"accepted": False, "reason": REJECTED})
+    assert rejected.status_code == 200 and rejected.json()["reason"] == REJECTED
+    return rejected
+
+
+def pending_delivery(desk, client_id: str) -> str:
+    """A contractor's delivery for a home-care case of the person, not yet reviewed: its path."""
     supervisor = desk.api.token("supervisor", "350502")
     contract = desk.http.post("/v1/contracts", headers=supervisor, json={
         "provider": "ngo-p", "service_kind": "home_care", "unit": "hour", "unit_price": "80.00", "budget": "800.00",
         "starts_on": TODAY.isoformat(), "ends_on": TODAY.isoformat(), "org_units": ["350502"]}).json()
-    care = opened("home_care")
+    care = desk.post("/v1/cases", {"kind": "home_care", "client_id": client_id, "org_unit": "350502",
+                                   "need": NEED}).json()["id"]
     desk.post(f"/v1/cases/{care}/referral", {"contract_id": contract["id"]})
     delivery = desk.http.post(f"/v1/contracts/{contract['id']}/deliveries",
                               headers=desk.api.token("contractor", provider="ngo-p"),
                               json={"case_id": care, "delivered_on": TODAY.isoformat(), "units": 1,
                                     "reference": "P-1"}).json()
-    rejected = desk.post(f"/v1/contracts/{contract['id']}/deliveries/{delivery['id']}/review",
-                         {"accepted": False, "reason": REJECTED})
-    assert rejected.status_code == 200 and rejected.json()["reason"] == REJECTED
-    return rejected
+    return f"/v1/contracts/{contract['id']}/deliveries/{delivery['id']}"
 
 
 def needles() -> list[bytes]:

@@ -369,3 +369,23 @@ class TestRepeatableSteps:
             for step in kind.steps:
                 for field in step.fields:
                     valid_value(field, case)  # raises for a type the tests do not know
+
+
+class TestValuesMadePersonal:
+    """Step values declared personal after events and snapshots had kept them as plain facts."""
+
+    def snapshot(self, taken: ServiceCase.Snapshot, **personal) -> ServiceCase.Snapshot:
+        """`taken` as a snapshot made before the works planned were personal: among the details."""
+        state = {**taken.state, "details": {**taken.state["details"], "items": "ramp"}}
+        return ServiceCase.Snapshot(originator_id=taken.originator_id, originator_version=taken.originator_version,
+                                    timestamp=taken.timestamp, topic=taken.topic, state=state, person=taken.person,
+                                    personal=personal)
+
+    def test_a_snapshot_that_kept_them_among_the_details_gives_them_back_as_personal(self):
+        case = case_at("home_modification", "surveyed")
+        take(case, "quote_plan", {"items": "ramp", "quote": "8000"})
+        taken = ServiceCase.Snapshot.take(case)
+        restored = self.snapshot(taken, need=case.need).mutate(None)
+        assert "items" not in restored.details and restored.personal["items"] == "ramp"
+        erased = self.snapshot(taken, need=None).mutate(None)  # the person's key destroyed: every value None
+        assert "items" not in erased.details and erased.personal["items"] is None

@@ -28,6 +28,7 @@ from domain.errors import (
     CommandRefused,
     DomainError,
     InvalidInput,
+    PersonErased,
     StepNotAllowed,
 )
 from domain.fields import parse_payload
@@ -179,7 +180,7 @@ class CaseMachine(RuleBasedStateMachine):
         elif invalid:
             expected = InvalidInput
         elif any(f.type == "certificate_number" for f in fields) and id_number is None:
-            expected = InvalidInput
+            expected = PersonErased  # no ID number left to check the number against
         elif name == "approve_budget" and Decimal(payload["approved_amount"]) > self.quote:
             expected = CommandRefused
         else:
