@@ -84,13 +84,14 @@ async def idempotency(request: Request, principal: Principal, key: str | None,
         return None
     if not _KEY.fullmatch(key):
         raise InvalidInput("Idempotency-Key", "must be 1-200 visible ASCII characters")
-    legacy = sent is None  # the body, as receipts stored before fingerprints were keyed hashed it
-    if sent is None:
-        sent = canonical(await request.body())
+    # The body is also what receipts stored before fingerprints were keyed hashed; an upload's form,
+    # once parsed, cannot be read again (and its boundary made every send differ anyway).
+    form_parsed = sent is not None and request.headers.get("content-type", "").startswith("multipart/")
+    body = None if form_parsed else canonical(await request.body())
     request_line = f"{request.method} {request.url.path}\n".encode()
-    fingerprint = request.app.state.backend.keys.fingerprint(request_line + sent)
-    return Idempotency(principal.user, key, fingerprint,
-                       hashlib.sha256(request_line + sent).hexdigest() if legacy else None)
+    fingerprint = request.app.state.backend.keys.fingerprint(request_line + (body if sent is None else sent))
+    legacy = hashlib.sha256(request_line + body).hexdigest() if body is not None else None
+    return Idempotency(principal.user, key, fingerprint, legacy)
 
 
 def canonical(body: bytes) -> bytes:

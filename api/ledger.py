@@ -43,25 +43,25 @@ def contract_state(contract: Contract) -> dict[str, Any]:
 
 
 def delivery_state(app: LastMeter, principal: Principal, contract: Contract, delivery: Delivery) -> dict[str, Any]:
-    """A delivery as `principal` may see it; showing why it was rejected is recorded as a disclosure."""
-    reason = shown_reason(app, principal, delivery)
-    if reason is not None:
-        disclose(app, principal, person_of(app, delivery), "delivery", delivery.id)
     return {
         "id": str(delivery.id), "contract_id": str(contract.id), "case_id": str(delivery.case_id),
         "delivered_on": delivery.delivered_on, "units": delivery.units, "reference": delivery.reference,
         "amount": yuan(delivery.amount), "status": delivery.status,
-        "reason": reason,
+        "reason": disclosed_reason(app, principal, delivery),
     }
 
 
-def shown_reason(app: LastMeter, principal: Principal, delivery: Delivery) -> str | None:
-    """Why the delivery was rejected: for callers shown personal values (the contractor it was
-    written for among them), and for no one once the person it may speak of was erased (a copy of
-    the contract cached before the erasure still holds it)."""
+def disclosed_reason(app: LastMeter, principal: Principal, delivery: Delivery) -> str | None:
+    """Why the delivery was rejected, recorded as a disclosure: for callers shown personal values (the
+    contractor it was written for among them), and for no one once the person it may speak of was
+    erased (a copy of the contract cached before the erasure still holds it)."""
     if delivery.reason is None or not shown_personal_data(principal):
         return None
-    return None if app.was_erased(person_of(app, delivery)) else delivery.reason
+    person = person_of(app, delivery)
+    if app.was_erased(person):
+        return None
+    disclose(app, principal, person, "delivery", delivery.id)
+    return delivery.reason
 
 
 def person_of(app: LastMeter, delivery: Delivery) -> UUID:

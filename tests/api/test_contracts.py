@@ -1,13 +1,17 @@
 """Purchased services end to end through the API, on both stores."""
 
+import hashlib
 import io
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
-from uuid import uuid4
+from uuid import UUID, uuid4
 
 import pytest
 from openpyxl import Workbook
 
+from api.imports import read_rows
+from domain.actor import Actor
+from domain.commands import Idempotency
 from domain.contract import Contract
 from domain.orgs import OrgUnit
 from domain.purchasing import today
@@ -358,6 +362,22 @@ class TestImportRetries:
         r = api.client.post("/v1/clients", content=deep, headers={**desk.auth, "Content-Type": "text/plain",
                                                                    "Idempotency-Key": "deep-2"})
         assert r.status_code == 422
+        r = api.client.post("/v1/clients", files={"file": ("x.csv", b"a")}, headers={**desk.auth,
+                                                                                  "Idempotency-Key": "form-1"})
+        assert r.status_code == 422
+
+    def test_a_retry_of_an_import_answered_before_fingerprints_were_keyed_finds_its_answer(self, api, desk, market):
+        """A receipt written before 2026-11-29 kept a plain SHA-256 of route and body."""
+        case = referred_case(desk, market)
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        content = csv_file([(case["id"], TODAY, 1, "L-1")])
+        plain = hashlib.sha256(f"POST {url}\n".encode() + content).hexdigest()
+        api.app.import_deliveries(Actor("ngo-a-staff", "contractor"), Idempotency("ngo-a-staff", "old-import", plain),
+                                  UUID(market["contract"]["id"]), read_rows(content, "text/csv"))
+        again = api.client.post(url, content=content, headers={**market["contractor"], "Content-Type": "text/csv",
+                                                               "Idempotency-Key": "old-import"})
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        assert again.json()["recorded"] == 1
 
     def test_an_import_answers_its_position_for_reading_ones_writes(self, api, desk, market):
         case = referred_case(desk, market)

@@ -11,6 +11,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.backend import open_backend
 from domain.case import ServiceCase
+from domain.contract import Contract
 from tests.conftest import ADMIN
 from tests.privacy.test_plaintext import (ID_NUMBER, NAME, NEED, NOTE, REJECTED, pending_delivery,
                                           step_values_and_a_rejected_delivery, write_everything)
@@ -75,6 +76,25 @@ def test_a_delivery_for_a_person_erased_is_rejected_without_a_reason(api, desk):
     assert refused.status_code == 409 and "without one" in refused.json()["detail"]
     rejected = desk.post(f"{path}/review", {"accepted": False})
     assert rejected.status_code == 200 and (rejected.json()["status"], rejected.json()["reason"]) == ("rejected", None)
+
+
+def test_a_reason_stored_before_reasons_were_sealed_goes_with_the_persons_erasure(api, desk):
+    """A rejection of version 1 (before 2026-11-29) kept its reason as a plain fact, naming no person."""
+    client = desk.register()
+    path = pending_delivery(desk, client["id"])
+    contract = api.app.get_contract(UUID(path.split("/")[3]))
+    event = Contract.DeliveryRejected(originator_id=contract.id, originator_version=contract.version + 1,
+                                      timestamp=datetime.now(timezone.utc), actor=ADMIN.as_dict(),
+                                      delivery_id=UUID(path.split("/")[-1]), person=None, personal={})
+    stored = api.app.mapper.to_stored_event(event)
+    state = api.app.mapper.transcoder.decode(stored.state)
+    for name in ("class_version", "person", "personal"):
+        del state[name]
+    api.app.recorder.insert_events([replace(stored, state=api.app.mapper.transcoder.encode({**state, "reason": "住院"}))])
+    supervisor = api.token("supervisor", "350502")
+    assert api.client.get(path, headers=supervisor).json()["reason"] == "住院"
+    erase(api, desk, client["id"])
+    assert api.client.get(path, headers=supervisor).json()["reason"] is None
 
 
 def test_values_stored_unsealed_before_they_were_declared_personal_are_withheld_and_erased(api, desk):
