@@ -16,6 +16,7 @@ from typing import Any
 import orjson
 from eventsourcing.persistence import Transcoder
 
+from domain.case import MADE_PERSONAL
 from projections.store import Tx
 from projections.view import Table, View
 
@@ -23,7 +24,24 @@ _AS_TEXT = orjson.OPT_PASSTHROUGH_DATETIME  # moments to default=str too, as the
 
 COLUMNS = ("position", "at", "aggregate_id", "aggregate_type", "version", "type", "actor_user", "actor_role", "data")
 # Besides originator id and version, kept apart; a receipt's request fingerprint is no one's business.
-NOT_FACTS = ("originator_topic", "timestamp", "actor", "personal", "request_hash")
+NOT_FACTS = ("originator_topic", "timestamp", "actor", "personal", "request_hash", "class_version")
+# Values that events of an older version kept as plain facts, before they were declared personal: left
+# out as personal values are (the events themselves are never rewritten).
+WITHHELD = {**{event: [("facts", name) for name in names] for event, names in MADE_PERSONAL.items()},
+            "DeliveryRejected": [("reason",)]}
+
+
+def _withheld(dialect: str, event_type: str) -> str:
+    """The state `s` less WITHHELD's values for the event's type, as a SQL expression."""
+    cases = []
+    for event, paths in WITHHELD.items():
+        if dialect == "postgres":
+            less = "s" + "".join(f" #- '{{{{{','.join(path)}}}}}'" for path in paths)  # braces for .format
+        else:
+            less = "json_remove(s, " + ", ".join("'$." + ".".join(path) + "'" for path in paths) + ")"
+        cases.append(f"WHEN '{event}' THEN {less}")
+    return f"(CASE {event_type} {' '.join(cases)} ELSE s END)"
+
 
 # From each stored event: its type's qualified name (the topic's part after ':'), split at its last dot
 # into the aggregate's class and the event's; the moment in whole microseconds since the epoch.
@@ -33,7 +51,7 @@ SELECT notification_id,
        (extract(epoch FROM (s -> 'timestamp' ->> '_data_')::timestamptz) * 1000000)::bigint,
        originator_id::text, coalesce(substring(q FROM '^(.*)\\.[^.]*$'), ''), originator_version,
        substring(q FROM '[^.]*$'), s -> 'actor' ->> 'user', s -> 'actor' ->> 'role',
-       (s - ARRAY[{", ".join(f"'{key}'" for key in NOT_FACTS)}])::text
+       ({_withheld("postgres", "substring(q FROM '[^.]*$')")} - ARRAY[{", ".join(f"'{key}'" for key in NOT_FACTS)}])::text
 FROM (SELECT notification_id, originator_id, originator_version, split_part(topic, ':', 2) AS q,
              convert_from(state, 'UTF8')::jsonb AS s
       FROM {{events}} WHERE notification_id BETWEEN %s AND %s
@@ -50,7 +68,7 @@ SELECT rowid,
              || '-' || substr(h, 21)),
        CASE WHEN k = '' THEN '' ELSE substr(k, 1, length(k) - 1) END, originator_version, substr(q, length(k) + 1),
        json_extract(s, '$.actor.user'), json_extract(s, '$.actor.role'),
-       json_remove(s, {", ".join(f"'$.{key}'" for key in NOT_FACTS)})
+       json_remove({_withheld("sqlite", "substr(q, length(k) + 1)")}, {", ".join(f"'$.{key}'" for key in NOT_FACTS)})
 FROM (SELECT rowid, originator_version, originator_id AS h, q, rtrim(q, replace(q, '.', '')) AS k, s,
              json_extract(s, '$.timestamp._data_') AS t
       FROM (SELECT rowid, originator_id, originator_version, substr(topic, instr(topic, ':') + 1) AS q,
@@ -61,9 +79,10 @@ FROM (SELECT rowid, originator_version, originator_id AS h, q, rtrim(q, replace(
 
 class AuditView(View):
     name = "audit"
+    # 5: no class versions, nor the values older events kept before they were declared personal;
     # 4: no request fingerprints among the facts; 3: on SQLite, `at` no longer a second late for a fraction of .9995 and more;
     # 2: facts in the library's transcoding, copied by the database (1: re-encoded in Python)
-    revision = 4
+    revision = 5
     stored = True  # nothing decoded: the batch is copied from the events table by the database
     tables = (
         Table(

@@ -64,6 +64,9 @@ def test_why_a_delivery_was_rejected_is_shown_as_personal_values_are_and_erased_
     reads = api.client.get("/v1/audit/events", headers=api.token("auditor"), params={
         "actor": "inspector", "min_position": api.app.recorder.max_notification_id()}).json()
     assert [e["data"]["resource"] for e in reads["items"] if e["type"] == "PersonalDataRead"] == ["delivery"]
+    review = api.client.get("/v1/audit/events", headers=api.token("auditor"),
+                            params={"case_id": rejected["contract_id"]}).json()["items"][-1]
+    assert review["type"] == "DeliveryRejected" and set(review["data"]) == {"delivery_id", "person"}
     assert erase(api, desk, client["id"]).status_code == 200
     assert reason(supervisor) is None and reason(contractor) is None and reason(inspector) is None
 
@@ -93,6 +96,10 @@ def test_a_reason_stored_before_reasons_were_sealed_goes_with_the_persons_erasur
     api.app.recorder.insert_events([replace(stored, state=api.app.mapper.transcoder.encode({**state, "reason": "住院"}))])
     supervisor = api.token("supervisor", "350502")
     assert api.client.get(path, headers=supervisor).json()["reason"] == "住院"
+    audited = api.client.get("/v1/audit/events", headers=api.token("auditor"), params={
+        "case_id": str(contract.id), "min_position": api.app.recorder.max_notification_id()}).json()["items"]
+    (rejected,) = [e["data"] for e in audited if e["type"] == "DeliveryRejected"]
+    assert "reason" not in rejected and "住院" not in str(audited)  # the audit view withholds it too
     erase(api, desk, client["id"])
     assert api.client.get(path, headers=supervisor).json()["reason"] is None
 
