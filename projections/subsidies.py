@@ -6,7 +6,7 @@ spells touches. Visits count in the month they took place (Asia/Shanghai).
 """
 
 from collections.abc import Callable, Sequence
-from datetime import datetime
+from datetime import datetime, timezone
 from typing import Any
 from uuid import UUID
 
@@ -112,8 +112,13 @@ def _closes(event: Any) -> bool:
     return isinstance(event, ServiceCase.CaseClosed)
 
 
-def liaison_work(tx: Tx, start: datetime, end: datetime, prefix: str | None) -> dict[str, tuple[int, int]]:
-    """{liaison: (cases handled, visits recorded)} for [start, end), within an org-unit prefix."""
+def liaison_work(tx: Tx, start: datetime, end: datetime, prefix: str | None,
+                 now: datetime | None = None) -> dict[str, tuple[int, int]]:
+    """{liaison: (cases handled, visits recorded)} for [start, end), within an org-unit prefix. A spell
+    still open has lasted until `now`: it counts for no month that has not begun."""
+    now = now or datetime.now(timezone.utc)
+    if start > now:
+        return {}
     clause, params = prefixed("org_unit", prefix) if prefix else ("", [])
     scope = f"AND {clause}" if clause else ""
     s, e = micros(start), micros(end)

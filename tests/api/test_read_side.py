@@ -143,6 +143,16 @@ class TestLiaisonSubsidies:
         row = next(i for i in r.json()["items"] if i["liaison"] == desk.user)
         assert row == {"liaison": desk.user, "cases_handled": 1, "visits": 9, "subsidy": "100.00"}
 
+    def test_no_one_has_earned_anything_in_a_month_not_yet_begun(self, desk, api):
+        position = self.work(desk, visits=1)  # an assignment still open: it lasts until now, not beyond
+        now = local(datetime.now(timezone.utc))
+        following = (now.replace(day=1) + timedelta(days=32)).strftime("%Y-%m")
+        supervisor = api.token("supervisor", "350502")
+        for month, expected in ((now.strftime("%Y-%m"), True), (following, False), ("9998-12", False)):
+            r = api.client.get("/v1/reports/liaison-subsidies", params={"month": month, "min_position": position},
+                               headers=supervisor)
+            assert any(i["liaison"] == desk.user for i in r.json()["items"]) is expected, month
+
     def test_csv_and_xlsx_carry_the_same_rows(self, desk, api):
         position = self.work(desk, visits=1)
         month = local(datetime.now(timezone.utc)).strftime("%Y-%m")
