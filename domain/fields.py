@@ -143,9 +143,10 @@ def parse_boolean(_: Field, value: Any, path: str) -> bool:
 
 
 def parse_certificate_number(_: Field, value: Any, path: str) -> str:
-    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{17}[0-9X][0-9]{2}", value):
+    """An ID number's check character X in either case, as registration takes it; kept upper case."""
+    if not isinstance(value, str) or not re.fullmatch(r"[0-9]{17}[0-9Xx][0-9]{2}", value):
         raise InvalidInput(path, "must be the 18-character ID number followed by two digits")
-    return value
+    return value.upper()
 
 
 _PARSERS = {

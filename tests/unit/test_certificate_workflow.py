@@ -211,6 +211,13 @@ class TestIssueCertificate:
         issue(case, id_number + "24", id_number=id_number)
         assert case.outcome == "served"
 
+    def test_takes_the_check_character_x_in_lower_case_too_and_keeps_it_upper(self):
+        id_number = "11010519491231002X"
+        case = assessed(category="hearing", grade=4)
+        case.collect_events()
+        issue(case, id_number.lower() + "24", id_number=id_number)
+        assert case.collect_events()[0].personal == {"certificate_number": id_number + "24"}
+
     def test_refuses_a_number_that_is_not_the_persons_id(self):
         case = assessed(category="physical", grade=2)
         with pytest.raises(InvalidInput) as excinfo:
