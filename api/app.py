@@ -6,7 +6,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from api import metrics, problems
+from api import metrics, openapi, problems
 from api.routes import audit, cases, clients, contracts, health, reference, reports, workload
 from api.backend import open_backend
 from api.readside import ReadSide
@@ -70,6 +70,7 @@ def create_app(settings: Settings | None = None, settle_heap: bool = False) -> F
         telemetry=NO_OPENTELEMETRY,
     )
     problems.install(app)
+    openapi.install(app)
     app.state.metrics = metrics.install(app)
     for router in ROUTERS:
         app.include_router(router)

@@ -24,6 +24,21 @@ def test_routes_declare_the_bearer_scheme_and_the_command_headers(tmp_path):
     assert "security" not in spec["paths"]["/healthz"]["get"]
 
 
+def test_errors_are_described_as_problems_and_writes_by_their_headers(tmp_path):
+    app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'lastmeter.db'}"))
+    spec = TestClient(app).get("/openapi.json").json()
+    assert "HTTPValidationError" not in spec["components"]["schemas"]
+    assert spec["components"]["schemas"]["Problem"]["required"] == ["type", "title", "status", "detail"]
+    note = spec["paths"]["/v1/cases/{case_id}/notes"]["post"]["responses"]
+    assert set(note) == {"200", "401", "403", "404", "409", "412", "422"}
+    assert note["422"]["content"] == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+    assert {"ETag", "X-Position", "Idempotent-Replayed"} <= set(note["200"]["headers"])
+    assert "Location" in spec["paths"]["/v1/cases"]["post"]["responses"]["201"]["headers"]
+    imported = spec["paths"]["/v1/contracts/{contract_id}/deliveries/import"]["post"]["requestBody"]["content"]
+    assert {"text/csv", "multipart/form-data"} <= set(imported)
+    assert set(spec["paths"]["/healthz"]["get"]["responses"]) == {"200"}
+
+
 def test_the_served_app_settles_its_heap_at_startup_and_a_test_app_does_not(tmp_path):
     # In a process of its own: what is frozen stays frozen for the life of the process.
     code = textwrap.dedent("""

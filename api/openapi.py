@@ -1,0 +1,108 @@
+"""What /openapi.json tells client developers beyond what FastAPI infers from the routes.
+
+FastAPI describes a 422 by its own validation-error shape and no other error at all; lastmeter answers
+every error as application/problem+json (api/problems.py) with the statuses of the contract, and
+every write with headers that clients rely on (ETag, X-Position, Location). An import's body is read
+by the route itself, so FastAPI cannot see which types it takes.
+"""
+
+from typing import Any
+
+from fastapi import FastAPI
+
+from api.problems import PROBLEM
+from api.spreadsheet import XLSX
+
+PROBLEM_SCHEMA = {
+    "type": "object",
+    "required": ["type", "title", "status", "detail"],
+    "properties": {
+        "type": {"type": "string", "format": "uri"},
+        "title": {"type": "string"},
+        "status": {"type": "integer"},
+        "detail": {"type": "string"},
+        "errors": {"type": "array", "description": "422: each field refused and why",
+                   "items": {"type": "object", "required": ["field", "reason"],
+                             "properties": {"field": {"type": "string"}, "reason": {"type": "string"}}}},
+        "current_version": {"type": "integer", "description": "412: the version that is current"},
+    },
+}
+ERRORS = {
+    "401": "no valid bearer token",
+    "403": "the caller's role may not do this",
+    "404": "not found, or outside the caller's scope (its existence is not revealed)",
+    "409": "a rule of the domain refuses the command in the resource's present state",
+    "412": "If-Match names a version that is no longer current",
+    "422": "invalid input: `errors` names each field and why",
+}
+WRITE_HEADERS = {
+    "ETag": 'the version written, e.g. "3"',
+    "X-Position": "the event-store position of the last event written (for min_position)",
+    "Idempotent-Replayed": "true when a repeat under the same Idempotency-Key answers the first answer",
+}
+IMPORTED = {
+    "text/csv": {"schema": {"type": "string", "format": "binary"}},
+    XLSX: {"schema": {"type": "string", "format": "binary"}},
+    "multipart/form-data": {"schema": {"type": "object", "required": ["file"],
+                                       "properties": {"file": {"type": "string", "format": "binary"}}}},
+}
+IMPORT_PATH = "/v1/contracts/{contract_id}/deliveries/import"
+
+
+def install(app: FastAPI) -> None:
+    inferred = app.openapi
+    described: list[dict] = []  # the spec last described (FastAPI makes it once, and again if routes change)
+
+    def openapi() -> dict[str, Any]:
+        spec = inferred()
+        if not described or described[0] is not spec:
+            described[:] = [describe(spec)]
+        return spec
+
+    app.openapi = openapi
+
+
+def describe(spec: dict[str, Any]) -> dict[str, Any]:
+    schemas = spec.setdefault("components", {}).setdefault("schemas", {})
+    for name in ("HTTPValidationError", "ValidationError"):
+        schemas.pop(name, None)
+    schemas["Problem"] = PROBLEM_SCHEMA
+    for path, operations in spec["paths"].items():
+        for method, operation in operations.items():
+            _errors(path, method, operation)
+            if method == "post":
+                _write_headers(operation["responses"])
+    if IMPORT_PATH in spec["paths"]:
+        spec["paths"][IMPORT_PATH]["post"]["requestBody"] = {
+            "required": True, "content": IMPORTED,
+            "description": "a CSV or XLSX of deliveries (case_id, delivered_on, units, reference, or 案件编号, "
+                           "服务日期, 数量, 报告编号), as the body or the multipart field `file`",
+        }
+    return spec
+
+
+def _errors(path: str, method: str, operation: dict[str, Any]) -> None:
+    statuses = []
+    if "security" in operation:
+        statuses += ["401", "403"]
+    if "{" in path:
+        statuses.append("404")
+    if method == "post" and "security" in operation:
+        statuses.append("409")
+    if any(p["name"] == "if-match" for p in operation.get("parameters", [])):
+        statuses.append("412")
+    if operation.get("parameters") or "requestBody" in operation or path == IMPORT_PATH:
+        statuses.append("422")
+    responses = operation["responses"]
+    for status in statuses:
+        responses[status] = {"description": ERRORS[status],
+                             "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}}}
+
+
+def _write_headers(responses: dict[str, Any]) -> None:
+    for status, response in responses.items():
+        if status.startswith("2"):
+            headers = {name: {"description": text, "schema": {"type": "string"}} for name, text in WRITE_HEADERS.items()}
+            if status == "201":
+                headers["Location"] = {"description": "where the resource created is read", "schema": {"type": "string"}}
+            response["headers"] = headers
