@@ -114,6 +114,16 @@ def encode_cursor(value: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{value}".encode()).decode().rstrip("=")
 
 
+def paged(items: list[Any], limit: int | None, cursor: str | None) -> tuple[list[Any], str | None]:
+    """A page of a list made whole for each request, in a fixed order (reference data, reports): by
+    offset. Without `limit`, the rest of the list, as a spreadsheet export wants it."""
+    start = decode_cursor(cursor)
+    if limit is None:
+        return items[start:], None
+    end = start + limit
+    return items[start:end], encode_cursor(end) if end < len(items) else None
+
+
 def decode_cursor(cursor: str | None) -> int:
     if cursor is None:
         return 0

@@ -7,8 +7,9 @@ from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.access import Principal
-from api.deps import App, ReadSideDep, SettingsDep, permit
+from api.deps import App, Cursor, ReadSideDep, SettingsDep, WholeLimit, permit
 from api.problems import problem
+from api.render import paged
 
 router = APIRouter(tags=["operations"])
 
@@ -35,11 +36,12 @@ def readyz(app: App, readside: ReadSideDep, settings: SettingsDep):
 
 
 @router.get("/v1/projections")
-def projections(readside: ReadSideDep, _: Annotated[Principal, permit("read_projections")]):
+def projections(readside: ReadSideDep, _: Annotated[Principal, permit("read_projections")],
+                limit: WholeLimit = None, cursor: Cursor = None):
     """Each view's position in the event log and how far behind the head it is."""
-    items = [{"name": s.name, "position": s.position, "head": s.head, "lag": s.lag}
-             for s in readside.projector.statuses()]
-    return {"items": items, "next_cursor": None}
+    items, more = paged([{"name": s.name, "position": s.position, "head": s.head, "lag": s.lag}
+                         for s in readside.projector.statuses()], limit, cursor)
+    return {"items": items, "next_cursor": more}
 
 
 @router.get("/metrics")

@@ -7,7 +7,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.access import Principal
-from api.deps import App, Fresh, ReadSideDep, SettingsDep, permit
+from api.deps import App, Cursor, Fresh, ReadSideDep, SettingsDep, WholeLimit, permit
+from api.render import paged
 from api.spreadsheet import Format, tabular
 from domain.clock import SHANGHAI, check_month
 from domain.subsidy import SubsidyTiers
@@ -31,16 +32,16 @@ def liaison_subsidies(
     app: App, readside: ReadSideDep, settings: SettingsDep,
     principal: Annotated[Principal, permit("read_subsidies")],
     month: Annotated[str, Query(description="YYYY-MM, Asia/Shanghai")],
-    format: Format = "json",
+    format: Format = "json", limit: WholeLimit = None, cursor: Cursor = None,
 ):
     """Each liaison's work in the month (cases handled + visits recorded) and the subsidy it earns."""
     start, end = month_bounds(month)
     tiers = SubsidyTiers.parse(settings.subsidy_tiers)
     with readside.store.read() as tx:
         work = liaison_work(tx, start, end, principal.scope_prefix(app.org_tree()))
-    items = [
+    items, more = paged([
         {"liaison": liaison, "cases_handled": cases, "visits": visits,
          "subsidy": str(tiers.subsidy(cases + visits).quantize(Decimal("0.01")))}
         for liaison, (cases, visits) in sorted(work.items())
-    ]
-    return tabular(items, COLUMNS, format, f"liaison-subsidies-{month}")
+    ], limit, cursor)
+    return tabular(items, COLUMNS, format, f"liaison-subsidies-{month}", more)

@@ -7,7 +7,8 @@ from typing import Annotated, Literal
 from fastapi import APIRouter, Query
 
 from api.access import Principal
-from api.deps import App, Fresh, ReadSideDep, permit
+from api.deps import App, Cursor, Fresh, ReadSideDep, WholeLimit, permit
+from api.render import paged
 from api.spreadsheet import Format, tabular
 from domain.clock import local
 from domain.orgs import OrgTree, depth_of, parent_of
@@ -21,7 +22,7 @@ FIGURES = ("open", "overdue", "due_soon", "closed_this_month")
 def read_workload(
     app: App, readside: ReadSideDep, principal: Annotated[Principal, permit("read_workload")],
     by: Annotated[Literal["assignee", "org_unit", "kind"], Query()] = "org_unit",
-    format: Format = "json",
+    format: Format = "json", limit: WholeLimit = None, cursor: Cursor = None,
 ):
     """Figures per key; by org unit, a unit's row includes every unit below it."""
     now = datetime.now(timezone.utc)
@@ -34,8 +35,9 @@ def read_workload(
         rows = rolled_up(rows, tree, principal)
     # In key order, the unassigned last (None is never compared with a key: a city has thousands).
     rows = sorted((r for r in rows if r[0] is not None), key=itemgetter(0)) + [r for r in rows if r[0] is None]
-    items = [{"key": key, "open": a, "overdue": b, "due_soon": c, "closed_this_month": d} for key, a, b, c, d in rows]
-    return tabular(items, ("key", *FIGURES), format, f"workload-by-{by}")
+    items, more = paged([{"key": key, "open": a, "overdue": b, "due_soon": c, "closed_this_month": d}
+                         for key, a, b, c, d in rows], limit, cursor)
+    return tabular(items, ("key", *FIGURES), format, f"workload-by-{by}", more)
 
 
 def rolled_up(rows: list[tuple], tree: OrgTree, principal: Principal) -> list[tuple]:

@@ -363,3 +363,36 @@ def test_a_read_waiting_for_a_position_the_views_do_not_reach_is_503(settings, l
         r = client.get("/v1/audit/events", params={"min_position": head}, headers=auditor)
     assert r.status_code == 503 and r.headers["retry-after"] == "1"
     assert r.headers["content-type"].startswith("application/problem+json")
+
+
+class TestEveryListPages:
+    """Lists made whole per request (reference data, workload, reports, views) page with limit and
+    cursor like the others; without a limit they answer whole, as a spreadsheet export wants."""
+
+    LISTS = [("/v1/case-kinds", {}), ("/v1/org-units", {}), ("/v1/workload", {"by": "org_unit"}),
+             ("/v1/workload", {"by": "assignee"}), ("/v1/reports/liaison-subsidies", {"month": "this"}),
+             ("/v1/projections", {})]
+
+    @pytest.mark.parametrize("path,params", LISTS, ids=[f"{p}{q}" for p, q in LISTS])
+    def test_pages_add_up_to_the_whole_list(self, desk, api, path, params):
+        for assignee in ("lin", "wu", desk.user):
+            last = desk.post(f"/v1/cases/{desk.open()['id']}/assignment", {"assignee": assignee})
+        admin = api.token("admin")
+        if params.get("month"):
+            params = {"month": local(datetime.now(timezone.utc)).strftime("%Y-%m")}
+        if path != "/v1/projections":  # the views' own positions move while they are read
+            params["min_position"] = last.headers["x-position"]
+        whole = api.client.get(path, params=params, headers=admin).json()
+        assert whole["next_cursor"] is None and len(whole["items"]) >= 2
+        pages, cursor = [], None
+        while True:
+            page = api.client.get(path, params={**params, "limit": 1, **({"cursor": cursor} if cursor else {})},
+                                  headers=admin).json()
+            assert len(page["items"]) == 1
+            pages += page["items"]
+            if (cursor := page["next_cursor"]) is None:
+                break
+        key = "name" if path == "/v1/projections" else None
+        assert [p[key] if key else p for p in pages] == [w[key] if key else w for w in whole["items"]]
+        r = api.client.get(path, params={**params, "limit": 1, "cursor": "not-a-cursor"}, headers=admin)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "cursor"
