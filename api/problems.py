@@ -2,13 +2,16 @@
 
 import json
 import logging
+from collections.abc import Iterator
 from typing import Any
 
 from fastapi import FastAPI, Request
+from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from api.deps import Permit
 from api.metrics import route_of
 from domain.application import Contention
 from domain.errors import CommandRefused, InvalidInput, NotFound, StaleVersion
@@ -39,10 +42,35 @@ def _field(error: dict) -> str:
     return ".".join(parts) or str(loc[-1] if loc else "body")
 
 
-async def invalid_request(_: Request, exc: RequestValidationError) -> JSONResponse:
+async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
+    if any(e["type"] == "json_invalid" for e in exc.errors()):
+        # FastAPI parses a JSON body before it runs any dependency: the caller is checked here, so
+        # that a malformed body from someone without a valid token is 401 (403 for a role refused).
+        refusal = await refused_caller(request)
+        if refusal is not None:
+            return refusal
     errors = [{"field": _field(e), "reason": e["msg"]} for e in exc.errors()]
     first = errors[0] if errors else {"field": "body", "reason": "is invalid"}
     return problem(422, "Invalid input", f"{first['field']}: {first['reason']}", errors=errors)
+
+
+async def refused_caller(request: Request) -> JSONResponse | None:
+    """The answer the route's permission would have given the caller, if it refuses them."""
+    dependant = getattr(request.scope.get("route"), "dependant", None)
+    for permit in permits(dependant.dependencies if dependant else []):
+        try:
+            await permit(request)
+        except HTTPException as refusal:
+            return await http_error(request, refusal)
+    return None
+
+
+def permits(dependencies: list[Dependant]) -> Iterator[Permit]:
+    """The permissions among a route's dependencies, however deep (a case command's is in its parts)."""
+    for dependency in dependencies:
+        if isinstance(dependency.call, Permit):
+            yield dependency.call
+        yield from permits(dependency.dependencies)
 
 
 async def invalid_input(_: Request, exc: InvalidInput) -> JSONResponse:

@@ -329,6 +329,17 @@ class TestScope:
             r = api.client.post(path, json=body, headers=bad)
             assert (r.status_code, r.headers["content-type"]) == (403, "application/problem+json"), path
 
+    @pytest.mark.parametrize("path", ["/v1/cases", "/v1/cases/{case}/notes", "/v1/clients"])
+    def test_a_malformed_body_is_401_without_a_token_and_403_for_a_role_refused(self, api, desk, path):
+        """FastAPI parses a JSON body before it checks the caller: the caller still comes first."""
+        url = path.format(case=desk.open()["id"])
+        bad = {"Content-Type": "application/json"}
+        r = api.client.post(url, content=b"{bad", headers=bad)
+        assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer"
+        assert api.client.post(url, content=b"{bad", headers={**bad, **api.token("auditor")}).status_code == 403
+        r = api.client.post(url, content=b"{bad", headers={**bad, **desk.auth})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body"
+
     def test_a_revoked_or_unknown_token_is_401(self, api):
         assert api.client.get("/v1/case-kinds", headers={"Authorization": "Bearer lm_forged"}).status_code == 401
         assert api.client.get("/v1/case-kinds", headers={"Authorization": "Basic abc"}).status_code == 401
