@@ -141,8 +141,11 @@ async def fresh(
     min_position: Annotated[int | None, Query(ge=0, description="wait until the views have reached this log position")] = None,
 ) -> None:
     """Read-your-writes: waits (bounded) until every view has reached `min_position`. Without it, a
-    read pays nothing here; with it, the waiting (which reads the store) happens in a worker thread."""
+    read pays nothing here; with it, the waiting (which reads the store) happens in a worker thread.
+    A route's own dependencies run before its parameters' (its permission): the caller is known
+    first, so that no one without a token waits, or learns where the log ends."""
     if min_position is not None:
+        await principal_of(request)
         await run_in_threadpool(_wait_for_views, request, min_position)
 
 

@@ -60,7 +60,7 @@ async def refused_caller(request: Request) -> JSONResponse | None:
     for permit in permits(dependant.dependencies if dependant else []):
         try:
             await permit(request)
-        except HTTPException as refusal:
+        except HTTPException as refusal:  # 401 or 403
             return await http_error(request, refusal)
     return None
 
@@ -94,9 +94,10 @@ async def contention(_: Request, exc: Contention) -> JSONResponse:
     return problem(503, "Busy", str(exc), headers={"Retry-After": "1"})
 
 
-async def http_error(_: Request, exc: HTTPException) -> JSONResponse:
+async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code == 400:  # a body the server could not parse at all is invalid input too
-        return problem(422, "Invalid input", f"body: {exc.detail}", errors=[{"field": "body", "reason": str(exc.detail)}])
+        return await refused_caller(request) or problem(
+            422, "Invalid input", f"body: {exc.detail}", errors=[{"field": "body", "reason": str(exc.detail)}])
     titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
               406: "Not acceptable", 413: "Content too large", 415: "Unsupported media type"}
     return problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), headers=exc.headers)

@@ -339,6 +339,13 @@ class TestScope:
         assert api.client.post(url, content=b"{bad", headers={**bad, **api.token("auditor")}).status_code == 403
         r = api.client.post(url, content=b"{bad", headers={**bad, **desk.auth})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body"
+        unreadable = b'{"need": "\xc3"}'  # not UTF-8: Starlette's 400, before any dependency too
+        assert api.client.post(url, content=unreadable, headers=bad).status_code == 401
+        assert api.client.post(url, content=unreadable, headers={**bad, **api.token("auditor")}).status_code == 403
+
+    def test_a_read_for_ones_writes_without_a_token_is_401_whatever_position_it_names(self, api):
+        for position in (1, 10**12):
+            assert api.client.get("/v1/workload", params={"min_position": position}).status_code == 401
 
     def test_a_revoked_or_unknown_token_is_401(self, api):
         assert api.client.get("/v1/case-kinds", headers={"Authorization": "Bearer lm_forged"}).status_code == 401
