@@ -114,14 +114,41 @@ def encode_cursor(value: int) -> str:
     return base64.urlsafe_b64encode(f"v1:{value}".encode()).decode().rstrip("=")
 
 
-def paged(items: list[Any], limit: int | None, cursor: str | None) -> tuple[list[Any], str | None]:
-    """A page of a list made whole for each request, in a fixed order (reference data, reports): by
-    offset. Without `limit`, the rest of the list, as a spreadsheet export wants it."""
-    start = decode_cursor(cursor)
+def paged(items: list[dict[str, Any]], key: str, limit: int | None, cursor: str | None) -> tuple[list, str | None]:
+    """A page of a list made whole for each request (reference data, reports), in order of `key`
+    (an item without one last): the items after the one the cursor names, so that an item added or
+    gone before it between two pages shifts nothing. Without `limit`, the rest of the list, as a
+    spreadsheet export wants it."""
+    keys = [item[key] for item in items]
+    start = 0 if cursor is None else _after(keys, _decode_key(cursor))
     if limit is None:
         return items[start:], None
-    end = start + limit
-    return items[start:end], encode_cursor(end) if end < len(items) else None
+    page = items[start:start + limit]
+    more = start + limit < len(items)
+    return page, _encode_key(page[-1][key]) if more else None
+
+
+def _after(keys: list[str | None], last: str | None) -> int:
+    """Where a page starts after the item keyed `last`, even if that item has gone since."""
+    if last in keys:
+        return keys.index(last) + 1
+    return len(keys) if last is None else next((n for n, k in enumerate(keys) if k is None or k > last), len(keys))
+
+
+def _encode_key(value: str | None) -> str:
+    return base64.urlsafe_b64encode(("k0:" if value is None else f"k1:{value}").encode()).decode().rstrip("=")
+
+
+def _decode_key(cursor: str) -> str | None:
+    try:
+        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
+    except (binascii.Error, UnicodeDecodeError, ValueError):
+        text = ""
+    if text == "k0:":
+        return None
+    if text.startswith("k1:"):
+        return text[3:]
+    raise InvalidInput("cursor", "is not a cursor this list gave out")
 
 
 def decode_cursor(cursor: str | None) -> int:

@@ -40,7 +40,7 @@ def projections(readside: ReadSideDep, _: Annotated[Principal, permit("read_proj
                 limit: WholeLimit = None, cursor: Cursor = None):
     """Each view's position in the event log and how far behind the head it is."""
     items, more = paged([{"name": s.name, "position": s.position, "head": s.head, "lag": s.lag}
-                         for s in readside.projector.statuses()], limit, cursor)
+                         for s in readside.projector.statuses()], "name", limit, cursor)
     return {"items": items, "next_cursor": more}
 
 

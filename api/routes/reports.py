@@ -43,5 +43,5 @@ def liaison_subsidies(
         {"liaison": liaison, "cases_handled": cases, "visits": visits,
          "subsidy": str(tiers.subsidy(cases + visits).quantize(Decimal("0.01")))}
         for liaison, (cases, visits) in sorted(work.items())
-    ], limit, cursor)
+    ], "liaison", limit, cursor)
     return tabular(items, COLUMNS, format, f"liaison-subsidies-{month}", more)

@@ -36,7 +36,7 @@ def read_workload(
     # In key order, the unassigned last (None is never compared with a key: a city has thousands).
     rows = sorted((r for r in rows if r[0] is not None), key=itemgetter(0)) + [r for r in rows if r[0] is None]
     items, more = paged([{"key": key, "open": a, "overdue": b, "due_soon": c, "closed_this_month": d}
-                         for key, a, b, c, d in rows], limit, cursor)
+                         for key, a, b, c, d in rows], "key", limit, cursor)
     return tabular(items, ("key", *FIGURES), format, f"workload-by-{by}", more)
 
 

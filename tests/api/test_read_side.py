@@ -396,3 +396,22 @@ class TestEveryListPages:
         assert [p[key] if key else p for p in pages] == [w[key] if key else w for w in whole["items"]]
         r = api.client.get(path, params={**params, "limit": 1, "cursor": "not-a-cursor"}, headers=admin)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "cursor"
+
+    def test_an_item_that_joins_before_the_cursor_shifts_nothing_after_it(self, desk, api):
+        for assignee in ("lin", "wu"):
+            desk.post(f"/v1/cases/{desk.open()['id']}/assignment", {"assignee": assignee})
+        admin, params = api.token("admin"), {"by": "assignee", "limit": 1}
+        settled = desk.post(f"/v1/cases/{desk.open()['id']}/notes", {"text": "x"}).headers["x-position"]
+        first = api.client.get("/v1/workload", params={**params, "min_position": settled}, headers=admin).json()
+        assert [i["key"] for i in first["items"]] == ["lin"]
+        last = desk.post(f"/v1/cases/{desk.open()['id']}/assignment", {"assignee": "an"})  # sorts before "lin"
+        second = api.client.get("/v1/workload", params={**params, "cursor": first["next_cursor"],
+                                                        "min_position": last.headers["x-position"]}, headers=admin)
+        assert [i["key"] for i in second.json()["items"]] == ["wu"]
+
+    def test_a_cursor_of_another_kind_of_list_is_refused(self, desk, api):
+        opened = [desk.open() for _ in range(2)]
+        cases = desk.get("/v1/cases", limit=1, min_position=opened[-1]["_position"]).json()
+        assert cases["next_cursor"] is not None
+        r = api.client.get("/v1/case-kinds", params={"limit": 1, "cursor": cases["next_cursor"]}, headers=desk.auth)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "cursor"
