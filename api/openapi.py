@@ -33,7 +33,10 @@ ERRORS = {
     "404": "not found, or outside the caller's scope (its existence is not revealed)",
     "409": "a rule of the domain refuses the command in the resource's present state",
     "412": "If-Match names a version that is no longer current",
+    "413": "the file is larger than 20 MB",
     "422": "invalid input: `errors` names each field and why",
+    "503": "not ready, the views have not reached min_position yet, or the command kept losing races: "
+           "retry after Retry-After",
 }
 WRITE_HEADERS = {
     "ETag": 'the version written, e.g. "3"',
@@ -91,8 +94,13 @@ def _errors(path: str, method: str, operation: dict[str, Any]) -> None:
         statuses.append("409")
     if any(p["name"] == "if-match" for p in operation.get("parameters", [])):
         statuses.append("412")
+    if path == IMPORT_PATH:
+        statuses.append("413")
     if operation.get("parameters") or "requestBody" in operation or path == IMPORT_PATH:
         statuses.append("422")
+    if path == "/readyz" or (method == "post" and "security" in operation) or \
+            any(p["name"] == "min_position" for p in operation.get("parameters", [])):
+        statuses.append("503")
     responses = operation["responses"]
     for status in statuses:
         responses[status] = {"description": ERRORS[status],

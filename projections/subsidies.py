@@ -124,7 +124,7 @@ def liaison_work(tx: Tx, start: datetime, end: datetime, prefix: str | None,
     s, e = micros(start), micros(end)
     handled = tx.execute(
         "SELECT assignee, COUNT(DISTINCT case_id) FROM view_liaison_spells "
-        f"WHERE started_at < ? AND (ended_at IS NULL OR ended_at >= ?) {scope} GROUP BY assignee",
+        f"WHERE started_at < ? AND (ended_at IS NULL OR ended_at > ?) {scope} GROUP BY assignee",
         [e, s, *params]).fetchall()
     visits = dict(tx.execute(
         f"SELECT visitor, COUNT(*) FROM view_liaison_visits WHERE at >= ? AND at < ? {scope} GROUP BY visitor",
