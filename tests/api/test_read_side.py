@@ -8,8 +8,10 @@ from datetime import datetime, timedelta, timezone
 import pytest
 from openpyxl import load_workbook
 
-from domain.clock import local
+from domain.clock import SHANGHAI, local
 from domain.orgs import OrgUnit
+from projections.subsidies import liaison_work
+from projections.timefmt import micros
 from tests.api.conftest import Desk
 from tests.conftest import ADMIN
 
@@ -415,3 +417,21 @@ class TestEveryListPages:
         assert cases["next_cursor"] is not None
         r = api.client.get("/v1/case-kinds", params={"limit": 1, "cursor": cases["next_cursor"]}, headers=desk.auth)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "cursor"
+
+
+def test_an_assignment_counts_in_the_months_it_was_held_and_no_other(api):
+    """Spells of assignment, held from and to the first instant of a month (Asia/Shanghai)."""
+    store = api.client.app.state.readside.store
+    july, august = (datetime(2025, month, 1, tzinfo=SHANGHAI) for month in (7, 8))
+    spells = [("c1", "ended-at-july", july - timedelta(days=3), july),  # ends as July begins: June's only
+              ("c2", "into-july", july - timedelta(days=3), july + timedelta(microseconds=1)),
+              ("c3", "open-since-june", july - timedelta(days=3), None)]
+    with store.write() as tx:
+        tx.insert("view_liaison_spells", ("case_id", "assignee", "org_unit", "started_at", "ended_at"),
+                  [(case, who, "350502", micros(start), micros(end) if end else None)
+                   for case, who, start, end in spells])
+    with store.read() as tx:
+        now = july + timedelta(days=40)  # in August
+        in_july = liaison_work(tx, july, august, "350502", now=now)
+        in_september = liaison_work(tx, august + timedelta(days=31), august + timedelta(days=61), "350502", now=now)
+    assert set(in_july) == {"into-july", "open-since-june"} and in_september == {}
