@@ -111,7 +111,16 @@ def listed_case(row: dict[str, Any]) -> dict[str, Any]:
 
 
 def encode_cursor(value: int) -> str:
-    return base64.urlsafe_b64encode(f"v1:{value}".encode()).decode().rstrip("=")
+    return _opaque(f"v1:{value}")
+
+
+def decode_cursor(cursor: str | None) -> int:
+    if cursor is None:
+        return 0
+    prefix, _, value = _plain(cursor).partition(":")
+    if prefix == "v1" and value.isascii() and value.isdigit() and len(value) <= 18:  # not "²": int() refuses it
+        return int(value)
+    raise InvalidInput("cursor", "is not a cursor this list gave out")
 
 
 def paged(items: list[dict[str, Any]], key: str, limit: int | None, cursor: str | None) -> tuple[list, str | None]:
@@ -136,14 +145,11 @@ def _after(keys: list[str | None], last: str | None) -> int:
 
 
 def _encode_key(value: str | None) -> str:
-    return base64.urlsafe_b64encode(("k0:" if value is None else f"k1:{value}").encode()).decode().rstrip("=")
+    return _opaque("k0:" if value is None else f"k1:{value}")
 
 
 def _decode_key(cursor: str) -> str | None:
-    try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        text = ""
+    text = _plain(cursor)
     if text == "k0:":
         return None
     if text.startswith("k1:"):
@@ -151,14 +157,14 @@ def _decode_key(cursor: str) -> str | None:
     raise InvalidInput("cursor", "is not a cursor this list gave out")
 
 
-def decode_cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
+def _opaque(text: str) -> str:
+    """A cursor's text as clients see it: base64 without padding, so that they take it as it is."""
+    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
+
+
+def _plain(cursor: str) -> str:
+    """A cursor's text again; "" for what no cursor of ours could be."""
     try:
-        text = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-        prefix, _, value = text.partition(":")
-        if prefix == "v1" and value.isdigit() and len(value) <= 18:
-            return int(value)
+        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
     except (binascii.Error, UnicodeDecodeError, ValueError):
-        pass
-    raise InvalidInput("cursor", "is not a cursor this list gave out")
+        return ""
