@@ -192,17 +192,15 @@ class Contract(Aggregate):
             raise CommandRefused(f"the delivery was already {found.status}")
         if accepted:
             self.trigger_event(self.DeliveryAccepted, actor=actor.as_dict(), delivery_id=delivery)
-        elif erased:
-            if reason is not None:
-                raise PersonErased("the personal data of the person served was erased: a reason, which may "
-                                   "speak of them, cannot be recorded; reject the delivery without one")
-            self.trigger_event(self.DeliveryRejected, actor=actor.as_dict(), delivery_id=delivery, person=person,
-                               personal={})
-        else:
-            if reason is None:
-                raise InvalidInput("reason", "is required to reject a delivery")
-            self.trigger_event(self.DeliveryRejected, actor=actor.as_dict(), delivery_id=delivery, person=person,
-                               personal={"reason": clean_text("reason", reason, 2000)})
+            return
+        if erased and reason is not None:
+            raise PersonErased("the personal data of the person served was erased: a reason, which may "
+                               "speak of them, cannot be recorded; reject the delivery without one")
+        if not erased and reason is None:
+            raise InvalidInput("reason", "is required to reject a delivery")
+        personal = {} if erased else {"reason": clean_text("reason", reason, 2000)}
+        self.trigger_event(self.DeliveryRejected, actor=actor.as_dict(), delivery_id=delivery, person=person,
+                           personal=personal)
 
 
 class PaymentStatement(Aggregate):
