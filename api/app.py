@@ -70,7 +70,7 @@ def create_app(settings: Settings | None = None, settle_heap: bool = False) -> F
         telemetry=NO_OPENTELEMETRY,
     )
     problems.install(app)
-    openapi.install(app)
+    openapi.install(app, ROUTERS)
     app.state.metrics = metrics.install(app)
     for router in ROUTERS:
         app.include_router(router)

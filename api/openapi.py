@@ -8,9 +8,13 @@ by the route itself, so FastAPI cannot see which types it takes.
 
 from typing import Any
 
-from fastapi import FastAPI
+from collections.abc import Iterable
 
-from api.problems import PROBLEM
+from fastapi import APIRouter, FastAPI
+from fastapi.routing import APIRoute
+
+from api.access import EVERYONE, MATRIX
+from api.problems import PROBLEM, permits
 from api.spreadsheet import XLSX
 
 PROBLEM_SCHEMA = {
@@ -52,27 +56,36 @@ IMPORTED = {
 IMPORT_PATH = "/v1/contracts/{contract_id}/deliveries/import"
 
 
-def install(app: FastAPI) -> None:
+def install(app: FastAPI, routers: Iterable[APIRouter]) -> None:
     inferred = app.openapi
+    refusable = refusing_some_roles(routers)
     described: list[dict] = []  # the spec last described (FastAPI makes it once, and again if routes change)
 
     def openapi() -> dict[str, Any]:
         spec = inferred()
         if not described or described[0] is not spec:
-            described[:] = [describe(spec)]
+            described[:] = [describe(spec, refusable)]
         return spec
 
     app.openapi = openapi
 
 
-def describe(spec: dict[str, Any]) -> dict[str, Any]:
+def refusing_some_roles(routers: Iterable[APIRouter]) -> set[tuple[str, str]]:
+    """The operations (path, method) whose permission refuses some role: only those can answer 403."""
+    return {(route.path, method.lower())
+            for router in routers for route in router.routes if isinstance(route, APIRoute)
+            if any(MATRIX[permit.action] < EVERYONE for permit in permits(route.dependant.dependencies))
+            for method in route.methods}
+
+
+def describe(spec: dict[str, Any], refusable: set[tuple[str, str]]) -> dict[str, Any]:
     schemas = spec.setdefault("components", {}).setdefault("schemas", {})
     for name in ("HTTPValidationError", "ValidationError"):
         schemas.pop(name, None)
     schemas["Problem"] = PROBLEM_SCHEMA
     for path, operations in spec["paths"].items():
         for method, operation in operations.items():
-            _errors(path, method, operation)
+            _errors(path, method, operation, (path, method) in refusable)
             if method == "post":
                 _write_headers(operation["responses"])
     if IMPORT_PATH in spec["paths"]:
@@ -84,10 +97,12 @@ def describe(spec: dict[str, Any]) -> dict[str, Any]:
     return spec
 
 
-def _errors(path: str, method: str, operation: dict[str, Any]) -> None:
+def _errors(path: str, method: str, operation: dict[str, Any], refusable: bool) -> None:
     statuses = []
     if "security" in operation:
-        statuses += ["401", "403"]
+        statuses.append("401")
+    if refusable:
+        statuses.append("403")
     if "{" in path:
         statuses.append("404")
     if method == "post" and "security" in operation:

@@ -40,6 +40,9 @@ def test_errors_are_described_as_problems_and_writes_by_their_headers(tmp_path):
     imported = spec["paths"]["/v1/contracts/{contract_id}/deliveries/import"]["post"]["requestBody"]["content"]
     assert {"text/csv", "multipart/form-data"} <= set(imported)
     assert set(spec["paths"]["/healthz"]["get"]["responses"]) == {"200"}
+    for everyones in ("/v1/case-kinds", "/v1/org-units", "/v1/projections"):  # no role is refused these
+        assert {"401", "422"} <= set(spec["paths"][everyones]["get"]["responses"]) and \
+            "403" not in spec["paths"][everyones]["get"]["responses"], everyones
 
 
 def test_the_served_app_settles_its_heap_at_startup_and_a_test_app_does_not(tmp_path):
