@@ -1,7 +1,7 @@
 """Days are counted in Asia/Shanghai time."""
 
 import re
-from datetime import datetime, time, timedelta
+from datetime import date, datetime, time, timedelta
 from zoneinfo import ZoneInfo
 
 from domain.errors import InvalidInput
@@ -32,3 +32,14 @@ def check_month(field: str, value: object) -> str:
     if match is None or not 1 <= int(match.group(1)) <= 9998:
         raise InvalidInput(field, "must be a month as YYYY-MM, years 0001 to 9998")
     return value
+
+
+# The days a case's service or a contract can fall on. A visit in year 1 or works in 9999 is a slip of
+# the keyboard, not a record: refused with the window named, not stored for every report to carry.
+EARLIEST_DAY, LATEST_DAY = date(1950, 1, 1), date(2099, 12, 31)
+
+
+def check_day(field: str, day: date) -> date:
+    if not EARLIEST_DAY <= day <= LATEST_DAY:
+        raise InvalidInput(field, f"must be a day from {EARLIEST_DAY} to {LATEST_DAY}")
+    return day

@@ -17,7 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
-from domain.clock import check_month
+from domain.clock import check_day, check_month
 from domain.errors import CommandRefused, InvalidInput, PersonErased
 from domain.fields import clean_text, parse_money
 from domain.kinds import KINDS
@@ -134,6 +134,8 @@ class Contract(Aggregate):
         price, total = parse_money(None, unit_price, "unit_price"), parse_money(None, budget, "budget")
         if Decimal(price) <= 0:
             raise InvalidInput("unit_price", "must be more than 0")
+        check_day("starts_on", starts_on)
+        check_day("ends_on", ends_on)
         if ends_on < starts_on:
             raise InvalidInput("ends_on", "must not be before starts_on")
         if not org_units or len(set(org_units)) != len(org_units):

@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from domain.clock import EARLIEST_DAY, LATEST_DAY, check_day
 from domain.errors import InvalidInput
 
 _MONEY = re.compile(r"[0-9]{1,9}(\.[0-9]{1,2})?")
@@ -45,6 +46,8 @@ class Field:
             spec["maximum"] = self.maximum
         if self.type == "text":
             spec["max_length"] = self.max_length
+        if self.type in ("date", "datetime"):
+            spec["earliest"], spec["latest"] = EARLIEST_DAY.isoformat(), LATEST_DAY.isoformat()
         return spec
 
     def parse(self, value: Any) -> Any:
@@ -93,9 +96,10 @@ def parse_text(f: Field, value: Any, path: str) -> str:
 
 def parse_date(_: Field, value: Any, path: str) -> str:
     try:
-        return date.fromisoformat(value).isoformat()
+        day = date.fromisoformat(value)
     except (TypeError, ValueError):
         raise InvalidInput(path, "must be a date as YYYY-MM-DD") from None
+    return check_day(path, day).isoformat()
 
 
 def parse_datetime(_: Field, value: Any, path: str) -> str:
@@ -107,6 +111,7 @@ def parse_datetime(_: Field, value: Any, path: str) -> str:
         raise InvalidInput(path, "must carry a UTC offset, e.g. +08:00")
     if moment.utcoffset() % timedelta(minutes=1):  # Python reads +00:00:01; ISO 8601 has hours and minutes
         raise InvalidInput(path, "must carry an offset in hours and minutes, e.g. +08:00")
+    check_day(path, moment.date())
     return moment.isoformat()
 
 

@@ -54,7 +54,8 @@ class TestContracts:
 
     @pytest.mark.parametrize("field,value", [("unit_price", 80.5), ("unit_price", "8,0"), ("unit", "litre"),
                                              ("service_kind", "haircut"), ("org_units", ["999999"]),
-                                             ("provider", "ngo a|b")])
+                                             ("provider", "ngo a|b"), ("starts_on", "0001-01-01"),
+                                             ("ends_on", "9999-12-31")])
     def test_bad_fields_are_422_naming_them(self, api, market, field, value):
         r = api.client.post("/v1/contracts", json={**market["body"], field: value}, headers=market["supervisor"])
         assert r.status_code == 422

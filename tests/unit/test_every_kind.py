@@ -182,6 +182,9 @@ class TestDeclarations:
             assert [(p["name"], p["type"], p["required"], p["personal"]) for p in spec["payload"]] == [
                 (f.name, f.type, f.required, f.personal) for f in step.fields
             ]
+            for p in spec["payload"]:  # a client can check a day before sending it
+                if p["type"] in ("date", "datetime"):
+                    assert (p["earliest"], p["latest"]) == ("1950-01-01", "2099-12-31")
         assert described["serves_from"] == list(declaration.serves_from)
 
 

@@ -8,7 +8,7 @@ command: a refused command changed nothing and recorded nothing; the state is
 one the declaration allows; the events replay to the same case.
 """
 
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, time, timedelta, timezone
 from decimal import Decimal
 from uuid import uuid4
 
@@ -19,7 +19,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, ru
 
 from domain.actor import Actor
 from domain.case import OUTCOMES, SERVICE_MODES, ServiceCase
-from domain.clock import end_of_day_after
+from domain.clock import EARLIEST_DAY, LATEST_DAY, end_of_day_after
 from domain.errors import (
     CaseClosed,
     CaseNotClosed,
@@ -108,9 +108,10 @@ class CaseMachine(RuleBasedStateMachine):
         if field.type == "text":
             return data.draw(GOOD_TEXT)
         if field.type == "date":
-            return data.draw(st.dates()).isoformat()
+            return data.draw(st.dates(EARLIEST_DAY, LATEST_DAY)).isoformat()
         if field.type == "datetime":
-            return data.draw(st.datetimes(timezones=st.just(timezone(SHANGHAI_OFFSET)))).isoformat()
+            return data.draw(st.datetimes(datetime.combine(EARLIEST_DAY, time.min), datetime.combine(LATEST_DAY, time.max),
+                                          timezones=st.just(timezone(SHANGHAI_OFFSET)))).isoformat()
         if field.type == "certificate_number":
             category, grade = self.assessment or ("visual", 1)
             return f"{ID_NUMBER}{CATEGORY_DIGIT[category]}{grade}"
