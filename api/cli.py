@@ -96,7 +96,7 @@ def serve(
         show_demo_tokens(settings)
     console.print(f"store: {redact(settings.database_url)}  →  http://{host}:{port}/docs")
     uvicorn.run("api.app:serving_app", factory=True, host=host, port=port, workers=workers, log_level="info",
-                access_log=False, log_config=logging_config())
+                access_log=False, log_config=logging_config(), http="api.protocol:ProblemHttpProtocol")
 
 
 def logging_config() -> dict:

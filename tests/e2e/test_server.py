@@ -2,6 +2,7 @@
 
 import json
 import signal
+import socket
 import threading
 import time
 import uuid
@@ -366,3 +367,18 @@ def test_a_server_stops_cleanly_and_quietly(server, tmp_path):
     assert time.monotonic() - stopped < 3, second.output()
     assert "Application shutdown complete" in second.output()
     assert "leaked" not in second.output() and "Traceback" not in second.output()
+
+
+def test_a_request_that_is_not_http_gets_a_problem_too(server):
+    """A control character in a header stops uvicorn's parser before the app sees the request."""
+    url = httpx.URL(server.base_url)
+    with socket.create_connection((url.host, url.port), timeout=10) as sock:
+        sock.sendall(b"GET /v1/case-kinds HTTP/1.1\r\nHost: lastmeter\r\nX-Note: a\x01b\r\n\r\n")
+        answer = b""
+        while chunk := sock.recv(65536):  # the server closes the connection after it
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 400 "), answer
+    assert b"content-type: application/problem+json" in head.lower()
+    document = json.loads(body)
+    assert document["status"] == 400 and {"type", "title", "detail"} <= set(document)
