@@ -333,7 +333,8 @@ class LastMeter(PurchasedServices, Application):
     def _run(self, idem: Idempotency | None, resource: str, status: int, attempt: Callable[[], Any]) -> Written:
         """Runs `attempt` under the receipt of `idem`.
 
-        `attempt` returns the aggregate it changed, or (aggregate, item id[, version it started from]).
+        `attempt` returns the aggregate it changed, or (aggregate, item id[, version it started from]),
+        or the Written of an answer already stored (a delivery reported before), which the receipt binds.
         """
 
         def once() -> tuple[list[Aggregate], Written]:
@@ -341,11 +342,23 @@ class LastMeter(PurchasedServices, Application):
                 prior = self._receipt(idem)
                 if prior is not None:
                     return [], prior
-            target, item, since = _unpacked(attempt())
-            disclosure = self._disclosure(resource, target)
-            written = Written(resource, target.id, target.version, status, None, item=item, since=since,
-                              disclosed=disclosure is not None)
-            saved = [target] + ([disclosure] if disclosure else [])
+            try:
+                outcome = attempt()
+            except DomainError:
+                # A twin of this request, under the same key, may have been answered since the receipt
+                # was looked for, and changed what this one found: its answer is this one's.
+                prior = self._receipt(idem) if idem is not None else None
+                if prior is None:
+                    raise
+                return [], prior
+            if isinstance(outcome, Written):
+                saved, written = [], outcome
+            else:
+                target, item, since = _unpacked(outcome)
+                disclosure = self._disclosure(resource, target)
+                written = Written(resource, target.id, target.version, status, None, item=item, since=since,
+                                  disclosed=disclosure is not None)
+                saved = [target] + ([disclosure] if disclosure else [])
             if idem is None:
                 return saved, written
             return saved + [CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written)], written
@@ -377,7 +390,8 @@ class LastMeter(PurchasedServices, Application):
                 # The receipt is bookkeeping: the position answered is the target's last event.
                 position = max((r.notification.id for r in recordings if r.domain_event.originator_id == result.id),
                                default=None)  # None: nothing of the target was written (look it up)
-                return replace(result, position=position, state=aggregates[0])
+                target = aggregates[0] if aggregates[0].id == result.id else result.state  # not a receipt alone
+                return replace(result, position=position, state=target)
             return result
         raise Contention("the command kept losing concurrency races; retry it")
 
@@ -388,8 +402,10 @@ class LastMeter(PurchasedServices, Application):
             return None
         if receipt.request_hash not in (idem.request_hash, idem.legacy_hash):
             raise IdempotencyKeyReused()
+        # A replay is the first answer again, to the same caller: the disclosure of its personal values
+        # was recorded with the first (in its transaction), and a repeat appends nothing.
         return Written(receipt.resource, receipt.resource_id, receipt.resource_version, receipt.status, None, True,
-                       receipt.item, receipt.since)
+                       receipt.item, receipt.since, disclosed=True)
 
     def _get(self, aggregate_id: UUID, cls: type, what: str, version: int | None = None) -> Any:
         try:

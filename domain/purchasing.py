@@ -62,18 +62,15 @@ class PurchasedServices:
                         expected: int | None = None):
         """Records one delivery; a reference already recorded answers the first answer again."""
 
-        def attempt() -> tuple[Contract, UUID]:
+        def attempt() -> tuple[Contract, UUID] | Written:
             contract = self.get_contract(contract_id)
             check_version(contract, expected)
             try:
                 return contract, self._record_row(actor, contract, row)
-            except DuplicateDelivery as duplicate:
-                raise _Replay(contract.deliveries[duplicate.delivery_id]) from None
+            except DuplicateDelivery as duplicate:  # the first answer; under a key, the key is bound to it
+                return self._delivery_written(contract_id, contract.deliveries[duplicate.delivery_id])
 
-        try:
-            return self._run(idem, "delivery", 201, attempt)
-        except _Replay as replay:
-            return self._delivery_written(contract_id, replay.delivery)
+        return self._run(idem, "delivery", 201, attempt)
 
     def import_deliveries(self, actor: Actor, idem: Idempotency | None, contract_id: UUID,
                           rows: dict[int, DeliveryRow], expected: int | None = None) -> tuple[Written, list[RowResult]]:
@@ -162,13 +159,6 @@ class PurchasedServices:
     def _delivery_written(self, contract_id: UUID, delivery: Delivery) -> Written:
         return Written("delivery", contract_id, delivery.recorded_version, 201, None, replayed=True,
                        item=delivery.id)
-
-
-class _Replay(Exception):
-    """Carries a delivery already recorded out of the command loop: its first answer is the answer."""
-
-    def __init__(self, delivery: Delivery):
-        self.delivery = delivery
 
 
 def _uuid(field: str, value: Any) -> UUID:

@@ -201,14 +201,38 @@ class TestConcurrencyHeaders:
 
 
 class TestIdempotencyKey:
-    def test_a_repeat_returns_the_first_answer_and_appends_nothing(self, desk):
+    def test_a_repeat_returns_the_first_answer_and_appends_nothing(self, desk, api):
         case = desk.open()
         first = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "once"}, **{"Idempotency-Key": "note-1"})
+        head = api.app.recorder.max_notification_id()
         again = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "once"}, **{"Idempotency-Key": "note-1"})
         assert (again.status_code, again.json()) == (first.status_code, first.json())
         assert again.headers["etag"] == first.headers["etag"]
         assert again.headers["x-position"] == first.headers["x-position"]
+        # Nothing at all: not even a record of the answer's read, which the first answer's transaction holds.
+        assert api.app.recorder.max_notification_id() == head
         assert desk.get(f"/v1/cases/{case['id']}").json()["version"] == 2
+
+    @pytest.mark.parametrize("expected", [None, 1])
+    def test_a_twin_answered_while_this_request_was_under_way_gives_this_one_its_answer(self, desk, api,
+                                                                                      monkeypatch, expected):
+        """Two sends of one request race: the second looks for a receipt, finds none, and then the first
+        commits. Refused by the state the first left (documents already verified, or If-Match no longer
+        current), the second answers the first's answer, not 409 or 412."""
+        case_id = UUID(desk.open()["id"])
+        worker, idem = Actor(desk.user, "case_worker"), Idempotency(desk.user, "twin-1", "fingerprint")
+        looked_up, twin = api.app._receipt, []
+
+        def receipt_then_the_twin_commits(claim):
+            found = looked_up(claim)
+            if not twin:
+                twin.append(None)
+                twin[0] = api.app.take_step(worker, idem, case_id, expected, "verify_documents", {})
+            return found
+
+        monkeypatch.setattr(api.app, "_receipt", receipt_then_the_twin_commits)
+        second = api.app.take_step(worker, idem, case_id, expected, "verify_documents", {})
+        assert second.replayed and (second.id, second.version) == (twin[0].id, twin[0].version) == (case_id, 2)
 
     def test_a_repeated_creation_answers_201_again_with_the_same_case(self, desk):
         client = desk.register()

@@ -120,6 +120,24 @@ class TestDeliveries:
         ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
         assert (ledger["delivered_units"], ledger["remaining"]) == (2, "1840.00")
 
+    def test_a_key_first_answered_by_a_report_already_recorded_stays_bound_to_that_answer(self, api, desk, market):
+        case = referred_case(desk, market)
+        deliver(api, market, case["id"], "R-001")
+        url, key = f"/v1/contracts/{market['contract']['id']}/deliveries", {"Idempotency-Key": "resend-1"}
+
+        def send(reference: str, units: int):
+            return api.client.post(url, json={"case_id": case["id"], "delivered_on": TODAY.isoformat(),
+                                              "units": units, "reference": reference},
+                                   headers={**market["contractor"], **key})
+
+        resent = send("R-001", 2)
+        assert resent.status_code == 201 and resent.headers["idempotent-replayed"] == "true"
+        assert send("R-001", 2).json() == resent.json()
+        other = send("R-002", 3)  # another report under the key already used: refused, not recorded
+        assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
+        ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
+        assert (ledger["delivered_units"], ledger["remaining"]) == (2, "1840.00")
+
     @pytest.mark.parametrize("units", [True, "3", 2.0])
     def test_units_must_be_a_json_whole_number(self, api, desk, market, units):
         case = referred_case(desk, market)
