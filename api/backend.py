@@ -33,6 +33,7 @@ def open_backend(settings: Settings) -> Backend:
             lastmeter = LastMeter(env=env, mapper_factory=lambda transcoder: PersonalDataMapper(transcoder, keys),
                                   erased=lambda person: keys.key_for(person) is None)
             lastmeter.found()
+        keys.finish_erasures(lambda person: lastmeter.get_client(person).erased)
     except BaseException:
         views.close()
         raise

@@ -20,6 +20,8 @@ import json
 import os
 import threading
 import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from typing import Any
 from uuid import UUID
 
@@ -33,6 +35,7 @@ from domain.errors import PersonErased
 from projections.store import ViewStore
 
 KEYS = "person_keys"
+ERASURES_BEGUN = "person_erasures_begun"  # erasures asked for whose key may not be destroyed yet
 MASTER_CHECK = "master-key-check"  # a row whose value proves the master key is the store's own
 FINGERPRINTS = b"lastmeter request fingerprints"  # what the key derived for fingerprints is for
 
@@ -58,6 +61,7 @@ class KeyRing:
         with self.store.write() as tx:
             # `wrapped` is NULL for a person erased: the tombstone keeps a new key from ever being made.
             tx.execute(f"CREATE TABLE IF NOT EXISTS {KEYS} (person_id TEXT PRIMARY KEY, wrapped {blob})")
+            tx.execute(f"CREATE TABLE IF NOT EXISTS {ERASURES_BEGUN} (person_id TEXT PRIMARY KEY)")
             row = tx.execute(f"SELECT wrapped FROM {KEYS} WHERE person_id = ?", (MASTER_CHECK,)).fetchone()
             if row is None:
                 self._check_existing_keys(tx)
@@ -114,7 +118,9 @@ class KeyRing:
             return cached[1], cached[2]
         found, key, _ = self._load(person)
         with self._lock:
-            self._cache[person] = (now, found, key)
+            latest = self._cache.get(person)
+            if latest is None or latest[0] < now:  # unless this process made or destroyed the key meanwhile
+                self._cache[person] = (now, found, key)
         return found, key
 
     def _load(self, person: UUID) -> tuple[bool, bytes | None, bool]:
@@ -141,6 +147,33 @@ class KeyRing:
 
     def _unwrap(self, person: UUID, wrapped: bytes) -> bytes:
         return self._master.decrypt(wrapped[:12], wrapped[12:], str(person).encode())
+
+    @contextmanager
+    def erasing(self, person: UUID, erased: Callable[[UUID], bool]) -> Iterator[None]:
+        """Around the recording of a person's erasure: destroys their key once `erased(person)` says the
+        erasure is in the log. The erasure is marked begun first, so that a process that dies between
+        the record and the key leaves the mark, and the next start finishes it (finish_erasures)."""
+        with self.store.write() as tx:
+            tx.execute(f"INSERT INTO {ERASURES_BEGUN} (person_id) VALUES (?) ON CONFLICT (person_id) DO NOTHING",
+                       (str(person),))
+        try:
+            yield
+        finally:
+            self._finish_erasure(person, erased)
+
+    def finish_erasures(self, erased: Callable[[UUID], bool]) -> None:
+        """Finishes the erasures a process began and did not finish: destroys the key of each person
+        whose erasure was recorded; forgets those that were refused."""
+        with self.store.read() as tx:
+            begun = [UUID(row[0]) for row in tx.execute(f"SELECT person_id FROM {ERASURES_BEGUN}").fetchall()]
+        for person in begun:
+            self._finish_erasure(person, erased)
+
+    def _finish_erasure(self, person: UUID, erased: Callable[[UUID], bool]) -> None:
+        if erased(person):
+            self.destroy(person)
+        with self.store.write() as tx:
+            tx.execute(f"DELETE FROM {ERASURES_BEGUN} WHERE person_id = ?", (str(person),))
 
     def destroy(self, person: UUID) -> None:
         """Destroys the person's key, and with it every value sealed with it; leaves a tombstone."""

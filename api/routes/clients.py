@@ -45,11 +45,9 @@ def erase_client(client_id: UUID, body: ErasureIn, app: App, backend: BackendDep
     """Erases a person's personal data (PIPL): their key is destroyed, so every value sealed with it,
     in every event, reads as erased; case facts that are not personal remain."""
     in_scope(app, principal, client_id)
-    try:
+    # Once the erasure is recorded the key goes; also when it was recorded before, by an erasure cut short.
+    with backend.keys.erasing(client_id, lambda person: app.get_client(person).erased):
         written = app.erase_client(principal.actor, idem, client_id, body.reason, expected)
-    finally:
-        if app.get_client(client_id).erased:  # also completes an erasure cut short before the key went
-            backend.keys.destroy(client_id)
     # The client as saved still holds the values its key opened; the answer reads it again, without them.
     return answer(app, principal, replace(written, state=None))
 

@@ -278,3 +278,51 @@ def test_a_replay_outside_the_callers_scope_is_not_found(api, desk):
     assert first.status_code == 200
     moved = {**api.token("case_worker", "350503", user="mover"), "Idempotency-Key": "k-move"}
     assert api.client.post(f"/v1/cases/{case['id']}/notes", json={"text": "x"}, headers=moved).status_code == 404
+
+
+def test_an_erasure_cut_short_between_its_record_and_the_key_is_finished_at_the_next_start(api, desk, settings):
+    """The process dies after ClientErased is stored and before the key is destroyed: the mark left
+    behind makes the next start destroy it, so the person's values do not stay readable."""
+    case = desk.open()
+    person = UUID(case["client_id"])
+    keys = api.client.app.state.backend.keys
+    cut_short = keys.erasing(person, lambda _: False)
+    cut_short.__enter__()  # marked begun; the process then dies in the middle (it is never exited)
+    api.app.erase_client(ADMIN, None, person, "consent_withdrawn")
+    assert keys.key_for(person) is not None  # the key outlived the erasure
+    restarted = open_backend(settings)
+    try:
+        assert restarted.keys.key_for(person) is None
+        assert restarted.lastmeter.get_client(person).personal["name"] is None
+        assert restarted.lastmeter.get_case(UUID(case["id"])).need is None
+    finally:
+        restarted.close()
+
+
+def test_a_refused_erasure_keeps_the_key(api, desk):
+    case = desk.open()
+    r = api.client.post(f"/v1/clients/{case['client_id']}/erasure", json={"reason": "consent_withdrawn"},
+                        headers={**api.token("admin"), "If-Match": '"7"'})
+    assert r.status_code == 412
+    assert desk.get(f"/v1/clients/{case['client_id']}").json()["name"] == case["_client"]["name"]
+
+
+def test_a_key_read_under_way_when_its_person_is_erased_is_not_cached_past_the_erasure(backend, settings, monkeypatch):
+    import base64
+
+    from projections.privacy import KeyRing
+
+    person = uuid4()
+    backend.keys.key_to_seal(person)
+    keys = KeyRing(backend.views, base64.b64decode(settings.master_key))  # nothing cached yet
+    loaded = keys._load
+
+    def load_then_erasure(who):
+        found = loaded(who)
+        keys.destroy(who)  # this process erases the person while the read is on its way back
+        return found
+
+    monkeypatch.setattr(keys, "_load", load_then_erasure)
+    assert keys.key_for(person) is not None  # the read that began before the erasure
+    monkeypatch.undo()
+    assert keys.key_for(person) is None
