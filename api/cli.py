@@ -15,6 +15,7 @@ from typing import Annotated, Optional
 from uuid import UUID
 
 import typer
+from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
@@ -60,10 +61,20 @@ def refusing() -> Iterator[None]:
         raise typer.Exit(2) from None
 
 
+def configured() -> Settings:
+    """The settings; a LASTMETER_* variable that is not valid prints which and why, and exits 2."""
+    try:
+        return get_settings()
+    except ValidationError as error:
+        for problem in error.errors():
+            console.print(f"[red]error:[/red] LASTMETER_{str(problem['loc'][0]).upper()}: {problem['msg']}")
+        raise typer.Exit(2) from None
+
+
 @contextmanager
 def opened() -> Iterator[Backend]:
     """The store, closed afterwards; a refused command prints its reason and exits 2."""
-    backend = open_backend(get_settings())
+    backend = open_backend(configured())
     try:
         with refusing():
             yield backend
@@ -91,7 +102,7 @@ def serve(
     """Serves the API (and docs at /docs) on the configured store."""
     import uvicorn
 
-    settings = get_settings()
+    settings = configured()
     if demo:
         show_demo_tokens(settings)
     console.print(f"store: {redact(settings.database_url)}  →  http://{host}:{port}/docs")
@@ -111,7 +122,7 @@ def logging_config() -> dict:
 @cli.command()
 def demo() -> None:
     """Seeds a synthetic city (townships, villages, people, cases) and prints demo tokens."""
-    show_demo_tokens(get_settings())
+    show_demo_tokens(configured())
 
 
 def show_demo_tokens(settings: Settings) -> None:

@@ -16,7 +16,8 @@ class Settings(BaseSettings):
 
     database_url: str = "sqlite:///lastmeter.db"
     """`sqlite:///path/to/file.db` (the default) or `postgresql://user:pass@host:port/db`."""
-    postgres_pool_size: int = 10
+    postgres_pool_size: int = Field(default=10, ge=2)
+    """Connections per pool on PostgreSQL; at least 2, since startup holds one while it sets up the rest."""
     postgres_schema: str = ""
     """A PostgreSQL schema for lastmeter's tables (default: public)."""
     master_key: str = ""

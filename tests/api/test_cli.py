@@ -84,3 +84,13 @@ class TestTokens:
     def test_revoking_a_token_that_does_not_exist_is_refused(self, cli):
         result = cli("tokens", "revoke", str(uuid.uuid4()))
         assert result.exit_code == 2 and "not found" in said(result), result.output
+
+
+def test_a_setting_that_is_not_valid_is_named_not_a_traceback(cli, monkeypatch):
+    from api.settings import get_settings
+
+    monkeypatch.setenv("LASTMETER_POSTGRES_POOL_SIZE", "1")  # startup holds one connection and needs another
+    get_settings.cache_clear()
+    result = cli("tokens", "list")
+    assert result.exit_code == 2 and "LASTMETER_POSTGRES_POOL_SIZE: Input should be greater than or equal to 2" \
+        in said(result), result.output
