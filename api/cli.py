@@ -198,6 +198,7 @@ def audit_replay(
     case: UUID,
     as_of: Annotated[Optional[datetime], typer.Option(
         "--as-of", help="ISO 8601 moment, e.g. 2026-03-01T12:00:00+08:00; without an offset, Asia/Shanghai")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="one JSON document: {history, state}")] = False,
 ) -> None:
     """Prints a case's history and its state as of a moment (default: now), replayed from the log alone."""
     if as_of is not None and as_of.tzinfo is None:
@@ -206,10 +207,14 @@ def audit_replay(
     with opened() as backend:
         app = backend.lastmeter
         state = app.case_as_of(case, as_of, from_log=True) if as_of else app.get_case(case, from_log=True)
-        events = app.case_events(case, limit=state.version)
-    table = Table("version", "at", "type", "actor", "data", title=f"history of case {case}")
-    for event in events:
-        entry = history_entry(event, auditor)
+        history = [history_entry(event, auditor) for event in app.case_events(case, limit=state.version)]
+    if as_json:
+        print(json.dumps({"history": history, "state": case_state(state, auditor)}, ensure_ascii=False))
+        return
+    table = Table(title=f"history of case {case}")
+    for column in ("version", "at", "type", "actor", "data"):  # folded, never cut short, however narrow
+        table.add_column(column, overflow="fold")
+    for entry in history:
         table.add_row(str(entry["version"]), entry["at"], entry["type"],
                       f"{entry['actor']['user']} ({entry['actor']['role']})", str(entry["data"]))
     console.print(table)

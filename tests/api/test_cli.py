@@ -94,3 +94,20 @@ def test_a_setting_that_is_not_valid_is_named_not_a_traceback(cli, monkeypatch):
     result = cli("tokens", "list")
     assert result.exit_code == 2 and "LASTMETER_POSTGRES_POOL_SIZE: Input should be greater than or equal to 2" \
         in said(result), result.output
+
+
+class TestAuditReplay:
+    def test_nothing_is_cut_short_on_a_narrow_terminal_and_json_gives_it_whole(self, api, desk, cli):
+        import json
+
+        case = desk.open()
+        visit = desk.post(f"/v1/cases/{case['id']}/visits", {"mode": "door_to_door", "summary": "家访",
+                                                              "visited_at": "2026-11-18T10:30:00+08:00"})
+        assert visit.status_code == 200, visit.text
+        auditor = api.token("auditor")
+        history = api.client.get(f"/v1/cases/{case['id']}/history", headers=auditor).json()["items"]
+        shown = cli("audit", "replay", case["id"])  # the runner's terminal is 80 columns wide
+        assert shown.exit_code == 0 and "…" not in shown.output, shown.output
+        whole = cli("audit", "replay", case["id"], "--json")
+        document = json.loads(whole.output)  # as an auditor without personal-data rights reads it
+        assert document["history"] == history and document["state"]["version"] == 2
