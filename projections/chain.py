@@ -28,10 +28,29 @@ def link(previous: str, position: int, stored: Any) -> str:
     return digest.hexdigest()
 
 
+class ChainBroken(Exception):
+    """A rebuilt chain disagrees with the links it would replace: the log changed under them."""
+
+    def __init__(self, position: int):
+        super().__init__(f"the log no longer matches the chain from position {position}: the chain was not "
+                         "rebuilt, so that `lastmeter audit verify` can still name what changed")
+        self.position = position
+
+
 class ChainView(View):
     name = "chain"
     stored = True
     tables = (Table("chain_links", "position BIGINT PRIMARY KEY, hash TEXT NOT NULL"),)
+
+    def check_against(self, tx: Tx, live: View) -> None:
+        """A rebuild recomputes every link from the log: over an altered log it would replace the
+        evidence of the change with a chain that agrees with it. Every link the live chain holds
+        must come out the same."""
+        row = tx.execute(f"SELECT MIN(live.position) FROM {live.table('chain_links')} live "
+                         f"LEFT JOIN {self.table('chain_links')} fresh ON fresh.position = live.position "
+                         "WHERE fresh.hash IS NULL OR fresh.hash <> live.hash").fetchone()
+        if row[0] is not None:
+            raise ChainBroken(row[0])
 
     def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
         row = tx.execute(f"SELECT hash FROM {self.table('chain_links')} ORDER BY position DESC LIMIT 1").fetchone()
@@ -54,11 +73,17 @@ def verify(recorder: Any, store: ViewStore, upto: int | None = None, expected_he
            batch: int = 5000) -> Verification:
     """Recomputes the chain from the stored events and compares it with the links (and a digest's head).
 
-    Every event up to the position the chain has recorded must have its link: deleting links
-    (to hide an altered event) is itself caught. With a digest, every event up to its position
-    is recomputed whatever the links say.
+    Every event up to the last link, or up to the position the chain has recorded if that is further,
+    must have its link, and every link its event: deleting links (to hide an altered event) is itself
+    caught, and so is lowering the recorded position (to hide the links after it). A recorded position
+    beyond the last link means links and events were cut off the end. With a digest, every event up
+    to its position is recomputed whatever the links say.
     """
-    covered = chained_position(store) if upto is None else upto
+    recorded = last_link = 0
+    if upto is None:
+        recorded = chained_position(store)  # first: a link is never behind a position read before it
+        last_link = (head(store) or (0, ""))[0]
+    covered = max(recorded, last_link) if upto is None else upto
     previous, checked = GENESIS, 0
     events, links = _events(recorder, batch, covered), _links(store, batch, covered)
     event, chained = next(events, None), next(links, None)
@@ -73,6 +98,8 @@ def verify(recorder: Any, store: ViewStore, upto: int | None = None, expected_he
         event, chained = next(events, None), next(links, None)
     if expected_head is not None and previous != expected_head:
         return Verification(False, checked, previous, upto)
+    if recorded > last_link:  # the chain had linked positions whose links and events are gone
+        return Verification(False, checked, previous, last_link + 1)
     return Verification(True, checked, None if checked == 0 else previous, None)
 
 

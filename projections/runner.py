@@ -252,6 +252,7 @@ class Projector:
             positions = self._positions(tx, [tracking for _, tracking in fresh])  # locked by _finish
             for (view, tracking), name in zip(fresh, names):
                 view.index(tx, build)
+                view.check_against(tx, self._view(name))
                 self._view(name).drop(tx)
                 view.rename_to_live(tx)
                 tx.execute(f"UPDATE {POSITIONS} SET position=?, fingerprint=? WHERE name=?",

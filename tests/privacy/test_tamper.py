@@ -1,4 +1,5 @@
-"""Tamper evidence: rows altered, deleted or reordered directly in the database are caught."""
+"""Tamper evidence: rows altered, deleted or reordered directly in the database are caught, and a
+rebuild of the views does not wipe out the evidence."""
 
 import pytest
 
@@ -72,7 +73,10 @@ def test_a_digest_kept_outside_catches_a_rewritten_chain(chained):
     position, head = chain.head(backend.views)
     table, column = rows(backend)
     execute(backend, f"UPDATE {table} SET state = ? WHERE {column} = 3", (b'{"forged": true}',))
-    projector.rebuild(["chain"])  # the forger recomputes the chain over the altered log
+    # The forger recomputes the chain over the altered log: clears it, and lets the projector link it all again.
+    execute(backend, "DELETE FROM view_chain_links")
+    execute(backend, "UPDATE projection_positions SET position = 0 WHERE name = 'chain'")
+    projector.catch_up()
     assert chain.verify(backend.lastmeter.recorder, backend.views).ok
     proof = chain.verify(backend.lastmeter.recorder, backend.views, upto=position, expected_head=head)
     assert not proof.ok
@@ -104,3 +108,46 @@ def test_deleting_links_to_hide_an_altered_event_is_caught(chained):
     assert (result.ok, result.first_bad_position) == (False, 4)
     execute(backend, "DELETE FROM view_chain_links")
     assert chain.verify(backend.lastmeter.recorder, backend.views).first_bad_position == 1
+
+
+def test_lowering_the_chains_position_hides_no_link_after_it(chained, cli):
+    backend, _ = chained
+    table, column = rows(backend)
+    execute(backend, f"UPDATE {table} SET state = ? WHERE {column} = 4", (b'{"forged": true}',))
+    execute(backend, "UPDATE projection_positions SET position = 2 WHERE name = 'chain'")
+    result = chain.verify(backend.lastmeter.recorder, backend.views)
+    assert (result.ok, result.first_bad_position) == (False, 4)
+    said = cli("audit", "verify")  # the views cannot follow the log from there (its links exist): no traceback
+    assert said.exit_code == 1 and '"first_bad_position": 4' in said.output, said.output
+
+
+def test_cutting_events_and_their_links_off_the_end_is_caught(chained):
+    backend, _ = chained
+    last, _ = chain.head(backend.views)
+    table, column = rows(backend)
+    execute(backend, f"DELETE FROM {table} WHERE {column} = ?", (last,))
+    execute(backend, "DELETE FROM view_chain_links WHERE position = ?", (last,))
+    result = chain.verify(backend.lastmeter.recorder, backend.views)
+    assert (result.ok, result.first_bad_position) == (False, last)
+
+
+def test_a_rebuild_does_not_replace_the_evidence_of_an_altered_event(chained, cli):
+    backend, projector = chained
+    table, column = rows(backend)
+    with backend.views.write() as tx:  # a note said to be another worker's, the event otherwise as it was
+        state = bytes(tx.execute(f"SELECT state FROM {table} WHERE {column} = 3").fetchone()[0])
+        assert b"li-worker" in state
+        tx.execute(f"UPDATE {table} SET state = ? WHERE {column} = 3", (state.replace(b"li-worker", b"li-workex"),))
+    with pytest.raises(chain.ChainBroken) as refused:
+        projector.rebuild(["chain"])
+    assert refused.value.position == 3
+    said = cli("projections", "rebuild")  # every view, as an operator would
+    assert said.exit_code == 1 and "from position 3" in " ".join(said.output.split()), said.output
+    assert chain.verify(backend.lastmeter.recorder, backend.views).first_bad_position == 3
+
+
+def test_a_rebuild_of_an_untouched_log_swaps_the_same_chain_in(chained):
+    backend, projector = chained
+    before = chain.head(backend.views)
+    projector.rebuild(["chain"])
+    assert chain.head(backend.views) == before and chain.verify(backend.lastmeter.recorder, backend.views).ok
