@@ -1,12 +1,33 @@
 """Request bodies. Shapes are checked here; the domain checks meaning (ID check digits, codes, stages)."""
 
 from datetime import date
+from typing import Annotated
 from uuid import UUID
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, StrictBool, StrictInt
+from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Field, StrictBool, StrictInt
+from pydantic_core import PydanticCustomError
 
 from domain.actor import STAFF_ID
 from domain.client import ERASURE_GROUNDS
+from domain.clock import DAY_TEXT, MOMENT_TEXT
+
+
+def _day_as_text(value: object) -> object:
+    if isinstance(value, str) and DAY_TEXT.fullmatch(value.strip()):
+        return value
+    raise PydanticCustomError("date_text", "must be a date as YYYY-MM-DD")
+
+
+def _moment_as_text(value: object) -> object:
+    if isinstance(value, str) and MOMENT_TEXT.match(value.strip()):
+        return value
+    raise PydanticCustomError("datetime_text", "must be an ISO 8601 date-time with an offset, e.g. "
+                                               "2026-03-01T09:30:00+08:00")
+
+
+# ISO 8601 text only (domain.clock.DAY_TEXT): pydantic would read 0 or "1700000000" as seconds since 1970.
+Day = Annotated[date, BeforeValidator(_day_as_text)]
+Moment = Annotated[AwareDatetime, BeforeValidator(_moment_as_text)]
 
 
 class Body(BaseModel):
@@ -44,7 +65,7 @@ class NoteIn(Body):
 
 class VisitIn(Body):
     mode: str = Field(description="centralised, door_to_door or proxy")
-    visited_at: AwareDatetime
+    visited_at: Moment
     summary: str = Field(min_length=1, max_length=4000)
 
 
@@ -71,14 +92,14 @@ class ContractIn(Body):
     unit: str = Field(description="session, hour, household or device")
     unit_price: str = Field(description='yuan per unit, e.g. "120.00"')
     budget: str = Field(description='yuan, e.g. "50000.00"')
-    starts_on: date
-    ends_on: date
+    starts_on: Day
+    ends_on: Day
     org_units: list[str] = Field(min_length=1, max_length=5000)
 
 
 class DeliveryIn(Body):
     case_id: UUID
-    delivered_on: date
+    delivered_on: Day
     units: StrictInt = Field(ge=1, le=100_000)
     reference: str = Field(min_length=1, max_length=64, description="the contractor's own report reference")
 

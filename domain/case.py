@@ -16,7 +16,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as LibrarySnapshot
 
 from domain.actor import STAFF_ID, Actor
-from domain.clock import end_of_day_after
+from domain.clock import check_day, end_of_day_after
 from domain.contract import Contract
 from domain.errors import (
     CaseClosed,
@@ -252,6 +252,7 @@ class ServiceCase(Aggregate):
             raise InvalidInput("visited_at", "must carry a UTC offset, e.g. +08:00")
         if visited_at > datetime.now(timezone.utc) + timedelta(minutes=5):
             raise InvalidInput("visited_at", "must not be in the future")
+        check_day("visited_at", visited_at.date())
         self._record(self.VisitRecorded, actor, {"summary": _text("summary", summary)},
                      mode=mode, visited_at=visited_at.isoformat())
 

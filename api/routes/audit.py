@@ -4,11 +4,11 @@ from typing import Annotated
 from uuid import UUID
 
 from fastapi import APIRouter, Query
-from pydantic import AwareDatetime
 
 from api.access import Principal
 from api.deps import App, Fresh, ReadSideDep, permit
 from api.render import Json, decode_cursor, encode_cursor, moment
+from api.schemas import Moment
 from domain.actor import STAFF_ID
 from projections import chain
 from projections.audit import facts, search
@@ -22,8 +22,8 @@ def audit_events(
     app: App, readside: ReadSideDep, _: Annotated[Principal, permit("read_audit")],
     case_id: UUID | None = None,
     actor: Annotated[str | None, Query(pattern=STAFF_ID.pattern, description="a user id")] = None,
-    from_: Annotated[AwareDatetime | None, Query(alias="from")] = None,
-    to: AwareDatetime | None = None,
+    from_: Annotated[Moment | None, Query(alias="from")] = None,
+    to: Moment | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     cursor: str | None = None,
 ):

@@ -7,13 +7,12 @@ from typing import Annotated, Any, Literal
 from uuid import UUID
 
 from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
-from pydantic import AwareDatetime
 
 from api.access import Principal
 from api.deps import App, Fresh, Idem, IdempotencyKey, IfMatch, ReadSideDep, expected_version, idempotency, permit
 from api.disclosure import answering, disclose
 from api.render import Json, case_state, decode_cursor, encode_cursor, history_entry, listed_case, visit_contact
-from api.schemas import AssignmentIn, CaseIn, ClosureIn, NoteIn, ReasonIn, ReferralIn, VisitIn
+from api.schemas import AssignmentIn, CaseIn, ClosureIn, Moment, NoteIn, ReasonIn, ReferralIn, VisitIn
 from api.spreadsheet import Format, tabular
 from api.writes import answer
 from domain.actor import STAFF_ID, Actor
@@ -145,7 +144,7 @@ def list_cases(
 def read_case(
     request: Request, case_id: UUID, app: App, principal: Annotated[Principal, permit("read_case")],
     version: Annotated[int | None, Query(ge=1, description="the case as it was at this version")] = None,
-    as_of: Annotated[AwareDatetime | None, Query(description="the case as it stood at this moment")] = None,
+    as_of: Annotated[Moment | None, Query(description="the case as it stood at this moment")] = None,
 ):
     """The case now, at a past version, or as it stood at a past moment."""
     # For a moment, the audit view's version then is a guess the log confirms in one read (instead

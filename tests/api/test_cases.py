@@ -129,6 +129,13 @@ class TestCommonCommands:
         r = desk.post(f"/v1/cases/{case['id']}/visits", {"mode": "proxy", "visited_at": "2026-01-01T10:00:00", "summary": "x"})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "visited_at"
 
+    @pytest.mark.parametrize("visited_at", [0, 1700000000, "1700000000", "0001-01-01T00:00:00+14:00"])
+    def test_a_visit_moment_is_iso_8601_text_of_a_plausible_day(self, desk, visited_at):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/visits", {"mode": "proxy", "visited_at": visited_at, "summary": "x"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "visited_at", r.text
+        assert desk.get(f"/v1/cases/{case['id']}").json()["version"] == 1
+
     def test_hold_stops_steps_and_resume_restarts_them(self, desk):
         case = desk.open()
         r = desk.post(f"/v1/cases/{case['id']}/hold", {"reason": "住院"})
@@ -298,9 +305,10 @@ class TestReadingThePast:
         case = desk.open()
         assert desk.get(f"/v1/cases/{case['id']}", as_of="2001-01-01T00:00:00+08:00").status_code == 404
 
-    def test_as_of_without_an_offset_is_422(self, desk):
+    @pytest.mark.parametrize("as_of", ["2026-01-01T00:00:00", "1700000000", "2026-01-01"])
+    def test_as_of_without_an_offset_or_not_iso_8601_is_422(self, desk, as_of):
         case = desk.open()
-        r = desk.get(f"/v1/cases/{case['id']}", as_of="2026-01-01T00:00:00")
+        r = desk.get(f"/v1/cases/{case['id']}", as_of=as_of)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "as_of"
 
 

@@ -55,7 +55,7 @@ class TestContracts:
     @pytest.mark.parametrize("field,value", [("unit_price", 80.5), ("unit_price", "8,0"), ("unit", "litre"),
                                              ("service_kind", "haircut"), ("org_units", ["999999"]),
                                              ("provider", "ngo a|b"), ("starts_on", "0001-01-01"),
-                                             ("ends_on", "9999-12-31")])
+                                             ("ends_on", "9999-12-31"), ("starts_on", 0), ("ends_on", "20991231")])
     def test_bad_fields_are_422_naming_them(self, api, market, field, value):
         r = api.client.post("/v1/contracts", json={**market["body"], field: value}, headers=market["supervisor"])
         assert r.status_code == 422
@@ -137,6 +137,13 @@ class TestDeliveries:
         assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
         ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
         assert (ledger["delivered_units"], ledger["remaining"]) == (2, "1840.00")
+
+    @pytest.mark.parametrize("day", [1763596800, "1763596800", "20261120"])
+    def test_the_day_delivered_is_iso_8601_text(self, api, desk, market, day):
+        case = referred_case(desk, market)
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries", headers=market["contractor"],
+                            json={"case_id": case["id"], "delivered_on": day, "units": 1, "reference": "D-1"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "delivered_on"
 
     @pytest.mark.parametrize("units", [True, "3", 2.0])
     def test_units_must_be_a_json_whole_number(self, api, desk, market, units):

@@ -197,6 +197,9 @@ class TestAuditSearch:
                            headers=auditor)
         assert r.json()["items"] == []
         assert desk.get("/v1/audit/events").status_code == 403
+        for field, value in (("from", "0"), ("to", "1700000000"), ("from", "2026-01-01")):  # not ISO 8601 moments
+            r = api.client.get("/v1/audit/events", params={field: value}, headers=auditor)
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == field, (field, value)
 
 
 class TestOperations:

@@ -95,9 +95,9 @@ def valid_value(field: Field, case: ServiceCase | None = None, id_number: str = 
 INVALID_VALUES: dict[str, list[Any]] = {
     "text": ["", "   ", 42, ["a list"], "nul\x00byte", "bell\x07", "lone \ud800 surrogate"],
     "date": ["2024-13-01", "2024-02-30", "next tuesday", 20240301, "0001-01-01", "1949-12-31", "2100-01-01",
-             "9999-12-31"],
+             "9999-12-31", "20240301", "2024-W09-5"],
     "datetime": ["2024-03-05T09:30:00", "soon", 1709600000, "0001-01-01T09:30:00+08:00",
-                 "2100-01-01T09:30:00+08:00"],
+                 "2100-01-01T09:30:00+08:00", "20240305T093000+0800", "1709600000"],
     "choice": ["none_of_these", 1],
     "integer": ["3", 2.0, True],
     "money": [1200.0, "12.345", "-5.00", "1,200.00", "abc", 1200],
