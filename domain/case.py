@@ -16,7 +16,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as LibrarySnapshot
 
 from domain.actor import STAFF_ID, Actor
-from domain.clock import check_day, end_of_day_after
+from domain.clock import check_day, end_of_day_after, local
 from domain.contract import Contract
 from domain.errors import (
     CaseClosed,
@@ -64,6 +64,7 @@ class ServiceCase(Aggregate):
 
         def mutate(self, _: None) -> "ServiceCase":
             case = super().mutate(None)
+            case.__dict__.setdefault("referred_on", {})  # not kept before 2026-11-29: days unknown
             case.need = self.personal["need"]
             case.personal = {name.removeprefix(_STEP_VALUE): v for name, v in self.personal.items()
                              if name.startswith(_STEP_VALUE)}
@@ -145,6 +146,7 @@ class ServiceCase(Aggregate):
 
         def apply(self, case: "ServiceCase") -> None:
             case.referrals[str(self.contract_id)] = self.provider
+            case.referred_on[str(self.contract_id)] = local(self.timestamp).date().isoformat()
 
     class StepTaken(PersonalEvent):
         """Base of every kind's step events; subclasses are made from the declarations."""
@@ -189,6 +191,7 @@ class ServiceCase(Aggregate):
         self.held_at: datetime | None = None
         self.reopens_to: str | None = None
         self.referrals: dict[str, str] = {}  # contract id → provider
+        self.referred_on: dict[str, str] = {}  # contract id → the day (Shanghai) it was referred
         self.stage = ""
         self.due_at: datetime | None = None
         self._enter(self.declaration.first_stage.name, self.created_on)

@@ -160,8 +160,9 @@ class Contract(Aggregate):
     # -- commands -----------------------------------------------------------
 
     def report_delivery(self, actor: Actor, case_id: UUID, delivered_on: date, units: int, reference: str,
-                        referred: bool, today: date) -> UUID:
-        """Records a delivery, or raises DuplicateDelivery for a reference already recorded."""
+                        referred_on: date | None, today: date) -> UUID:
+        """Records a delivery, or raises DuplicateDelivery for a reference already recorded;
+        `referred_on`: the day the case was referred to this contract (None: it was not)."""
         if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference):
             raise InvalidInput("reference", "must be 1-64 visible ASCII characters")
         found = delivery_id(self.id, reference)
@@ -174,8 +175,11 @@ class Contract(Aggregate):
         if not self.covers_day(delivered_on):
             raise CommandRefused(f"delivered on {delivered_on}, outside the contract's period "
                                  f"{self.starts_on} to {self.ends_on}")
-        if not referred:
+        if referred_on is None:
             raise CommandRefused(f"case {case_id} is not referred to this contract")
+        if delivered_on < referred_on:
+            raise CommandRefused(f"delivered on {delivered_on}, before the case was referred to this contract "
+                                 f"on {referred_on}")
         amount = (self.unit_price * units).quantize(CENT)
         if amount > self.remaining:
             raise CommandRefused(f"{amount} yuan exceeds the {self.remaining} yuan left of the budget")

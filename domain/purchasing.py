@@ -94,7 +94,7 @@ class PurchasedServices:
         return written, results
 
     def _judge(self, actor: Actor, contract: Contract, rows: dict[int, DeliveryRow]) -> list[RowResult]:
-        referred: dict[Any, bool] = {}  # case id → referred to this contract, looked up once per import
+        referred: dict[Any, date | None] = {}  # case id → day referred to this contract, looked up once per import
         return [self._import_row(actor, contract, number, row, referred) for number, row in rows.items()]
 
     def review_delivery(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, delivery: UUID,
@@ -130,22 +130,27 @@ class PurchasedServices:
     # -- rows -------------------------------------------------------------
 
     def _record_row(self, actor: Actor, contract: Contract, row: DeliveryRow,
-                    referred: dict[Any, bool] | None = None) -> UUID:
+                    referred: dict[Any, date | None] | None = None) -> UUID:
         case_id, delivered_on = _uuid("case_id", row.case_id), _day("delivered_on", row.delivered_on)
         referred = {} if referred is None else referred
         if case_id not in referred:
-            referred[case_id] = self._is_referred(case_id, contract.id)
+            referred[case_id] = self._referred_on(case_id, contract)
         return contract.report_delivery(actor, case_id, delivered_on, row.units, row.reference,
                                         referred[case_id], today())
 
-    def _is_referred(self, case_id: UUID, contract_id: UUID) -> bool:
+    def _referred_on(self, case_id: UUID, contract: Contract) -> date | None:
+        """The day the case was referred to the contract; None if it was not."""
         try:
-            return str(contract_id) in self.get_case(case_id).referrals
+            case = self.get_case(case_id)
         except NotFound:
-            return False
+            return None
+        if str(contract.id) not in case.referrals:
+            return None
+        # A case read from a snapshot taken before referral days were kept: no earlier than the contract.
+        return date.fromisoformat(case.referred_on.get(str(contract.id), contract.starts_on))
 
     def _import_row(self, actor: Actor, contract: Contract, number: int, row: DeliveryRow,
-                    referred: dict[Any, bool]) -> RowResult:
+                    referred: dict[Any, date | None]) -> RowResult:
         reference = row.reference if isinstance(row.reference, str) else None
         try:
             return RowResult(number, "recorded", reference, self._record_row(actor, contract, row, referred))

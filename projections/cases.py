@@ -104,7 +104,7 @@ def _case(row: dict) -> tuple[ServiceCase, dict]:
         client_id=UUID(row["client_id"]), org_unit=row["org_unit"], service_mode=row["service_mode"],
         priority=row["priority"], opened_by=row["opened_by"], assignee=row["assignee"], status=row["status"],
         outcome=row["outcome"], details={}, need=None, personal={}, notes=row["notes"], visits=row["visits"],
-        referrals=dict(p.split("=", 1) for p in row["providers"].split("|") if p),
+        referrals=dict(p.split("=", 1) for p in row["providers"].split("|") if p), referred_on={},
         held_at=moment(row["held_at"]), reopens_to=row["reopens_to"], stage=row["stage"],
         due_at=moment(row["due_at"]),
     )

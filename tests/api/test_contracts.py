@@ -169,6 +169,12 @@ class TestDeliveries:
         r = deliver(api, market, case["id"], "R-006", day=TODAY + timedelta(days=1))
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "delivered_on"
 
+    def test_a_day_before_the_case_was_referred_is_409(self, api, desk, market):
+        case = referred_case(desk, market)  # referred today, under a contract that began 60 days ago
+        r = deliver(api, market, case["id"], "R-007", day=TODAY - timedelta(days=1))
+        assert r.status_code == 409 and "before the case was referred" in r.json()["detail"]
+        assert deliver(api, market, case["id"], "R-008", day=TODAY).status_code == 201
+
     def test_another_providers_contractor_cannot_see_the_contract(self, api, desk, market):
         case = referred_case(desk, market)
         stranger = api.token("contractor", provider="ngo-b")

@@ -1,6 +1,7 @@
 """Case snapshots: a faster read of a long case that never says anything a replay of the log would not."""
 
 from datetime import datetime, timezone
+from uuid import uuid4
 
 import pytest
 
@@ -69,3 +70,11 @@ def test_a_snapshot_that_cannot_be_stored_does_not_fail_the_command_it_follows(l
         cursor.execute(f"DROP TABLE {table}")
     written = lastmeter.update_case(None, case.id, None, lambda c: c.add_note(WORKER, "third"))
     assert written.version == 3 and lastmeter.get_case(case.id, from_log=True).notes == 1
+
+
+def test_a_snapshot_taken_before_referral_days_were_kept_restores_without_them():
+    case = ServiceCase.open(WORKER, client_id=uuid4(), org_unit="350502", kind="home_care",
+                            need="托养")
+    snapshot = ServiceCase.Snapshot.take(case)
+    del snapshot.state["referred_on"]  # as a snapshot stored before 2026-11-29 holds it
+    assert snapshot.mutate(None).referred_on == {}
