@@ -6,12 +6,14 @@ own key and erased with it.
 """
 
 import re
+from datetime import date, datetime, timezone
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
+from domain.clock import local
 from domain.errors import CommandRefused, InvalidInput
 from domain.fields import clean_text
 
@@ -34,6 +36,14 @@ def check_id_number(value: Any) -> str:
     value = value.upper()
     if id_number_check_digit(value[:17]) != value[17]:
         raise InvalidInput("id_number", "the check digit (GB 11643) is wrong")
+    if value[0] not in "12345678":  # province codes run from 11 to 82
+        raise InvalidInput("id_number", "its first 6 digits are not the code of an administrative division")
+    try:
+        born = date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
+    except ValueError:
+        born = None
+    if born is None or not date(1800, 1, 1) <= born <= local(datetime.now(timezone.utc)).date():
+        raise InvalidInput("id_number", "its digits 7 to 14 are not a birth date from 1800 to today (YYYYMMDD)")
     return value
 
 

@@ -24,6 +24,13 @@ class TestRegisterClient:
         assert r.json()["errors"][0]["field"] == "id_number"
         assert "check digit" in r.json()["detail"]
 
+    def test_refuses_an_id_number_whose_birth_date_cannot_be_though_its_check_digit_is_right(self, api):
+        worker = api.token("case_worker", "350502")
+        born_9999_13_99 = "350502999913990018"  # its check digit is right
+        r = api.client.post("/v1/clients", json=client_body(id_number=born_9999_13_99), headers=worker)
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "id_number"
+        assert "birth date" in r.json()["detail"]
+
     def test_refuses_an_unknown_org_unit(self, api):
         worker = api.token("case_worker", "350502")
         r = api.client.post("/v1/clients", json=client_body(org_unit="350502999"), headers=worker)

@@ -1,5 +1,7 @@
 """The person served (ID number, phone) and the org tree (scopes, units added)."""
 
+from datetime import date
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -12,6 +14,11 @@ from tests.unit.casekit import WORKER, make_id_number, replay
 
 ADMIN = Actor("root", "admin")
 DIGITS17 = st.text(alphabet="0123456789", min_size=17, max_size=17)
+# A region of a province (11 to 82), a birth date, a sequence number: the first 17 of a real ID number.
+RESIDENT17 = st.builds(lambda region, born, sequence: f"{region}{born:%Y%m%d}{sequence}",
+                       st.from_regex(r"[1-8][0-9]{5}", fullmatch=True),
+                       st.dates(date(1900, 1, 1), date(2025, 12, 31)),
+                       st.from_regex(r"[0-9]{3}", fullmatch=True))
 
 
 def reference_check_character(first17: str) -> str:
@@ -64,14 +71,28 @@ class TestIdNumberCheckDigit:
             check_id_number(id_number)
         assert excinfo.value.field == "id_number"
 
+    @pytest.mark.parametrize("id_number,says", [
+        ("350502999913990018", "birth date"),  # born 9999-13-99
+        ("350502190002301238", "birth date"),  # 1900-02-30
+        ("350502179912311235", "birth date"),  # before 1800
+        ("350502209912310018", "birth date"),  # not born yet
+        ("000000000000000001", "administrative division"),
+        ("950502198001011237", "administrative division"),
+    ])
+    def test_refuses_a_number_whose_region_or_birth_date_cannot_be(self, id_number, says):
+        """Right check characters all: GB 11643 gives the digits a meaning as well as a checksum."""
+        with pytest.raises(InvalidInput) as excinfo:
+            check_id_number(id_number)
+        assert says in excinfo.value.reason
+
     @settings(max_examples=100, deadline=None)
-    @given(first17=DIGITS17)
-    def test_any_17_digits_with_their_check_character_are_valid(self, first17):
+    @given(first17=RESIDENT17)
+    def test_any_region_birth_date_and_sequence_with_their_check_character_are_valid(self, first17):
         id_number = first17 + id_number_check_digit(first17)
         assert check_id_number(id_number) == id_number
 
     @settings(max_examples=100, deadline=None)
-    @given(first17=DIGITS17, position=st.integers(0, 17), data=st.data())
+    @given(first17=RESIDENT17, position=st.integers(0, 17), data=st.data())
     def test_a_single_wrong_character_is_always_caught(self, first17, position, data):
         id_number = first17 + id_number_check_digit(first17)
         replacement = data.draw(st.sampled_from([c for c in "0123456789X" if c != id_number[position]]))
