@@ -134,6 +134,8 @@ class Contract(Aggregate):
         price, total = parse_money(None, unit_price, "unit_price"), parse_money(None, budget, "budget")
         if Decimal(price) <= 0:
             raise InvalidInput("unit_price", "must be more than 0")
+        if Decimal(total) <= 0:
+            raise InvalidInput("budget", "must be more than 0")
         check_day("starts_on", starts_on)
         check_day("ends_on", ends_on)
         if ends_on < starts_on:
@@ -226,5 +228,8 @@ class PaymentStatement(Aggregate):
     @classmethod
     def issue(cls, actor: Actor, contract: Contract, period: str) -> "PaymentStatement":
         check_month("period", period)
+        if not contract.starts_on[:7] <= period <= contract.ends_on[:7]:
+            raise CommandRefused(f"the contract runs from {contract.starts_on} to {contract.ends_on}: "
+                                 f"{period} is none of its months")
         return cls._create(cls.StatementIssued, actor=actor.as_dict(), contract_id=contract.id, period=period,
                            contract_version=contract.version)

@@ -55,7 +55,8 @@ class TestContracts:
     @pytest.mark.parametrize("field,value", [("unit_price", 80.5), ("unit_price", "8,0"), ("unit", "litre"),
                                              ("service_kind", "haircut"), ("org_units", ["999999"]),
                                              ("provider", "ngo a|b"), ("starts_on", "0001-01-01"),
-                                             ("ends_on", "9999-12-31"), ("starts_on", 0), ("ends_on", "20991231")])
+                                             ("ends_on", "9999-12-31"), ("starts_on", 0), ("ends_on", "20991231"),
+                                             ("budget", "0"), ("budget", "0.00")])
     def test_bad_fields_are_422_naming_them(self, api, market, field, value):
         r = api.client.post("/v1/contracts", json={**market["body"], field: value}, headers=market["supervisor"])
         assert r.status_code == 422
@@ -327,6 +328,12 @@ class TestStatements:
         r = api.client.post(f"/v1/contracts/{market['contract']['id']}/statements", json={"period": "2026-1"},
                             headers=market["supervisor"])
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "period"
+
+    @pytest.mark.parametrize("period", ["0001-01", "9998-12"])
+    def test_a_month_outside_the_contract_is_409(self, api, market, period):
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/statements", json={"period": period},
+                            headers=market["supervisor"])
+        assert r.status_code == 409 and "none of its months" in r.json()["detail"]
 
 
 class TestStatementFromTheCommandLine:
