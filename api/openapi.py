@@ -54,6 +54,10 @@ IMPORTED = {
                                        "properties": {"file": {"type": "string", "format": "binary"}}}},
 }
 IMPORT_PATH = "/v1/contracts/{contract_id}/deliveries/import"
+SPREADSHEETS = {  # what a list answers with ?format=csv or xlsx
+    "text/csv": {"schema": {"type": "string"}},
+    XLSX: {"schema": {"type": "string", "format": "binary"}},
+}
 
 
 def install(app: FastAPI, routers: Iterable[APIRouter]) -> None:
@@ -88,6 +92,11 @@ def describe(spec: dict[str, Any], refusable: set[tuple[str, str]]) -> dict[str,
             _errors(path, method, operation, (path, method) in refusable)
             if method == "post":
                 _write_headers(operation["responses"])
+            if any(p["name"] == "format" for p in operation.get("parameters", [])):
+                listed = operation["responses"]["200"]
+                listed["content"] = {**listed.get("content", {}), **SPREADSHEETS}
+                listed["headers"] = {"X-Next-Cursor": {"description": "a CSV or XLSX page's next_cursor",
+                                                       "schema": {"type": "string"}}}
     if IMPORT_PATH in spec["paths"]:
         spec["paths"][IMPORT_PATH]["post"]["requestBody"] = {
             "required": True, "content": IMPORTED,

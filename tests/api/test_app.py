@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.render import Json
 from api.settings import Settings
+from api.spreadsheet import XLSX
 
 
 def test_routes_declare_the_bearer_scheme_and_the_command_headers(tmp_path):
@@ -40,6 +41,9 @@ def test_errors_are_described_as_problems_and_writes_by_their_headers(tmp_path):
     imported = spec["paths"]["/v1/contracts/{contract_id}/deliveries/import"]["post"]["requestBody"]["content"]
     assert {"text/csv", "multipart/form-data"} <= set(imported)
     assert set(spec["paths"]["/healthz"]["get"]["responses"]) == {"200"}
+    listed = spec["paths"]["/v1/cases"]["get"]["responses"]["200"]
+    assert {"application/json", "text/csv", XLSX} <= set(listed["content"]) and "X-Next-Cursor" in listed["headers"]
+    assert set(spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]) == {"text/plain"}
     for everyones in ("/v1/case-kinds", "/v1/org-units", "/v1/projections"):  # no role is refused these
         assert {"401", "422"} <= set(spec["paths"][everyones]["get"]["responses"]) and \
             "403" not in spec["paths"][everyones]["get"]["responses"], everyones
