@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager, nullcontext
 from functools import partial
+from types import SimpleNamespace
 from typing import Any
 
 from api.backend import Backend
@@ -87,36 +88,38 @@ def waking(projector: Projector, stop: Stop | None = None) -> Iterator[Callable[
     yield wake
 
 
-def follow(opening: Callable[[], AbstractContextManager[Projector]], stop: Stop, counts: Any = None) -> None:
+def follow(opening: Callable[[], AbstractContextManager[Projector]], stop: Stop, counts: Any, failing: Any) -> None:
     """Keeps the views at the head of the log until `stop` is set. Whatever fails (a batch, which was
     rolled back; the store restarting) is opened afresh after a pause. `counts`: an array shared with
-    another process, which gets the events applied to each view added up."""
+    another process (or None), which gets the events applied to each view added up; `failing`: a value,
+    which gets how many times in a row the projector has failed (0 after a round that did not)."""
     while not stop.is_set():
         try:
             with opening() as projector, waking(projector, stop) as wake:
-                projector.run(stop, poll=IDLE_POLL[projector.store.postgres], after_each=_sharing(projector, counts),
-                              wake=wake, settle=SETTLE)
+                projector.run(stop, poll=IDLE_POLL[projector.store.postgres],
+                              after_each=_sharing(projector, counts, failing), wake=wake, settle=SETTLE)
         except Exception as error:
             log.error("projector failed: %s; starting afresh", type(error).__name__)
+            failing.value += 1
             stop.wait(RETRY_AFTER_FAILURE)
 
 
-def _sharing(projector: Projector, counts: Any) -> Callable[[], None]:
-    if counts is None:
-        return lambda: None
-    before = counts[:]  # the counts go on from those of an earlier start
+def _sharing(projector: Projector, counts: Any, failing: Any) -> Callable[[], None]:
+    before = counts[:] if counts is not None else None  # the counts go on from those of an earlier start
 
     def share() -> None:
-        counts[:] = [done + projector.processed[name] for done, name in zip(before, projector.views)]
+        failing.value = 0
+        if before is not None:
+            counts[:] = [done + projector.processed[name] for done, name in zip(before, projector.views)]
 
     return share
 
 
-def follow_in_a_process(env: dict[str, str], stop: Stop, processed, parent: int) -> None:
+def follow_in_a_process(env: dict[str, str], stop: Stop, processed, failing, parent: int) -> None:
     """The projector process: follows the log, and shares its counts of events applied per view."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the server stops it
     logging.basicConfig(level=logging.INFO, format="%(levelname)-9s %(name)s: %(message)s")
-    follow(partial(projector_in_this_process, env), UntilOrphaned(stop, parent), processed)
+    follow(partial(projector_in_this_process, env), UntilOrphaned(stop, parent), processed, failing)
 
 
 class ReadSide:
@@ -133,23 +136,30 @@ class ReadSide:
         self._stop: Stop = threading.Event()
         self._runner: threading.Thread | multiprocessing.Process | None = None
         self._processed = None
+        self._failing: Any = SimpleNamespace(value=0)  # shared with a projector process once there is one
 
     def start(self) -> None:
         """Follows the log in the background: in a thread, or in a process of its own."""
         if self.in_a_process:
             spawn = multiprocessing.get_context("spawn")  # forking a process with threads is unsafe
             self._stop, self._processed = spawn.Event(), spawn.Array("q", len(self.projector.views))
+            self._failing = spawn.Value("i", 0)
             env = {**self.env, **PROCESS_POOL}
             self._runner = spawn.Process(target=follow_in_a_process, name="lastmeter-projector", daemon=True,
-                                         args=(env, self._stop, self._processed, os.getpid()))
+                                         args=(env, self._stop, self._processed, self._failing, os.getpid()))
         else:
-            self._runner = threading.Thread(target=follow, args=(lambda: nullcontext(self.projector), self._stop),
-                                            name="projector", daemon=True)
+            self._runner = threading.Thread(target=follow, name="projector", daemon=True,
+                                            args=(lambda: nullcontext(self.projector), self._stop, None, self._failing))
         self._runner.start()
 
     @property
     def following(self) -> bool:
         return self._runner is not None and self._runner.is_alive()
+
+    @property
+    def failing(self) -> int:
+        """How many times in a row the projector has failed (and started afresh); 0 once a round succeeds."""
+        return self._failing.value
 
     def wait_for(self, position: int, timeout: float) -> bool:
         """Waits until every view has reached `position`; False on timeout. A projector thread wakes
@@ -175,4 +185,5 @@ class ReadSide:
                 # What it shared dies with it, freed now with their semaphores (at exit the resource
                 # tracker would warn of them as leaked); its last counts are kept as a plain list.
                 self._stop, self._processed = threading.Event(), self._processed[:]
+                self._failing = SimpleNamespace(value=self._failing.value)
                 self._stop.set()

@@ -12,6 +12,7 @@ from api.problems import problem
 from api.render import paged
 
 router = APIRouter(tags=["operations"])
+FAILURES_NOT_READY = 3  # one failure is a store restarting; three in a row, a second apart, is not
 
 
 @router.get("/healthz")
@@ -29,6 +30,9 @@ def readyz(app: App, readside: ReadSideDep, settings: SettingsDep):
         return problem(503, "Not ready", f"the store does not answer ({type(error).__name__})")
     if settings.run_projector and not readside.following:
         return problem(503, "Not ready", "the projector is not running")
+    if readside.failing >= FAILURES_NOT_READY:  # its views stand still, however near the head they stopped
+        return problem(503, "Not ready", f"the projector has failed {readside.failing} times in a row "
+                                         "(the server's log says why)")
     behind = [s.name for s in statuses if s.lag > settings.ready_max_lag]
     if behind:
         return problem(503, "Not ready", f"views far behind the log: {', '.join(behind)}")

@@ -253,6 +253,30 @@ def test_not_ready_once_the_projector_has_stopped(api):
     assert r.status_code == 503 and "not running" in r.json()["detail"]
 
 
+def test_not_ready_while_the_projector_keeps_failing_and_ready_again_once_it_does_not(api, desk, monkeypatch):
+    from api import readside as following
+
+    monkeypatch.setattr(following, "RETRY_AFTER_FAILURE", 0.02)
+    readside = api.client.app.state.readside
+    desk.get("/v1/cases", min_position=desk.open()["_position"])
+
+    def chain_position(change: str) -> None:  # lowered, the chain's next link is one it holds: every round fails
+        with readside.store.write() as tx:
+            tx.execute(f"UPDATE projection_positions SET position = position {change} WHERE name = 'chain'")
+
+    chain_position("- 1")
+    deadline = time.monotonic() + 10
+    while readside.failing < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    r = api.client.get("/readyz")
+    assert r.status_code == 503 and "failed" in r.json()["detail"], r.text
+    chain_position("+ 1")
+    deadline = time.monotonic() + 10
+    while api.client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert api.client.get("/readyz").status_code == 200 and readside.failing == 0
+
+
 def test_the_projector_process_keeps_the_views_up_and_stops_with_the_server(settings, lastmeter):
     """The server's own projector as deployed: on PostgreSQL a process of its own, on SQLite a thread."""
     from fastapi.testclient import TestClient
