@@ -1,5 +1,6 @@
 """Request bodies. Shapes are checked here; the domain checks meaning (ID check digits, codes, stages)."""
 
+import re
 from datetime import date
 from typing import Annotated
 from uuid import UUID
@@ -9,23 +10,28 @@ from pydantic_core import PydanticCustomError
 
 from domain.actor import STAFF_ID
 from domain.client import ERASURE_GROUNDS
-from domain.clock import DAY_TEXT, MOMENT_TEXT
+
+
+# Days and moments begin as ISO 8601 writes them (2026-03-01, 2026-03-01T09:30): pydantic reads a
+# number, or text of digits only (0, "1700000000", "20261120"), as seconds since 1970.
+_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+_ISO_MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
 
 
 def _day_as_text(value: object) -> object:
-    if isinstance(value, str) and DAY_TEXT.fullmatch(value.strip()):
-        return value
+    """A day, or a moment at its midnight as some clients write days (2026-03-01T00:00:00Z)."""
+    if isinstance(value, str) and _ISO_DAY.match(value.strip()):
+        return value.strip()
     raise PydanticCustomError("date_text", "must be a date as YYYY-MM-DD")
 
 
 def _moment_as_text(value: object) -> object:
-    if isinstance(value, str) and MOMENT_TEXT.match(value.strip()):
-        return value
+    if isinstance(value, str) and _ISO_MOMENT.match(value.strip()):
+        return value.strip()
     raise PydanticCustomError("datetime_text", "must be an ISO 8601 date-time with an offset, e.g. "
                                                "2026-03-01T09:30:00+08:00")
 
 
-# ISO 8601 text only (domain.clock.DAY_TEXT): pydantic would read 0 or "1700000000" as seconds since 1970.
 Day = Annotated[date, BeforeValidator(_day_as_text)]
 Moment = Annotated[AwareDatetime, BeforeValidator(_moment_as_text)]
 

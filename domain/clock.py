@@ -24,10 +24,6 @@ def end_of_day_after(moment: datetime, days: int) -> datetime:
 
 
 MONTH = re.compile(r"([0-9]{4})-(0[1-9]|1[0-2])")
-# How days and moments are written to lastmeter: ISO 8601's extended form, as text. Python and pydantic
-# read more (20261120, 2026-W47-5, and 0 or "1700000000" as seconds since 1970), none of it meant.
-DAY_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
-MOMENT_TEXT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
 
 
 def check_month(field: str, value: object) -> str:

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from domain.actor import Actor
 from domain.case import ServiceCase
-from domain.clock import DAY_TEXT, local
+from domain.clock import local
 from domain.commands import Idempotency, Written, check_version
 from domain.contract import Contract, Delivery, DuplicateDelivery, PaymentStatement
 from domain.errors import CommandRefused, InvalidInput, NotFound
@@ -178,10 +178,7 @@ def _day(field: str, value: Any) -> date:
         return value.date()
     if isinstance(value, date):
         return value
-    text = str(value).strip()
     try:
-        if DAY_TEXT.fullmatch(text):
-            return date.fromisoformat(text)
-    except ValueError:  # 2026-02-30
-        pass
-    raise InvalidInput(field, "must be a date as YYYY-MM-DD")
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        raise InvalidInput(field, "must be a date as YYYY-MM-DD") from None

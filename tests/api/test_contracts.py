@@ -56,6 +56,7 @@ class TestContracts:
                                              ("service_kind", "haircut"), ("org_units", ["999999"]),
                                              ("provider", "ngo a|b"), ("starts_on", "0001-01-01"),
                                              ("ends_on", "9999-12-31"), ("starts_on", 0), ("ends_on", "20991231"),
+                                             ("starts_on", "2026-01-01T09:00:00+08:00"),
                                              ("budget", "0"), ("budget", "0.00")])
     def test_bad_fields_are_422_naming_them(self, api, market, field, value):
         r = api.client.post("/v1/contracts", json={**market["body"], field: value}, headers=market["supervisor"])
@@ -169,6 +170,14 @@ class TestDeliveries:
         assert deliver(api, market, case["id"], "R-005", day=TODAY - timedelta(days=90)).status_code == 409
         r = deliver(api, market, case["id"], "R-006", day=TODAY + timedelta(days=1))
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "delivered_on"
+
+    @pytest.mark.parametrize("written", ["{day}", "{day}T00:00:00", "{day}T00:00:00Z", "{day}T00:00:00.000+08:00"])
+    def test_a_day_is_taken_as_clients_write_it_a_midnight_included(self, api, desk, market, written):
+        case = referred_case(desk, market)
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries", headers=market["contractor"],
+                            json={"case_id": case["id"], "delivered_on": written.format(day=TODAY.isoformat()),
+                                  "units": 1, "reference": "M-1"})
+        assert r.status_code == 201 and r.json()["delivered_on"] == TODAY.isoformat(), r.text
 
     def test_a_day_before_the_case_was_referred_is_409(self, api, desk, market):
         case = referred_case(desk, market)  # referred today, under a contract that began 60 days ago
