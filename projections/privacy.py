@@ -159,19 +159,25 @@ class KeyRing:
         try:
             yield
         finally:
-            self._finish_erasure(person, erased)
+            if erased(person):
+                self._finish_erasure(person)
+            else:  # refused: nothing to finish
+                self._forget_erasure(person)
 
     def finish_erasures(self, erased: Callable[[UUID], bool]) -> None:
-        """Finishes the erasures a process began and did not finish: destroys the key of each person
-        whose erasure was recorded; forgets those that were refused."""
+        """Finishes the erasures begun and recorded whose key a process did not destroy. A mark whose
+        erasure is not in the log is left alone: another process may be recording it at this moment,
+        and it forgets the mark itself."""
         with self.store.read() as tx:
             begun = [UUID(row[0]) for row in tx.execute(f"SELECT person_id FROM {ERASURES_BEGUN}").fetchall()]
-        for person in begun:
-            self._finish_erasure(person, erased)
+        for person in filter(erased, begun):
+            self._finish_erasure(person)
 
-    def _finish_erasure(self, person: UUID, erased: Callable[[UUID], bool]) -> None:
-        if erased(person):
-            self.destroy(person)
+    def _finish_erasure(self, person: UUID) -> None:
+        self.destroy(person)
+        self._forget_erasure(person)
+
+    def _forget_erasure(self, person: UUID) -> None:
         with self.store.write() as tx:
             tx.execute(f"DELETE FROM {ERASURES_BEGUN} WHERE person_id = ?", (str(person),))
 

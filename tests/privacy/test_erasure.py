@@ -297,6 +297,25 @@ def test_an_erasure_cut_short_between_its_record_and_the_key_is_finished_at_the_
         assert restarted.lastmeter.get_case(UUID(case["id"])).need is None
     finally:
         restarted.close()
+    cut_short.__exit__(None, None, None)  # not to be left to the collector, after the store is closed
+
+
+def test_a_start_leaves_alone_an_erasure_another_process_is_recording(api, desk, settings):
+    """Any `lastmeter` command starting while a server records an erasure must not take its mark away:
+    were the server then to die before the key went, nothing would finish the erasure."""
+    case = desk.open()
+    person = UUID(case["client_id"])
+    keys = api.client.app.state.backend.keys
+    under_way = keys.erasing(person, lambda _: False)
+    under_way.__enter__()  # the server has marked the erasure and not recorded it yet
+    open_backend(settings).close()  # another process starts meanwhile
+    api.app.erase_client(ADMIN, None, person, "consent_withdrawn")  # recorded; then the server dies
+    restarted = open_backend(settings)
+    try:
+        assert restarted.keys.key_for(person) is None
+    finally:
+        restarted.close()
+    under_way.__exit__(None, None, None)
 
 
 def test_a_refused_erasure_keeps_the_key(api, desk):
