@@ -146,8 +146,15 @@ class PurchasedServices:
             return None
         if str(contract.id) not in case.referrals:
             return None
-        # A case read from a snapshot taken before referral days were kept: no earlier than the contract.
-        return date.fromisoformat(case.referred_on.get(str(contract.id), contract.starts_on))
+        day = case.referred_on.get(str(contract.id)) or self._referral_day_in_log(case_id, contract.id)
+        return date.fromisoformat(day)
+
+    def _referral_day_in_log(self, case_id: UUID, contract_id: UUID) -> str:
+        """For a case read from a snapshot taken before referral days were kept (2026-11-29): the day
+        its events say, as a replay of the log would."""
+        referred = next(e for e in self.repository.event_store.get(case_id)
+                        if isinstance(e, ServiceCase.CaseReferred) and e.contract_id == contract_id)
+        return local(referred.timestamp).date().isoformat()
 
     def _import_row(self, actor: Actor, contract: Contract, number: int, row: DeliveryRow,
                     referred: dict[Any, date | None]) -> RowResult:

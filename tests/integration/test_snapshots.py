@@ -1,12 +1,15 @@
 """Case snapshots: a faster read of a long case that never says anything a replay of the log would not."""
 
-from datetime import datetime, timezone
-from uuid import uuid4
+from datetime import datetime, timedelta, timezone
 
 import pytest
 
+from api.backend import open_backend
 from domain.actor import Actor
 from domain.case import ServiceCase
+from domain.clock import local
+from domain.errors import CommandRefused
+from domain.purchasing import DeliveryRow
 from tests.helpers import id_number
 
 WORKER = Actor("li-worker", "case_worker")
@@ -72,9 +75,37 @@ def test_a_snapshot_that_cannot_be_stored_does_not_fail_the_command_it_follows(l
     assert written.version == 3 and lastmeter.get_case(case.id, from_log=True).notes == 1
 
 
-def test_a_snapshot_taken_before_referral_days_were_kept_restores_without_them():
-    case = ServiceCase.open(WORKER, client_id=uuid4(), org_unit="350502", kind="home_care",
-                            need="托养")
-    snapshot = ServiceCase.Snapshot.take(case)
-    del snapshot.state["referred_on"]  # as a snapshot stored before 2026-11-29 holds it
-    assert snapshot.mutate(None).referred_on == {}
+def test_a_delivery_is_bounded_by_the_referral_day_the_log_holds_whatever_snapshot_the_case_is_read_from(
+        lastmeter, settings, monkeypatch):
+    """Snapshots stored before referral days were kept restore a case without them; the day the
+    delivery rule needs is then read from the log, so the answer is the one a replay gives."""
+    taken = ServiceCase.Snapshot.take.__func__
+
+    def as_before(cls, case):
+        snapshot = taken(cls, case)
+        del snapshot.state["referred_on"]
+        return snapshot
+
+    monkeypatch.setattr(ServiceCase.Snapshot, "take", classmethod(as_before))
+    supervisor, contractor = Actor("li-supervisor", "supervisor"), Actor("ngo-p-staff", "contractor")
+    client = lastmeter.register_client(WORKER, None, name="陈美玲", id_number=id_number(seed=8),
+                                       phone="13500000000", org_unit="350502")
+    case = lastmeter.open_case(WORKER, None, client_id=client.id, org_unit="350502", kind="home_care", need="托养")
+    today = local(datetime.now(timezone.utc)).date()
+    contract = lastmeter.create_contract(supervisor, None, ["350502"], provider="ngo-p", service_kind="home_care",
+                                         unit="hour", unit_price="50.00", budget="5000.00",
+                                         starts_on=today - timedelta(days=60), ends_on=today + timedelta(days=60))
+    lastmeter.refer_case(supervisor, None, case.id, None, contract.id)
+    for i in range(3):  # a snapshot at version 3 or later, without the day
+        lastmeter.update_case(None, case.id, None, lambda c, i=i: c.add_note(WORKER, f"note {i}"))
+    restarted = open_backend(settings)  # nothing cached: the case is read from its snapshot
+    try:
+        app = restarted.lastmeter
+        assert app.get_case(case.id).referred_on == {}
+        assert app.get_case(case.id, from_log=True).referred_on == {str(contract.id): today.isoformat()}
+        before = DeliveryRow(str(case.id), today - timedelta(days=30), 1, "R-1")
+        with pytest.raises(CommandRefused, match="before the case was referred"):
+            app.report_delivery(contractor, None, contract.id, before)
+        assert app.report_delivery(contractor, None, contract.id, DeliveryRow(str(case.id), today, 1, "R-2"))
+    finally:
+        restarted.close()
