@@ -36,8 +36,8 @@ def check_id_number(value: Any) -> str:
     value = value.upper()
     if id_number_check_digit(value[:17]) != value[17]:
         raise InvalidInput("id_number", "the check digit (GB 11643) is wrong")
-    if value[0] not in "12345678":  # province codes run from 11 to 82
-        raise InvalidInput("id_number", "its first 6 digits are not the code of an administrative division")
+    if value[0] == "0":  # a province's region code (11 to 82), or 9 on a foreigner's permanent residence card
+        raise InvalidInput("id_number", "its first digit is 0, which no region code or card number begins with")
     try:
         born = date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:

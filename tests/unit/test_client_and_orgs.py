@@ -14,9 +14,9 @@ from tests.unit.casekit import WORKER, make_id_number, replay
 
 ADMIN = Actor("root", "admin")
 DIGITS17 = st.text(alphabet="0123456789", min_size=17, max_size=17)
-# A region of a province (11 to 82), a birth date, a sequence number: the first 17 of a real ID number.
+# A region (or 9, a foreigner's card), a birth date, a sequence number: the first 17 of a real ID number.
 RESIDENT17 = st.builds(lambda region, born, sequence: f"{region}{born:%Y%m%d}{sequence}",
-                       st.from_regex(r"[1-8][0-9]{5}", fullmatch=True),
+                       st.from_regex(r"[1-9][0-9]{5}", fullmatch=True),
                        st.dates(date(1900, 1, 1), date(2025, 12, 31)),
                        st.from_regex(r"[0-9]{3}", fullmatch=True))
 
@@ -76,14 +76,18 @@ class TestIdNumberCheckDigit:
         ("350502190002301238", "birth date"),  # 1900-02-30
         ("350502179912311235", "birth date"),  # before 1800
         ("350502209912310018", "birth date"),  # not born yet
-        ("000000000000000001", "administrative division"),
-        ("950502198001011237", "administrative division"),
+        ("000000000000000001", "first digit is 0"),
     ])
     def test_refuses_a_number_whose_region_or_birth_date_cannot_be(self, id_number, says):
         """Right check characters all: GB 11643 gives the digits a meaning as well as a checksum."""
         with pytest.raises(InvalidInput) as excinfo:
             check_id_number(id_number)
         assert says in excinfo.value.reason
+
+    def test_accepts_a_foreigners_permanent_residence_card_number(self):
+        """The 2023 card: 18 characters beginning with 9, a birth date, the same check character."""
+        first17 = "93505619800101123"
+        assert check_id_number(first17 + id_number_check_digit(first17)).startswith("9")
 
     @settings(max_examples=100, deadline=None)
     @given(first17=RESIDENT17)
