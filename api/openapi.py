@@ -6,9 +6,8 @@ every write with headers that clients rely on (ETag, X-Position, Location). An i
 by the route itself, so FastAPI cannot see which types it takes.
 """
 
-from typing import Any
-
 from collections.abc import Iterable
+from typing import Any
 
 from fastapi import APIRouter, FastAPI
 from fastapi.routing import APIRoute

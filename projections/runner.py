@@ -246,18 +246,25 @@ class Projector:
             folded(wait=True)
         while read := self.advance(fresh, self.rebuild_batch_size):
             advanced(read)
-        with self.store.write() as tx:
-            self._positions(tx, names, lock=True)  # the live views: no projector moves them until the swap
-            self._finish(tx, fresh)
-            positions = self._positions(tx, [tracking for _, tracking in fresh])  # locked by _finish
-            for (view, tracking), name in zip(fresh, names):
-                view.index(tx, build)
-                view.check_against(tx, self._view(name))
-                self._view(name).drop(tx)
-                view.rename_to_live(tx)
-                tx.execute(f"UPDATE {POSITIONS} SET position=?, fingerprint=? WHERE name=?",
-                           (positions[tracking], view.fingerprint(), name))
-                tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (tracking,))
+        try:
+            with self.store.write() as tx:
+                self._positions(tx, names, lock=True)  # the live views: no projector moves them until the swap
+                self._finish(tx, fresh)
+                positions = self._positions(tx, [tracking for _, tracking in fresh])  # locked by _finish
+                for (view, tracking), name in zip(fresh, names):
+                    view.index(tx, build)
+                    view.check_against(tx, self._view(name))
+                    self._view(name).drop(tx)
+                    view.rename_to_live(tx)
+                    tx.execute(f"UPDATE {POSITIONS} SET position=?, fingerprint=? WHERE name=?",
+                               (positions[tracking], view.fingerprint(), name))
+                    tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (tracking,))
+        except Exception:  # refused (a copy disagreeing with what it would replace) or failed: nothing swapped in
+            with self.store.write() as tx:
+                for view, tracking in fresh:
+                    view.drop(tx)
+                    tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (tracking,))
+            raise
         self.store.refresh_statistics([f"view_{t.name}" for name in names for t in self.views[name].tables])
         progress(total, total)
         return max(positions.values(), default=head)

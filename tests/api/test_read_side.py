@@ -291,7 +291,7 @@ def test_the_projector_process_keeps_the_views_up_and_stops_with_the_server(sett
         head = lastmeter.recorder.max_notification_id()
         r = client.get("/v1/audit/events", params={"min_position": head}, headers=auditor)
         assert r.status_code == 200, r.text
-        assert client.get("/readyz").status_code == 200
+        assert client.get("/readyz").status_code == 200 and readside.failing == 0
         deadline = time.monotonic() + 5  # the process shares its counts just after it commits
         while readside.processed()["audit"] < 1 and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -141,6 +141,9 @@ def test_a_rebuild_does_not_replace_the_evidence_of_an_altered_event(chained, cl
     with pytest.raises(chain.ChainBroken) as refused:
         projector.rebuild(["chain"])
     assert refused.value.position == 3
+    with backend.views.read() as tx:  # the copies refused are gone, not left for the next rebuild to drop
+        names = [name for (name,) in tx.execute("SELECT name FROM projection_positions").fetchall()]
+    assert sorted(names) == sorted(projector.views)
     said = cli("projections", "rebuild")  # every view, as an operator would
     assert said.exit_code == 1 and "from position 3" in " ".join(said.output.split()), said.output
     assert chain.verify(backend.lastmeter.recorder, backend.views).first_bad_position == 3
