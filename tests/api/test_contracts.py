@@ -20,6 +20,14 @@ from tests.conftest import ADMIN
 TODAY = today()
 
 
+@pytest.fixture(autouse=True)
+def the_day_each_test_begins():
+    """TODAY is the day (Shanghai) when each test begins, not when the suite did: a suite that runs past
+    midnight would otherwise report deliveries for the day before their cases were referred."""
+    global TODAY
+    TODAY = today()
+
+
 @pytest.fixture
 def market(api, desk):
     """A supervisor of Licheng, a home-care contract with provider ngo-a, and its contractor."""
@@ -40,9 +48,9 @@ def referred_case(desk, market) -> dict:
     return case
 
 
-def deliver(api, market, case_id: str, reference: str, units: int = 2, day: date = TODAY):
+def deliver(api, market, case_id: str, reference: str, units: int = 2, day: date | None = None):
     return api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries",
-                           json={"case_id": case_id, "delivered_on": day.isoformat(), "units": units,
+                           json={"case_id": case_id, "delivered_on": (day or TODAY).isoformat(), "units": units,
                                  "reference": reference}, headers=market["contractor"])
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import psycopg
 
+from domain.purchasing import today
 from domain.receipt import CommandReceipt
 from tests.helpers import id_number
 
@@ -62,13 +63,14 @@ def pending_delivery(desk, client_id: str) -> str:
     supervisor = desk.api.token("supervisor", "350502")
     contract = desk.http.post("/v1/contracts", headers=supervisor, json={
         "provider": "ngo-p", "service_kind": "home_care", "unit": "hour", "unit_price": "80.00", "budget": "800.00",
-        "starts_on": TODAY.isoformat(), "ends_on": TODAY.isoformat(), "org_units": ["350502"]}).json()
+        "starts_on": (TODAY - timedelta(days=1)).isoformat(), "ends_on": (TODAY + timedelta(days=1)).isoformat(),
+        "org_units": ["350502"]}).json()
     care = desk.post("/v1/cases", {"kind": "home_care", "client_id": client_id, "org_unit": "350502",
                                    "need": NEED}).json()["id"]
     desk.post(f"/v1/cases/{care}/referral", {"contract_id": contract["id"]})
     delivery = desk.http.post(f"/v1/contracts/{contract['id']}/deliveries",
                               headers=desk.api.token("contractor", provider="ngo-p"),
-                              json={"case_id": care, "delivered_on": TODAY.isoformat(), "units": 1,
+                              json={"case_id": care, "delivered_on": today().isoformat(), "units": 1,
                                     "reference": "P-1"}).json()
     return f"/v1/contracts/{contract['id']}/deliveries/{delivery['id']}"
 
