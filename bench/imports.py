@@ -17,7 +17,7 @@ from api.settings import Settings
 from domain.actor import Actor
 from domain.application import LastMeter
 from domain.client import id_number_check_digit
-from domain.purchasing import today
+from domain.clock import today
 
 ADMIN = Actor("bench", "admin")
 

@@ -6,14 +6,14 @@ own key and erased with it.
 """
 
 import re
-from datetime import date, datetime, timezone
+from datetime import date
 from typing import Any
 from uuid import UUID
 
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
-from domain.clock import local
+from domain.clock import today
 from domain.errors import CommandRefused, InvalidInput
 from domain.fields import clean_text
 
@@ -42,7 +42,7 @@ def check_id_number(value: Any) -> str:
         born = date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
     except ValueError:
         born = None
-    if born is None or not date(1800, 1, 1) <= born <= local(datetime.now(timezone.utc)).date():
+    if born is None or not date(1800, 1, 1) <= born <= today():
         raise InvalidInput("id_number", "its digits 7 to 14 are not a birth date from 1800 to today (YYYYMMDD)")
     return value
 

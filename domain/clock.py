@@ -1,7 +1,7 @@
 """Days are counted in Asia/Shanghai time."""
 
 import re
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
 from domain.errors import InvalidInput
@@ -11,6 +11,10 @@ SHANGHAI = ZoneInfo("Asia/Shanghai")
 
 def local(moment: datetime) -> datetime:
     return moment.astimezone(SHANGHAI)
+
+
+def today() -> date:
+    return local(datetime.now(timezone.utc)).date()
 
 
 def end_of_day_after(moment: datetime, days: int) -> datetime:

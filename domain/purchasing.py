@@ -5,13 +5,13 @@ A mixin of the LastMeter application, kept apart so that each module has one job
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from typing import Any
 from uuid import UUID
 
 from domain.actor import Actor
 from domain.case import ServiceCase
-from domain.clock import local
+from domain.clock import today
 from domain.commands import Idempotency, Written, check_version
 from domain.contract import Contract, Delivery, DuplicateDelivery, PaymentStatement
 from domain.errors import CommandRefused, InvalidInput, NotFound
@@ -34,10 +34,6 @@ class RowResult:
     reference: str | None
     delivery_id: UUID | None = None
     reason: str | None = None
-
-
-def today() -> date:
-    return local(datetime.now(timezone.utc)).date()
 
 
 class PurchasedServices:
@@ -144,17 +140,13 @@ class PurchasedServices:
             case = self.get_case(case_id)
         except NotFound:
             return None
-        if str(contract.id) not in case.referrals:
+        key = str(contract.id)
+        if key not in case.referrals:
             return None
-        day = case.referred_on.get(str(contract.id)) or self._referral_day_in_log(case_id, contract.id)
+        # A case read from a snapshot taken before referral days were kept (2026-11-29) lacks the day:
+        # the replay of its log has it.
+        day = case.referred_on.get(key) or self.get_case(case_id, from_log=True).referred_on[key]
         return date.fromisoformat(day)
-
-    def _referral_day_in_log(self, case_id: UUID, contract_id: UUID) -> str:
-        """For a case read from a snapshot taken before referral days were kept (2026-11-29): the day
-        its events say, as a replay of the log would."""
-        referred = next(e for e in self.repository.event_store.get(case_id)
-                        if isinstance(e, ServiceCase.CaseReferred) and e.contract_id == contract_id)
-        return local(referred.timestamp).date().isoformat()
 
     def _import_row(self, actor: Actor, contract: Contract, number: int, row: DeliveryRow,
                     referred: dict[Any, date | None]) -> RowResult:

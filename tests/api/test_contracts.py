@@ -11,10 +11,10 @@ from openpyxl import Workbook
 
 from api.imports import read_rows
 from domain.actor import Actor
+from domain.clock import today
 from domain.commands import Idempotency
 from domain.contract import Contract
 from domain.orgs import OrgUnit
-from domain.purchasing import today
 from tests.conftest import ADMIN
 
 TODAY = today()

@@ -14,7 +14,7 @@ from fastapi.routing import APIRoute
 from api.access import MATRIX
 from api.app import ROUTERS
 from domain.actor import ROLES
-from domain.purchasing import today
+from domain.clock import today
 from tests.helpers import client_body
 
 SCOPED_PARAMS = ("case_id", "client_id", "contract_id")

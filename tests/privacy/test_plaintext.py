@@ -8,7 +8,7 @@ from pathlib import Path
 
 import psycopg
 
-from domain.purchasing import today
+from domain.clock import today
 from domain.receipt import CommandReceipt
 from tests.helpers import id_number
 
