@@ -40,11 +40,20 @@ def execute(backend, sql: str, params=()) -> None:
         tx.execute(sql, params)
 
 
+def forge(backend, position: int) -> None:
+    """Replaces the stored event at `position` with another, directly in the database."""
+    table, column = rows(backend)
+    execute(backend, f"UPDATE {table} SET state = ? WHERE {column} = ?", (b'{"forged": true}', position))
+
+
+def verify(backend) -> chain.Verification:
+    return chain.verify(backend.lastmeter.recorder, backend.views)
+
+
 def test_an_altered_event_is_named(chained):
     backend, _ = chained
-    table, position = rows(backend)
-    execute(backend, f"UPDATE {table} SET state = ? WHERE {position} = 4", (b'{"forged": true}',))
-    result = chain.verify(backend.lastmeter.recorder, backend.views)
+    forge(backend, 4)
+    result = verify(backend)
     assert (result.ok, result.first_bad_position, result.checked) == (False, 4, 3)
 
 
@@ -52,7 +61,7 @@ def test_a_deleted_event_is_named(chained):
     backend, _ = chained
     table, position = rows(backend)
     execute(backend, f"DELETE FROM {table} WHERE {position} = 5")
-    result = chain.verify(backend.lastmeter.recorder, backend.views)
+    result = verify(backend)
     assert (result.ok, result.first_bad_position) == (False, 5)
 
 
@@ -64,20 +73,19 @@ def test_reordered_events_are_named(chained):
         five = tx.execute(f"SELECT state FROM {table} WHERE {position} = 5").fetchone()[0]
         tx.execute(f"UPDATE {table} SET state = ? WHERE {position} = 4", (five,))
         tx.execute(f"UPDATE {table} SET state = ? WHERE {position} = 5", (four,))
-    result = chain.verify(backend.lastmeter.recorder, backend.views)
+    result = verify(backend)
     assert (result.ok, result.first_bad_position) == (False, 4)
 
 
 def test_a_digest_kept_outside_catches_a_rewritten_chain(chained):
     backend, projector = chained
     position, head = chain.head(backend.views)
-    table, column = rows(backend)
-    execute(backend, f"UPDATE {table} SET state = ? WHERE {column} = 3", (b'{"forged": true}',))
+    forge(backend, 3)
     # The forger recomputes the chain over the altered log: clears it, and lets the projector link it all again.
     execute(backend, "DELETE FROM view_chain_links")
     execute(backend, "UPDATE projection_positions SET position = 0 WHERE name = 'chain'")
     projector.catch_up()
-    assert chain.verify(backend.lastmeter.recorder, backend.views).ok
+    assert verify(backend).ok
     proof = chain.verify(backend.lastmeter.recorder, backend.views, upto=position, expected_head=head)
     assert not proof.ok
 
@@ -93,29 +101,26 @@ def test_the_command_line_digest_then_verify(chained, cli, tmp_path):
     digest = tmp_path / "digest.json"
     assert cli("audit", "digest", "--out", str(digest)).exit_code == 0
     assert cli("audit", "verify", "--digest", str(digest)).exit_code == 0
-    table, column = rows(backend)
-    execute(backend, f"UPDATE {table} SET state = ? WHERE {column} = 2", (b'{"forged": true}',))
+    forge(backend, 2)
     result = cli("audit", "verify")
     assert result.exit_code == 1 and '"first_bad_position": 2' in result.output
 
 
 def test_deleting_links_to_hide_an_altered_event_is_caught(chained):
     backend, _ = chained
-    table, column = rows(backend)
-    execute(backend, f"UPDATE {table} SET state = ? WHERE {column} = 4", (b'{"forged": true}',))
+    forge(backend, 4)
     execute(backend, "DELETE FROM view_chain_links WHERE position >= 4")
-    result = chain.verify(backend.lastmeter.recorder, backend.views)
+    result = verify(backend)
     assert (result.ok, result.first_bad_position) == (False, 4)
     execute(backend, "DELETE FROM view_chain_links")
-    assert chain.verify(backend.lastmeter.recorder, backend.views).first_bad_position == 1
+    assert verify(backend).first_bad_position == 1
 
 
 def test_lowering_the_chains_position_hides_no_link_after_it(chained, cli):
     backend, _ = chained
-    table, column = rows(backend)
-    execute(backend, f"UPDATE {table} SET state = ? WHERE {column} = 4", (b'{"forged": true}',))
+    forge(backend, 4)
     execute(backend, "UPDATE projection_positions SET position = 2 WHERE name = 'chain'")
-    result = chain.verify(backend.lastmeter.recorder, backend.views)
+    result = verify(backend)
     assert (result.ok, result.first_bad_position) == (False, 4)
     said = cli("audit", "verify")  # the views cannot follow the log from there (its links exist): no traceback
     assert said.exit_code == 1 and '"first_bad_position": 4' in said.output, said.output
@@ -127,7 +132,7 @@ def test_cutting_events_and_their_links_off_the_end_is_caught(chained):
     table, column = rows(backend)
     execute(backend, f"DELETE FROM {table} WHERE {column} = ?", (last,))
     execute(backend, "DELETE FROM view_chain_links WHERE position = ?", (last,))
-    result = chain.verify(backend.lastmeter.recorder, backend.views)
+    result = verify(backend)
     assert (result.ok, result.first_bad_position) == (False, last)
 
 
@@ -146,11 +151,11 @@ def test_a_rebuild_does_not_replace_the_evidence_of_an_altered_event(chained, cl
     assert sorted(names) == sorted(projector.views)
     said = cli("projections", "rebuild")  # every view, as an operator would
     assert said.exit_code == 1 and "from position 3" in " ".join(said.output.split()), said.output
-    assert chain.verify(backend.lastmeter.recorder, backend.views).first_bad_position == 3
+    assert verify(backend).first_bad_position == 3
 
 
 def test_a_rebuild_of_an_untouched_log_swaps_the_same_chain_in(chained):
     backend, projector = chained
     before = chain.head(backend.views)
     projector.rebuild(["chain"])
-    assert chain.head(backend.views) == before and chain.verify(backend.lastmeter.recorder, backend.views).ok
+    assert chain.head(backend.views) == before and verify(backend).ok
