@@ -333,8 +333,8 @@ class LastMeter(PurchasedServices, Application):
     def _run(self, idem: Idempotency | None, resource: str, status: int, attempt: Callable[[], Any]) -> Written:
         """Runs `attempt` under the receipt of `idem`.
 
-        `attempt` returns the aggregate it changed, or (aggregate, item id[, version it started from]),
-        or the Written of an answer already stored (a delivery reported before), which the receipt binds.
+        `attempt` returns the aggregate it changed, or (aggregate, item id[, version it started from[,
+        answer for the receipt to keep]]), or the Written of an answer already stored (a delivery reported before), which the receipt binds.
         """
 
         def once() -> tuple[list[Aggregate], Written]:
@@ -354,10 +354,10 @@ class LastMeter(PurchasedServices, Application):
             if isinstance(outcome, Written):
                 saved, written = [], outcome
             else:
-                target, item, since = _unpacked(outcome)
+                target, item, since, answer = _unpacked(outcome)
                 disclosure = self._disclosure(resource, target)
                 written = Written(resource, target.id, target.version, status, None, item=item, since=since,
-                                  disclosed=disclosure is not None)
+                                  disclosed=disclosure is not None, answer=answer)
                 saved = [target] + ([disclosure] if disclosure else [])
             if idem is None:
                 return saved, written
@@ -405,7 +405,7 @@ class LastMeter(PurchasedServices, Application):
         # A replay is the first answer again, to the same caller: the disclosure of its personal values
         # was recorded with the first (in its transaction), and a repeat appends nothing.
         return Written(receipt.resource, receipt.resource_id, receipt.resource_version, receipt.status, None, True,
-                       receipt.item, receipt.since, disclosed=True)
+                       receipt.item, receipt.since, disclosed=True, answer=receipt.answer)
 
     def _get(self, aggregate_id: UUID, cls: type, what: str, version: int | None = None) -> Any:
         try:
@@ -496,6 +496,6 @@ class LockingRepository(Repository):
         return self.stripes[hash(aggregate_id) % len(self.stripes)]
 
 
-def _unpacked(result: Any) -> tuple[Aggregate, Any, int | None]:
+def _unpacked(result: Any) -> tuple[Aggregate, Any, int | None, list | None]:
     parts = result if isinstance(result, tuple) else (result,)
-    return (*parts, None, None)[:3]
+    return (*parts, None, None, None)[:4]

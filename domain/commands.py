@@ -41,6 +41,7 @@ class Written:
     since: int | None = None  # the version the command started from, where its answer needs it
     state: Any = field(default=None, compare=False)  # the aggregate as written, when at hand
     disclosed: bool = False  # the read of its answer's personal values is already recorded
+    answer: list | None = None  # what it answered beyond what it wrote (an import's rows), kept by its receipt
 
 
 def check_version(aggregate: Any, expected: int | None) -> None:

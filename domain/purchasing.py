@@ -4,7 +4,7 @@ A mixin of the LastMeter application, kept apart so that each module has one job
 """
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -32,7 +32,7 @@ class RowResult:
     row: int
     result: str  # recorded, duplicate or refused
     reference: str | None
-    delivery_id: UUID | None = None
+    delivery_id: str | None = None
     reason: str | None = None
 
 
@@ -72,22 +72,22 @@ class PurchasedServices:
                           rows: dict[int, DeliveryRow], expected: int | None = None) -> tuple[Written, list[RowResult]]:
         """Records every acceptable row (by its number in the file) in one transaction; answers each row.
 
-        A repeat under the same Idempotency-Key answers as the first time: the rows are judged
-        again against the contract as it stood before the first import, which records nothing.
+        A repeat under the same Idempotency-Key answers as the first time, from the results its
+        receipt keeps: judged again, a row refused as not yet referred, or dated tomorrow, would now
+        read "recorded" though nothing was. A receipt from before results were kept (2026-11-30) has
+        its rows judged again against the contract as it stood before the first import.
         """
-        results: list[RowResult] = []
 
-        def attempt() -> tuple[Contract, None, int]:
+        def attempt() -> tuple[Contract, None, int, list]:
             contract = self.get_contract(contract_id)
             check_version(contract, expected)
             since = contract.version
-            results[:] = self._judge(actor, contract, rows)
-            return contract, None, since
+            return contract, None, since, [astuple(r) for r in self._judge(actor, contract, rows)]
 
         written = self._run(idem, "import", 200, attempt)
-        if written.replayed:
-            results = self._judge(actor, self.get_contract(contract_id, written.since), rows)
-        return written, results
+        if written.answer is None:  # a replay under a receipt that kept no results
+            return written, self._judge(actor, self.get_contract(contract_id, written.since), rows)
+        return written, [RowResult(*row) for row in written.answer]
 
     def _judge(self, actor: Actor, contract: Contract, rows: dict[int, DeliveryRow]) -> list[RowResult]:
         referred: dict[Any, date | None] = {}  # case id → day referred to this contract, looked up once per import
@@ -152,9 +152,9 @@ class PurchasedServices:
                     referred: dict[Any, date | None]) -> RowResult:
         reference = row.reference if isinstance(row.reference, str) else None
         try:
-            return RowResult(number, "recorded", reference, self._record_row(actor, contract, row, referred))
+            return RowResult(number, "recorded", reference, str(self._record_row(actor, contract, row, referred)))
         except DuplicateDelivery as duplicate:
-            return RowResult(number, "duplicate", reference, duplicate.delivery_id)
+            return RowResult(number, "duplicate", reference, str(duplicate.delivery_id))
         except InvalidInput as error:
             return RowResult(number, "refused", reference, reason=f"{error.field}: {error.reason}")
         except CommandRefused as error:

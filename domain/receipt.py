@@ -22,13 +22,16 @@ class CommandReceipt(Aggregate):
         resource_version: int
         item: UUID | None
         since: int | None
+        # What the command answered beyond what it wrote (an import's per-row results), so that a
+        # replay answers exactly that; receipts stored before 2026-11-30 have none.
+        answer: list | None = None
 
     @staticmethod
     def id_for(user: str, key: str) -> UUID:
         return uuid5(NAMESPACE_URL, f"lastmeter:receipt:{user}\x00{key}")
 
     def __init__(self, request_hash: str, status: int, resource: str, resource_id: UUID, resource_version: int,
-                 item: UUID | None, since: int | None):
+                 item: UUID | None, since: int | None, answer: list | None = None):
         self.request_hash = request_hash
         self.status = status
         self.resource = resource
@@ -36,6 +39,7 @@ class CommandReceipt(Aggregate):
         self.resource_version = resource_version
         self.item = item
         self.since = since
+        self.answer = answer
 
     @classmethod
     def issue(cls, user: str, key: str, request_hash: str, written: Written) -> "CommandReceipt":
@@ -49,4 +53,5 @@ class CommandReceipt(Aggregate):
             resource_version=written.version,
             item=written.item,
             since=written.since,
+            answer=written.answer,
         )

@@ -111,7 +111,7 @@ def import_deliveries(contract_id: UUID, app: App, principal: Annotated[Principa
     visible_contract(app, principal, contract_id)
     written, results = app.import_deliveries(principal.actor, idem, contract_id, read_rows(*upload), expected)
     items = [{"row": r.row, "result": r.result, "reference": r.reference,
-              "delivery_id": str(r.delivery_id) if r.delivery_id else None, "reason": r.reason} for r in results]
+              "delivery_id": r.delivery_id, "reason": r.reason} for r in results]
     counts = {name: sum(r.result == name for r in results) for name in ("recorded", "duplicate", "refused")}
     return Json({"items": items, "next_cursor": None, **counts}, headers=write_headers(app, written))
 

@@ -14,6 +14,7 @@ from domain.actor import Actor
 from domain.clock import today
 from domain.commands import Idempotency
 from domain.contract import Contract
+from domain.receipt import CommandReceipt
 from domain.orgs import OrgUnit
 from tests.conftest import ADMIN
 
@@ -395,6 +396,35 @@ class TestImportRetries:
         assert other.status_code == 422 and other.json()["errors"][0]["field"] == "Idempotency-Key"
         ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
         assert ledger["delivered_units"] == 2
+
+    def test_a_retry_answers_the_first_answer_even_where_the_rows_would_now_be_judged_otherwise(
+            self, api, desk, market):
+        """Refused as not referred the first time; referred before the retry: the retry must not say
+        "recorded" for a row that never was."""
+        case = desk.open(kind="home_care")
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        headers = {**market["contractor"], "Content-Type": "text/csv", "Idempotency-Key": "import-late"}
+        first = api.client.post(url, content=csv_file([(case["id"], TODAY, 1, "LATE-1")]), headers=headers)
+        assert first.json()["refused"] == 1
+        desk.post(f"/v1/cases/{case['id']}/referral", {"contract_id": market["contract"]["id"]})
+        again = api.client.post(url, content=csv_file([(case["id"], TODAY, 1, "LATE-1")]), headers=headers)
+        assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+        ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
+        assert ledger["delivered_units"] == 0
+
+    def test_a_receipt_that_kept_no_rows_has_them_judged_against_the_contract_as_it_stood(self, api, desk, market):
+        """A receipt stored before 2026-11-30 kept no per-row results."""
+        case = referred_case(desk, market)
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        content = csv_file([(case["id"], TODAY, 1, "K-1")])
+        fingerprint = api.client.app.state.backend.keys.fingerprint(f"POST {url}\ntext/csv\n".encode() + content)
+        key = Idempotency("ngo-a-staff", "kept-nothing", fingerprint)
+        written, _ = api.app.import_deliveries(Actor("ngo-a-staff", "contractor"), None,
+                                               UUID(market["contract"]["id"]), read_rows(content, "text/csv"))
+        api.app.save(CommandReceipt.issue(key.user, key.key, key.request_hash, replace(written, answer=None)))
+        again = api.client.post(url, content=content, headers={**market["contractor"], "Content-Type": "text/csv",
+                                                               "Idempotency-Key": "kept-nothing"})
+        assert again.headers["idempotent-replayed"] == "true" and again.json()["recorded"] == 1
 
     def test_a_retried_multipart_upload_is_the_same_request_whatever_its_boundary(self, api, desk, market):
         case = referred_case(desk, market)
