@@ -119,7 +119,7 @@ LISTED = ("id", "kind", "client_id", "org_unit", "stage", "status", "outcome", "
 
 def list_cases(tx: Tx, where: "Where", limit: int, before: int | None) -> list[dict]:
     """A page of cases, newest first, keyed on the position that opened each."""
-    clauses, params = where.sql()
+    clauses, params = where.sql(tx.postgres)
     if before is not None:
         clauses.append("opened_position < ?")
         params.append(before)
@@ -141,16 +141,15 @@ class Where:
         self.equal = {k: v for k, v in equal.items() if v is not None}
         self.overdue: bool | None = None
 
-    def sql(self) -> tuple[list[str], list[Any]]:
+    def sql(self, postgres: bool) -> tuple[list[str], list[Any]]:
         clauses, params = [], []
         if self.prefix:
             clause, values = prefixed("org_unit", self.prefix)
             clauses.append(clause)
             params += values
-        if self.provider:
-            escaped = self.provider.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
-            clauses.append("providers LIKE ? ESCAPE '\\'")
-            params.append(f"%={escaped}|%")
+        if self.provider:  # exact, case and all: SQLite's LIKE would let provider NGOA list ngoA's cases
+            clauses.append(f"{'strpos' if postgres else 'instr'}(providers, ?) > 0")
+            params.append(f"={self.provider}|")
         for column, value in self.equal.items():
             clauses.append(f"{column} = ?")
             params.append(value)
@@ -173,7 +172,7 @@ def workload(tx: Tx, by: str, where: Where, month_start: datetime) -> list[tuple
     PostgreSQL would sum integers as NUMERIC). A key whose figures would all be zero has no row.
     """
     key = WORKLOAD_KEYS[by]
-    clauses, params = where.sql()
+    clauses, params = where.sql(tx.postgres)
     scope = "".join(f" AND {c}" for c in clauses)
     now, soon = micros(where.now), micros(where.now + timedelta(days=7))
     return tx.execute(

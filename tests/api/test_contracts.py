@@ -99,6 +99,15 @@ class TestReferral:
                            headers=market["contractor"])
         assert [c["id"] for c in r.json()["items"]] == [mine["id"]]
 
+    def test_a_provider_whose_id_differs_only_in_case_lists_none_of_them(self, api, desk, market):
+        mine = referred_case(desk, market)
+        last = desk.post(f"/v1/cases/{mine['id']}/notes", {"text": "x"})
+        other = api.token("contractor", provider="NGO-A", user="other-staff")
+        for fmt in ("json", "csv"):
+            r = api.client.get("/v1/cases", params={"min_position": last.headers["x-position"], "format": fmt},
+                               headers=other)
+            assert r.status_code == 200 and mine["id"] not in r.text
+
     def test_a_contract_for_another_kind_is_refused(self, desk, market):
         case = desk.open(kind="rehabilitation")
         r = desk.post(f"/v1/cases/{case['id']}/referral", {"contract_id": market["contract"]["id"]})
