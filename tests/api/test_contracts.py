@@ -219,7 +219,13 @@ class TestDeliveries:
         api.app.add_org_units(ADMIN, [OrgUnit("350502001", "海滨街道", "township")])
         township = api.token("case_worker", "350502001")  # sees the contract, not the district's cases
         assert api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=township).status_code == 200
-        assert api.client.get(url, headers=township).status_code == 404
+        made_up = str(uuid4())
+        hidden, absent = (api.client.get(u, headers=township) for u in (url, url.replace(delivery["id"], made_up)))
+        assert (hidden.status_code, absent.status_code) == (404, 404)
+        assert hidden.json()["detail"] == f"delivery {delivery['id']} not found"  # as for one that does not exist
+        assert absent.json()["detail"] == f"delivery {made_up} not found"
+        review = api.client.post(url + "/review", json={"accepted": True}, headers=township)
+        assert review.status_code == 404 and review.json()["detail"] == hidden.json()["detail"]
         assert api.client.get(url, headers=market["supervisor"]).status_code == 200
         assert api.client.get(url, headers=market["contractor"]).status_code == 200
 
