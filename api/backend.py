@@ -25,6 +25,8 @@ class Backend:
 def open_backend(settings: Settings) -> Backend:
     """The application on the configured store, sealing personal data, with the built-in org tree."""
     env = settings.eventsourcing_env()
+    if not settings.is_postgres:
+        owner_only(Path(env["SQLITE_DBNAME"]))
     views = ViewStore(env)
     keys = KeyRing(views, master_key(settings))
     try:
@@ -38,6 +40,16 @@ def open_backend(settings: Settings) -> Backend:
         views.close()
         raise
     return Backend(lastmeter, views, keys)
+
+
+def owner_only(store: Path) -> None:
+    """Makes a new SQLite store readable by its owner alone, as its key file is: SQLite gives the
+    store's -wal and -shm files the mode of the store, which would otherwise follow the umask
+    (0644: every local user could read the case facts, the audit trail and the wrapped keys)."""
+    try:
+        os.close(os.open(store, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        pass
 
 
 def master_key(settings: Settings) -> bytes:

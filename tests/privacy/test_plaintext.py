@@ -3,10 +3,12 @@
 import hashlib
 import json
 import logging
+import stat
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import psycopg
+import pytest
 
 from domain.clock import today
 from domain.receipt import CommandReceipt
@@ -132,3 +134,13 @@ def test_a_receipt_keeps_no_digest_of_its_request_to_check_a_guess_against(api, 
                              params={"case_id": str(receipt), "min_position": written.headers["x-position"]})
     (answered,) = audited.json()["items"]
     assert answered["type"] == "CommandAnswered" and "request_hash" not in answered["data"]
+
+
+def test_a_new_sqlite_store_and_its_journal_are_readable_by_their_owner_alone(desk, settings):
+    if settings.is_postgres:
+        pytest.skip("PostgreSQL's files are the server's")
+    write_everything(desk)
+    folder = Path(settings.database_url.removeprefix("sqlite:///")).parent
+    modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir() if path.is_file()}
+    assert {"lastmeter.db", "lastmeter.db-wal"} <= modes.keys()
+    assert {name: mode for name, mode in modes.items() if mode & 0o077} == {}
