@@ -73,8 +73,13 @@ def configured() -> Settings:
 
 @contextmanager
 def opened() -> Iterator[Backend]:
-    """The store, closed afterwards; a refused command prints its reason and exits 2."""
-    backend = open_backend(configured())
+    """The store, closed afterwards; a refused command, or a store that cannot be opened, prints its
+    reason and exits 2."""
+    try:
+        backend = open_backend(configured())
+    except OSError as error:  # e.g. a SQLite store or key file in a folder that does not exist
+        console.print(f"[red]error:[/red] cannot open the store: {error}")
+        raise typer.Exit(2) from None
     try:
         with refusing():
             yield backend

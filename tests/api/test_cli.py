@@ -56,6 +56,13 @@ class TestFilesThatAreNotThere:
         assert result.exit_code == 2 and "does not exist" in said(result), result.output
 
 
+    def test_nor_is_a_store_in_a_folder_that_is_not_there(self, cli, settings, tmp_path, monkeypatch):
+        if settings.is_postgres:
+            pytest.skip("a SQLite store's folder")
+        monkeypatch.setenv("LASTMETER_DATABASE_URL", f"sqlite:///{tmp_path / 'missing' / 'lastmeter.db'}")
+        result = cli("projections", "status")
+        assert result.exit_code == 2 and "cannot open the store" in said(result), result.output
+
 class TestDigests:
     def test_a_file_that_is_not_a_digest_is_refused(self, cli, tmp_path):
         for text in ("not json", "[1, 2]", '{"position": "7", "head": "ab"}'):
