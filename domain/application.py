@@ -29,7 +29,7 @@ from domain.access import AccessToken, new_secret, token_id
 from domain.actor import Actor
 from domain.case import ServiceCase
 from domain.client import Client, Disclosure
-from domain.commands import SHOWN_TO, Contention, Idempotency, Written, check_version
+from domain.commands import SHOWN_TO, Contention, Idempotency, Outcome, Written, check_version
 from domain.errors import DomainError, IdempotencyKeyReused, NotFound, UnknownOrgUnit
 from domain.groupcommit import GroupCommit
 from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
@@ -333,8 +333,8 @@ class LastMeter(PurchasedServices, Application):
     def _run(self, idem: Idempotency | None, resource: str, status: int, attempt: Callable[[], Any]) -> Written:
         """Runs `attempt` under the receipt of `idem`.
 
-        `attempt` returns the aggregate it changed, or (aggregate, item id[, version it started from[,
-        answer for the receipt to keep]]), or the Written of an answer already stored (a delivery reported before), which the receipt binds.
+        `attempt` returns the aggregate it changed, or an Outcome, or the Written of an answer already
+        stored (a delivery reported before), which the receipt binds.
         """
 
         def once() -> tuple[list[Aggregate], Written]:
@@ -354,11 +354,12 @@ class LastMeter(PurchasedServices, Application):
             if isinstance(outcome, Written):
                 saved, written = [], outcome
             else:
-                target, item, since, answer = _unpacked(outcome)
+                done = outcome if isinstance(outcome, Outcome) else Outcome(outcome)
+                target = done.target
                 disclosure = self._disclosure(resource, target)
-                written = Written(resource, target.id, target.version, status, None, item=item, since=since,
-                                  disclosed=disclosure is not None, answer=answer)
-                saved = [target] + ([disclosure] if disclosure else [])
+                written = Written(resource, target.id, target.version, status, None, item=done.item, since=done.since,
+                                  disclosed=disclosure is not None, answer=done.answer)
+                saved = [target, *done.also] + ([disclosure] if disclosure else [])
             if idem is None:
                 return saved, written
             return saved + [CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written)], written
@@ -495,7 +496,3 @@ class LockingRepository(Repository):
     def _stripe(self, aggregate_id: Any) -> threading.Lock:
         return self.stripes[hash(aggregate_id) % len(self.stripes)]
 
-
-def _unpacked(result: Any) -> tuple[Aggregate, Any, int | None, list | None]:
-    parts = result if isinstance(result, tuple) else (result,)
-    return (*parts, None, None, None)[:4]

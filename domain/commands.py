@@ -44,6 +44,17 @@ class Written:
     answer: list | None = None  # what it answered beyond what it wrote (an import's rows), kept by its receipt
 
 
+@dataclass(frozen=True)
+class Outcome:
+    """What a command's attempt changed: the aggregate it answers for, and what its answer needs."""
+
+    target: Any
+    item: UUID | None = None  # a part of the target, e.g. a contract's delivery
+    since: int | None = None  # the version the command started from, where its answer needs it
+    answer: list | None = None  # what it answered beyond what it wrote, for the receipt to keep
+    also: tuple = ()  # other aggregates it changed, saved in the same transaction
+
+
 def check_version(aggregate: Any, expected: int | None) -> None:
     """If-Match: the version the caller named must still be the aggregate's."""
     if expected is not None and aggregate.version != expected:

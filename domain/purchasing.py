@@ -12,7 +12,7 @@ from uuid import UUID
 from domain.actor import Actor
 from domain.case import ServiceCase
 from domain.clock import today
-from domain.commands import Idempotency, Written, check_version
+from domain.commands import Idempotency, Outcome, Written, check_version
 from domain.contract import Contract, Delivery, DuplicateDelivery, PaymentStatement
 from domain.errors import CommandRefused, InvalidInput, NotFound
 
@@ -58,11 +58,11 @@ class PurchasedServices:
                         expected: int | None = None):
         """Records one delivery; a reference already recorded answers the first answer again."""
 
-        def attempt() -> tuple[Contract, UUID] | Written:
+        def attempt() -> Outcome | Written:
             contract = self.get_contract(contract_id)
             check_version(contract, expected)
             try:
-                return contract, self._record_row(actor, contract, row)
+                return Outcome(contract, self._record_row(actor, contract, row))
             except DuplicateDelivery as duplicate:  # the first answer; under a key, the key is bound to it
                 return self._delivery_written(contract_id, contract.deliveries[duplicate.delivery_id])
 
@@ -78,11 +78,12 @@ class PurchasedServices:
         its rows judged again against the contract as it stood before the first import.
         """
 
-        def attempt() -> tuple[Contract, None, int, list]:
+        def attempt() -> Outcome:
             contract = self.get_contract(contract_id)
             check_version(contract, expected)
             since = contract.version
-            return contract, None, since, [astuple(r) for r in self._judge(actor, contract, rows)]
+            results = [astuple(r) for r in self._judge(actor, contract, rows)]
+            return Outcome(contract, since=since, answer=results)
 
         written = self._run(idem, "import", 200, attempt)
         if written.answer is None:  # a replay under a receipt that kept no results
@@ -96,7 +97,7 @@ class PurchasedServices:
     def review_delivery(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, delivery: UUID,
                         expected: int | None, accepted: bool, reason: str | None,
                         may_review: Callable[[ServiceCase], None]):
-        def attempt() -> tuple[Contract, UUID]:
+        def attempt() -> Outcome:
             contract = self.get_contract(contract_id)
             check_version(contract, expected)
             found = contract.deliveries.get(delivery)
@@ -105,7 +106,7 @@ class PurchasedServices:
             case = self.get_case(found.case_id)
             may_review(case)
             contract.review(actor, delivery, accepted, reason, case.client_id, self.was_erased(case.client_id))
-            return contract, delivery
+            return Outcome(contract, delivery)
 
         return self._run(idem, "delivery", 200, attempt)
 
