@@ -77,11 +77,10 @@ def statement_bytes(app: LastMeter, statement_id: UUID) -> tuple[PaymentStatemen
 
 
 def statement_document(statement: PaymentStatement, contract: Contract, position: int) -> dict[str, Any]:
-    payable = sorted(
-        (d for d in contract.deliveries.values() if d.status == ACCEPTED and d.delivered_on[:7] == statement.period),
-        key=lambda d: (d.delivered_on, d.reference),
-    )
-    return {
+    payable = sorted((d for d in contract.deliveries.values() if statement.lists(d)),
+                     key=lambda d: (d.delivered_on, d.reference))
+    follows = {} if statement.follows is None else {"follows": [str(s) for s in statement.follows]}
+    return {**follows,
         "id": str(statement.id), "contract_id": str(contract.id), "provider": contract.provider,
         "period": statement.period, "frozen_at_position": position,
         "contract_version": statement.contract_version, "issued_at": moment(statement.created_on),

@@ -359,7 +359,7 @@ class LastMeter(PurchasedServices, Application):
                 disclosure = self._disclosure(resource, target)
                 written = Written(resource, target.id, target.version, status, None, item=done.item, since=done.since,
                                   disclosed=disclosure is not None, answer=done.answer)
-                saved = [target, *done.also] + ([disclosure] if disclosure else [])
+                saved = [*done.also, target] + ([disclosure] if disclosure else [])  # the target's event last
             if idem is None:
                 return saved, written
             return saved + [CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written)], written
@@ -391,7 +391,7 @@ class LastMeter(PurchasedServices, Application):
                 # The receipt is bookkeeping: the position answered is the target's last event.
                 position = max((r.notification.id for r in recordings if r.domain_event.originator_id == result.id),
                                default=None)  # None: nothing of the target was written (look it up)
-                target = aggregates[0] if aggregates[0].id == result.id else result.state  # not a receipt alone
+                target = next((a for a in aggregates if a.id == result.id), result.state)  # not a receipt alone
                 return replace(result, position=position, state=target)
             return result
         raise Contention("the command kept losing concurrency races; retry it")

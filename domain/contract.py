@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import date
 from decimal import Decimal
 from typing import Any
-from uuid import NAMESPACE_URL, UUID, uuid5
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate
 
@@ -55,6 +55,7 @@ class Delivery:
     status: str = PENDING
     reason: str | None = None  # why it was rejected: None once the person it may speak of was erased
     person: UUID | None = None  # whose key seals the reason (None: rejected before reasons were sealed)
+    statement: UUID | None = None  # the payment statement that lists it (None: on none since 2026-11-30)
 
 
 def delivery_id(contract_id: UUID, reference: str) -> UUID:
@@ -115,6 +116,19 @@ class Contract(Aggregate):
             delivery.status, delivery.reason, delivery.person = REJECTED, self.personal.get("reason"), self.person
             contract.committed -= delivery.amount
 
+    class DeliveriesStated(Aggregate.Event):
+        """A payment statement listed these accepted deliveries: no later statement lists them again."""
+
+        actor: dict
+        statement_id: UUID
+        period: str
+        deliveries: list
+
+        def apply(self, contract: "Contract") -> None:
+            for delivery in self.deliveries:
+                contract.deliveries[delivery].statement = self.statement_id
+            contract.statements.setdefault(self.period, []).append(self.statement_id)
+
     def __init__(self, actor: dict, provider: str, service_kind: str, unit: str, unit_price: str, budget: str,
                  starts_on: str, ends_on: str, org_units: list):
         self.provider, self.service_kind, self.unit = provider, service_kind, unit
@@ -124,6 +138,7 @@ class Contract(Aggregate):
         self.created_by = actor["user"]
         self.deliveries: dict[UUID, Delivery] = {}
         self.committed = Decimal("0.00")  # pending and accepted amounts: what the budget is spoken for
+        self.statements: dict[str, list[UUID]] = {}  # period → the statements that listed its deliveries
     @classmethod
     def create(cls, actor: Actor, provider: str, service_kind: str, unit: str, unit_price: Any, budget: Any,
                starts_on: date, ends_on: date, org_units: list[str]) -> "Contract":
@@ -213,23 +228,49 @@ class Contract(Aggregate):
 
 class PaymentStatement(Aggregate):
     """A payment statement, frozen: it names the contract's version it was made from, and so the log
-    position of that version's last event."""
+    position of that version's last event.
+
+    It lists the month's accepted deliveries that no earlier statement listed, and marks them so on
+    the contract in the same transaction: a delivery is paid once, however many statements are
+    issued for its month (a later one is a supplement naming those it `follows`), and two issued at
+    once cannot both list it. A statement issued before 2026-11-30 (`follows` None) listed every
+    accepted delivery of its month and marked none.
+    """
 
     class StatementIssued(Aggregate.Created):
         actor: dict
         contract_id: UUID
         period: str
         contract_version: int
+        follows: list | None = None
 
-    def __init__(self, actor: dict, contract_id: UUID, period: str, contract_version: int):
+    def __init__(self, actor: dict, contract_id: UUID, period: str, contract_version: int,
+                 follows: list | None = None):
         self.contract_id, self.period, self.contract_version = contract_id, period, contract_version
         self.issued_by = actor["user"]
+        self.follows = follows
 
     @classmethod
     def issue(cls, actor: Actor, contract: Contract, period: str) -> "PaymentStatement":
+        """The statement; `contract` records which deliveries it lists (save both together)."""
         check_month("period", period)
         if not contract.starts_on[:7] <= period <= contract.ends_on[:7]:
             raise CommandRefused(f"the contract runs from {contract.starts_on} to {contract.ends_on}: "
                                  f"{period} is none of its months")
-        return cls._create(cls.StatementIssued, actor=actor.as_dict(), contract_id=contract.id, period=period,
-                           contract_version=contract.version)
+        earlier = list(contract.statements.get(period, ()))
+        unstated = [d.id for d in contract.deliveries.values()
+                    if d.status == ACCEPTED and d.delivered_on[:7] == period and d.statement is None]
+        if earlier and not unstated:
+            raise CommandRefused(f"every accepted delivery of {period} is on a statement already: "
+                                 f"{', '.join(map(str, earlier))}")
+        statement_id = uuid4()
+        contract.trigger_event(contract.DeliveriesStated, actor=actor.as_dict(), statement_id=statement_id,
+                               period=period, deliveries=unstated)
+        return cls._create(cls.StatementIssued, id=statement_id, actor=actor.as_dict(), contract_id=contract.id,
+                           period=period, contract_version=contract.version, follows=earlier)
+
+    def lists(self, delivery: Delivery) -> bool:
+        """Whether the delivery (of the contract at this statement's version) is one of its lines."""
+        if self.follows is None:
+            return delivery.status == ACCEPTED and delivery.delivered_on[:7] == self.period
+        return delivery.statement == self.id

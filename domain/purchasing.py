@@ -112,10 +112,10 @@ class PurchasedServices:
 
     def issue_statement(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, period: str,
                         expected: int | None = None):
-        def attempt() -> PaymentStatement:
+        def attempt() -> Outcome:
             contract = self.get_contract(contract_id)
             check_version(contract, expected)
-            return PaymentStatement.issue(actor, contract, period)
+            return Outcome(PaymentStatement.issue(actor, contract, period), also=(contract,))
 
         return self._run(idem, "statement", 201, attempt)
 

@@ -142,8 +142,14 @@ def review_delivery(contract_id: UUID, delivery_id: UUID, body: ReviewIn, app: A
 @router.post("/{contract_id}/statements", status_code=201)
 def issue_statement(contract_id: UUID, body: StatementIn, app: App,
                     principal: Annotated[Principal, permit("issue_statement")], idem: Idem, expected: ExpectedVersion):
-    """Freezes a payment statement for a month, from the contract as it is now (`If-Match`: its version)."""
-    visible_contract(app, principal, contract_id)
+    """Freezes a payment statement for a month, from the contract as it is now (`If-Match`: its version):
+    its accepted deliveries that no earlier statement lists. It pays for the whole contract, so only
+    one whose scope covers every unit of the contract may issue it."""
+    contract, tree = visible_contract(app, principal, contract_id), app.org_tree()
+    outside = [unit for unit in contract.org_units if not principal.covers(tree, unit)]
+    if outside:
+        raise HTTPException(403, f"a statement pays for the whole contract: org units {', '.join(outside)} "
+                                 "are outside your scope")
     return answer(app, principal, app.issue_statement(principal.actor, idem, contract_id, body.period, expected))
 
 

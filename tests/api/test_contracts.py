@@ -2,6 +2,7 @@
 
 import hashlib
 import io
+import threading
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from uuid import UUID, uuid4
@@ -13,7 +14,8 @@ from api.imports import read_rows
 from domain.actor import Actor
 from domain.clock import today
 from domain.commands import Idempotency
-from domain.contract import Contract
+from domain.contract import Contract, PaymentStatement
+from domain.errors import CommandRefused
 from domain.receipt import CommandReceipt
 from domain.orgs import OrgUnit
 from tests.conftest import ADMIN
@@ -349,13 +351,71 @@ class TestStatements:
         period = TODAY.strftime("%Y-%m")
         issued = api.client.post(f"{base}/statements", json={"period": period}, headers=market["supervisor"])
         assert issued.status_code == 201 and issued.json()["total"] == "160.00"
-        assert issued.json()["frozen_at_position"] == int(accepted.headers["x-position"])
+        # frozen where the contract records what it lists, just before the statement itself
+        frozen = issued.json()["frozen_at_position"]
+        assert int(accepted.headers["x-position"]) < frozen < int(issued.headers["x-position"])
         later = deliver(api, market, case["id"], "S-2", units=1).json()
         desk.post(f"{base}/deliveries/{later['id']}/review", {"accepted": True})
         again = api.client.get(issued.headers["location"], headers=market["contractor"])
         assert again.content == issued.content
-        fresh = api.client.post(f"{base}/statements", json={"period": period}, headers=market["supervisor"])
-        assert fresh.json()["total"] == "240.00"
+
+    def test_a_later_statement_for_the_month_lists_only_what_no_earlier_one_did(self, api, desk, market):
+        case = referred_case(desk, market)
+        base, period = f"/v1/contracts/{market['contract']['id']}", TODAY.strftime("%Y-%m")
+        for reference in ("T-1", "T-2"):
+            delivered = deliver(api, market, case["id"], reference, units=1).json()
+            desk.post(f"{base}/deliveries/{delivered['id']}/review", {"accepted": True})
+            if reference == "T-1":
+                first = api.client.post(f"{base}/statements", json={"period": period}, headers=market["supervisor"])
+        supplement = api.client.post(f"{base}/statements", json={"period": period}, headers=market["supervisor"])
+        assert [line["reference"] for line in first.json()["lines"]] == ["T-1"] and first.json()["follows"] == []
+        assert [line["reference"] for line in supplement.json()["lines"]] == ["T-2"]
+        assert supplement.json()["total"] == "80.00" and supplement.json()["follows"] == [first.json()["id"]]
+        again = api.client.post(f"{base}/statements", json={"period": period}, headers=market["supervisor"])
+        assert again.status_code == 409 and supplement.json()["id"] in again.json()["detail"]
+
+    def test_a_statement_issued_before_statements_marked_their_lines_still_reads_as_issued(self, api, desk, market):
+        """Before 2026-11-30 a statement listed every accepted delivery of its month and marked none."""
+        case = referred_case(desk, market)
+        contract_id, period = market["contract"]["id"], TODAY.strftime("%Y-%m")
+        delivered = deliver(api, market, case["id"], "V-1", units=1).json()
+        desk.post(f"/v1/contracts/{contract_id}/deliveries/{delivered['id']}/review", {"accepted": True})
+        contract = api.app.get_contract(UUID(contract_id))
+        old = PaymentStatement._create(PaymentStatement.StatementIssued, actor=ADMIN.as_dict(), contract_id=contract.id,
+                                       period=period, contract_version=contract.version)
+        api.app.save(old)
+        read = api.client.get(f"/v1/contracts/{contract_id}/statements/{old.id}", headers=market["supervisor"]).json()
+        assert [line["reference"] for line in read["lines"]] == ["V-1"] and "follows" not in read
+
+    def test_two_issued_at_once_never_list_a_delivery_twice(self, api, desk, market):
+        case = referred_case(desk, market)
+        contract_id, period = UUID(market["contract"]["id"]), TODAY.strftime("%Y-%m")
+        delivered = deliver(api, market, case["id"], "U-1", units=1).json()
+        desk.post(f"/v1/contracts/{contract_id}/deliveries/{delivered['id']}/review", {"accepted": True})
+        start, answers = threading.Barrier(2), []
+
+        def issue() -> None:
+            start.wait()
+            try:
+                answers.append(api.app.issue_statement(ADMIN, None, contract_id, period).status)
+            except CommandRefused:
+                answers.append(409)
+
+        threads = [threading.Thread(target=issue) for _ in range(2)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert sorted(answers) == [201, 409]
+
+    def test_only_one_whose_scope_covers_the_whole_contract_may_issue_one(self, api, market):
+        body = {**market["body"], "org_units": ["350502", "350503"]}
+        contract = api.client.post("/v1/contracts", json=body, headers=api.token("supervisor", "350500")).json()
+        url, period = f"/v1/contracts/{contract['id']}/statements", TODAY.strftime("%Y-%m")
+        district = api.client.post(url, json={"period": period}, headers=api.token("supervisor", "350503"))
+        assert district.status_code == 403 and "350502" in district.json()["detail"]
+        city = api.client.post(url, json={"period": period}, headers=api.token("supervisor", "350500"))
+        assert city.status_code == 201
 
     def test_a_bad_period_is_422(self, api, market):
         r = api.client.post(f"/v1/contracts/{market['contract']['id']}/statements", json={"period": "2026-1"},

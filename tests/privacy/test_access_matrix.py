@@ -59,6 +59,8 @@ class World:
             "ends_on": str(self.day + timedelta(days=5)), "org_units": ["350502"]})
         self.contract_id = contract["id"]
         self.contractor = api.token("contractor", provider="ngo-m")
+        self.statement_id = self.post(f"/v1/contracts/{self.contract_id}/statements",
+                                      {"period": self.day.strftime("%Y-%m")})["id"]
 
     def post(self, path, body, headers=None):
         r = self.api.client.post(path, json=body, headers=headers or self.admin)
@@ -81,10 +83,9 @@ class World:
         """A concrete path and a valid body for one route, on fresh objects where it changes them."""
         case = self.fresh_case()
         delivery = self.fresh_delivery(case["id"])
-        statement = self.post(f"/v1/contracts/{self.contract_id}/statements", {"period": self.day.strftime("%Y-%m")})
         concrete = (path.replace("{case_id}", case["id"]).replace("{client_id}", case["client_id"])
                     .replace("{contract_id}", self.contract_id).replace("{delivery_id}", delivery)
-                    .replace("{statement_id}", statement["id"]).replace("{step}", "assess_care_needs"))
+                    .replace("{statement_id}", self.statement_id).replace("{step}", "assess_care_needs"))
         return concrete, BODIES.get((method, path), {}), self._csv(case["id"]) if path.endswith("/import") else None
 
     def _csv(self, case_id: str) -> bytes:
