@@ -34,14 +34,21 @@ def liaison_subsidies(
     month: Annotated[str, Query(description="YYYY-MM, Asia/Shanghai")],
     format: Format = "json", limit: WholeLimit = None, cursor: Cursor = None,
 ):
-    """Each liaison's work in the month (cases handled + visits recorded) and the subsidy it earns."""
+    """Each liaison's work in the month (cases handled + visits recorded) and the subsidy it earns.
+
+    A subsidy is one amount per liaison and month, whoever asks: the caller's scope chooses the
+    liaisons listed (those who handled a case in it), not the work counted for them. Counting only
+    the work inside the scope, two township supervisors each reported half of one liaison's work,
+    and the tiers made the halves worth more than the whole."""
     start, end = month_bounds(month)
     tiers = SubsidyTiers.parse(settings.subsidy_tiers)
+    prefix = principal.scope_prefix(app.org_tree())
     with readside.store.read() as tx:
-        work = liaison_work(tx, start, end, principal.scope_prefix(app.org_tree()))
+        work = liaison_work(tx, start, end, None)
+        listed = liaison_work(tx, start, end, prefix).keys() if prefix else work.keys()
     items, more = paged([
         {"liaison": liaison, "cases_handled": cases, "visits": visits,
          "subsidy": str(tiers.subsidy(cases + visits).quantize(Decimal("0.01")))}
-        for liaison, (cases, visits) in sorted(work.items())
+        for liaison, (cases, visits) in sorted(work.items()) if liaison in listed
     ], "liaison", limit, cursor)
     return tabular(items, COLUMNS, format, f"liaison-subsidies-{month}", more)

@@ -145,6 +145,25 @@ class TestLiaisonSubsidies:
         row = next(i for i in r.json()["items"] if i["liaison"] == desk.user)
         assert row == {"liaison": desk.user, "cases_handled": 1, "visits": 9, "subsidy": "100.00"}
 
+    def test_a_liaisons_subsidy_is_the_same_whichever_township_asks(self, desk, api):
+        """Six cases in one township and five in another: 11 cases, 100 yuan, not 50 + 50."""
+        townships = [OrgUnit(f"35050200{n}", f"街道{n}", "township") for n in (1, 2)]
+        api.app.add_org_units(ADMIN, townships)
+        last = None
+        for township, count in zip(townships, (6, 5)):
+            for _ in range(count):
+                case = desk.open(org_unit=township.code)
+                last = desk.post(f"/v1/cases/{case['id']}/assignment", {"assignee": "liaison-c"})
+        month = local(datetime.now(timezone.utc)).strftime("%Y-%m")
+        for scope in ("350502", "350502001", "350502002"):
+            r = api.client.get("/v1/reports/liaison-subsidies", headers=api.token("supervisor", scope),
+                               params={"month": month, "min_position": last.headers["x-position"]})
+            row = next(i for i in r.json()["items"] if i["liaison"] == "liaison-c")
+            assert (row["cases_handled"], row["subsidy"]) == (11, "100.00"), scope
+        elsewhere = api.client.get("/v1/reports/liaison-subsidies", headers=api.token("supervisor", "350503"),
+                                   params={"month": month})
+        assert all(i["liaison"] != "liaison-c" for i in elsewhere.json()["items"])
+
     def test_no_one_has_earned_anything_in_a_month_not_yet_begun(self, desk, api):
         position = self.work(desk, visits=1)  # an assignment still open: it lasts until now, not beyond
         now = local(datetime.now(timezone.utc))
