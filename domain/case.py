@@ -65,6 +65,7 @@ class ServiceCase(Aggregate):
         def mutate(self, _: None) -> "ServiceCase":
             case = super().mutate(None)
             case.__dict__.setdefault("referred_on", {})  # not kept before 2026-11-29: days unknown
+            case.__dict__.setdefault("closed_at", None)  # not kept before 2026-11-30: unknown for a closed case
             case.need = self.personal["need"]
             case.personal = {name.removeprefix(_STEP_VALUE): v for name, v in self.personal.items()
                              if name.startswith(_STEP_VALUE)}
@@ -130,7 +131,7 @@ class ServiceCase(Aggregate):
         outcome: str
 
         def apply(self, case: "ServiceCase") -> None:
-            case._close(self.outcome, reopens_to=case.stage)
+            case._close(self.outcome, reopens_to=case.stage, at=self.timestamp)
 
     class CaseReopened(PersonalEvent):
         stage: str
@@ -138,6 +139,7 @@ class ServiceCase(Aggregate):
         def apply(self, case: "ServiceCase") -> None:
             case.status = OPEN
             case.outcome = None
+            case.closed_at = None
             case._enter(self.stage, self.timestamp)
 
     class CaseReferred(CaseEvent):
@@ -162,7 +164,7 @@ class ServiceCase(Aggregate):
             from_stage = case.stage
             case._enter(self.stage, self.timestamp)
             if self.outcome is not None:
-                case._close(self.outcome, reopens_to=from_stage)
+                case._close(self.outcome, reopens_to=from_stage, at=self.timestamp)
 
     def __init__(
         self,
@@ -190,6 +192,7 @@ class ServiceCase(Aggregate):
         self.visits = 0
         self.held_at: datetime | None = None
         self.reopens_to: str | None = None
+        self.closed_at: datetime | None = None
         self.referrals: dict[str, str] = {}  # contract id → provider
         self.referred_on: dict[str, str] = {}  # contract id → the day (Shanghai) it was referred
         self.stage = ""
@@ -362,8 +365,9 @@ class ServiceCase(Aggregate):
         days = self.declaration.stage(stage).days
         self.due_at = None if days is None else end_of_day_after(at, days)
 
-    def _close(self, outcome: str, reopens_to: str) -> None:
+    def _close(self, outcome: str, reopens_to: str, at: datetime) -> None:
         self.status = CLOSED
+        self.closed_at = at
         self.outcome = outcome
         self.due_at = None
         self.held_at = None

@@ -177,9 +177,10 @@ class Contract(Aggregate):
     # -- commands -----------------------------------------------------------
 
     def report_delivery(self, actor: Actor, case_id: UUID, delivered_on: date, units: int, reference: str,
-                        referred_on: date | None, today: date) -> UUID:
+                        referred_on: date | None, today: date, closed_on: date | None = None) -> UUID:
         """Records a delivery, or raises DuplicateDelivery for a reference already recorded;
-        `referred_on`: the day the case was referred to this contract (None: it was not)."""
+        `referred_on`: the day the case was referred to this contract (None: it was not); `closed_on`:
+        the day the case was closed, if it is (a service after it is not paid for)."""
         if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference):
             raise InvalidInput("reference", "must be 1-64 visible ASCII characters")
         found = delivery_id(self.id, reference)
@@ -197,6 +198,8 @@ class Contract(Aggregate):
         if delivered_on < referred_on:
             raise CommandRefused(f"delivered on {delivered_on}, before the case was referred to this contract "
                                  f"on {referred_on}")
+        if closed_on is not None and delivered_on > closed_on:
+            raise CommandRefused(f"delivered on {delivered_on}, after the case was closed on {closed_on}")
         amount = (self.unit_price * units).quantize(CENT)
         if amount > self.remaining:
             raise CommandRefused(f"{amount} yuan exceeds the {self.remaining} yuan left of the budget")

@@ -10,11 +10,14 @@ from typing import Any
 from uuid import UUID
 
 from domain.actor import Actor
-from domain.case import ServiceCase
-from domain.clock import today
+from domain.case import CLOSED, ServiceCase
+from domain.clock import local, today
 from domain.commands import Idempotency, Outcome, Written, check_version
 from domain.contract import Contract, Delivery, DuplicateDelivery, PaymentStatement
 from domain.errors import CommandRefused, InvalidInput, NotFound
+
+
+Window = tuple[date | None, date | None]  # see PurchasedServices._window
 
 
 @dataclass(frozen=True)
@@ -91,8 +94,8 @@ class PurchasedServices:
         return written, [RowResult(*row) for row in written.answer]
 
     def _judge(self, actor: Actor, contract: Contract, rows: dict[int, DeliveryRow]) -> list[RowResult]:
-        referred: dict[Any, date | None] = {}  # case id → day referred to this contract, looked up once per import
-        return [self._import_row(actor, contract, number, row, referred) for number, row in rows.items()]
+        windows: dict[Any, Window] = {}  # case id → its window (see _window), looked up once per import
+        return [self._import_row(actor, contract, number, row, windows) for number, row in rows.items()]
 
     def review_delivery(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, delivery: UUID,
                         expected: int | None, accepted: bool, reason: str | None,
@@ -127,33 +130,37 @@ class PurchasedServices:
     # -- rows -------------------------------------------------------------
 
     def _record_row(self, actor: Actor, contract: Contract, row: DeliveryRow,
-                    referred: dict[Any, date | None] | None = None) -> UUID:
+                    windows: dict[Any, Window] | None = None) -> UUID:
         case_id, delivered_on = _uuid("case_id", row.case_id), _day("delivered_on", row.delivered_on)
-        referred = {} if referred is None else referred
-        if case_id not in referred:
-            referred[case_id] = self._referred_on(case_id, contract)
+        windows = {} if windows is None else windows
+        if case_id not in windows:
+            windows[case_id] = self._window(case_id, contract)
+        referred_on, closed_on = windows[case_id]
         return contract.report_delivery(actor, case_id, delivered_on, row.units, row.reference,
-                                        referred[case_id], today())
+                                        referred_on, today(), closed_on)
 
-    def _referred_on(self, case_id: UUID, contract: Contract) -> date | None:
-        """The day the case was referred to the contract; None if it was not."""
+    def _window(self, case_id: UUID, contract: Contract) -> Window:
+        """The days the case may be served under the contract: from the day it was referred (None if it
+        was not) to the day it was closed (None while it is not)."""
         try:
             case = self.get_case(case_id)
         except NotFound:
-            return None
+            return None, None
         key = str(contract.id)
         if key not in case.referrals:
-            return None
-        # A case read from a snapshot taken before referral days were kept (2026-11-29) lacks the day:
-        # the replay of its log has it.
-        day = case.referred_on.get(key) or self.get_case(case_id, from_log=True).referred_on[key]
-        return date.fromisoformat(day)
+            return None, None
+        # A case read from a snapshot taken before referral days (2026-11-29) or closing moments
+        # (2026-11-30) were kept lacks them: the replay of its log has them.
+        if key not in case.referred_on or (case.status == CLOSED and case.closed_at is None):
+            case = self.get_case(case_id, from_log=True)
+        closed_on = local(case.closed_at).date() if case.status == CLOSED else None
+        return date.fromisoformat(case.referred_on[key]), closed_on
 
     def _import_row(self, actor: Actor, contract: Contract, number: int, row: DeliveryRow,
-                    referred: dict[Any, date | None]) -> RowResult:
+                    windows: dict[Any, Window]) -> RowResult:
         reference = row.reference if isinstance(row.reference, str) else None
         try:
-            return RowResult(number, "recorded", reference, str(self._record_row(actor, contract, row, referred)))
+            return RowResult(number, "recorded", reference, str(self._record_row(actor, contract, row, windows)))
         except DuplicateDelivery as duplicate:
             return RowResult(number, "duplicate", reference, str(duplicate.delivery_id))
         except InvalidInput as error:

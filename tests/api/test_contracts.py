@@ -14,6 +14,7 @@ from api.imports import read_rows
 from domain.actor import Actor
 from domain.clock import today
 from domain.commands import Idempotency
+from domain.case import ServiceCase
 from domain.contract import Contract, PaymentStatement
 from domain.errors import CommandRefused
 from domain.receipt import CommandReceipt
@@ -204,6 +205,21 @@ class TestDeliveries:
         r = deliver(api, market, case["id"], "R-007", day=TODAY - timedelta(days=1))
         assert r.status_code == 409 and "before the case was referred" in r.json()["detail"]
         assert deliver(api, market, case["id"], "R-008", day=TODAY).status_code == 201
+
+    def test_a_day_after_the_case_was_closed_is_409_until_it_is_reopened(self, api, desk, market, monkeypatch):
+        stamped = [datetime.now(timezone.utc) - timedelta(days=2)]
+        for event_class in (ServiceCase.CaseOpened, ServiceCase.CaseEvent):
+            monkeypatch.setattr(event_class, "create_timestamp", staticmethod(lambda: stamped[0]))
+        case = referred_case(desk, market)  # referred two days ago
+        stamped[0] += timedelta(days=1)
+        assert desk.post(f"/v1/cases/{case['id']}/closure", {"outcome": "withdrawn"}).status_code == 200
+        monkeypatch.undo()
+        closed_on = TODAY - timedelta(days=1)
+        assert deliver(api, market, case["id"], "C-1", day=closed_on).status_code == 201
+        after = deliver(api, market, case["id"], "C-2")
+        assert after.status_code == 409 and f"after the case was closed on {closed_on}" in after.json()["detail"]
+        assert desk.post(f"/v1/cases/{case['id']}/reopening", {"reason": "back"}).status_code == 200
+        assert deliver(api, market, case["id"], "C-2").status_code == 201
 
     def test_another_providers_contractor_cannot_see_the_contract(self, api, desk, market):
         case = referred_case(desk, market)
