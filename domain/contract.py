@@ -185,6 +185,7 @@ class Contract(Aggregate):
             raise InvalidInput("reference", "must be 1-64 visible ASCII characters")
         found = delivery_id(self.id, reference)
         if found in self.deliveries:
+            self._check_resent(self.deliveries[found], case_id, delivered_on, units)
             raise DuplicateDelivery(found)
         if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= 100_000:
             raise InvalidInput("units", "must be a whole number from 1 to 100000")
@@ -206,6 +207,18 @@ class Contract(Aggregate):
         self.trigger_event(self.DeliveryReported, actor=actor.as_dict(), delivery_id=found, reference=reference,
                            case_id=case_id, delivered_on=delivered_on.isoformat(), units=units, amount=str(amount))
         return found
+
+    @staticmethod
+    def _check_resent(first: Delivery, case_id: UUID, delivered_on: date, units: Any) -> None:
+        """A reference is the contractor's idempotency key: sent again it must come with the same
+        delivery, as an Idempotency-Key must come with the same body (else 422), so that a
+        correction or a reference used twice by mistake is not answered as if it had been recorded."""
+        sent = {"case_id": (first.case_id, case_id), "units": (first.units, units),
+                "delivered_on": (first.delivered_on, delivered_on.isoformat())}
+        differing = [f"{name} {was}" for name, (was, now) in sent.items() if was != now]
+        if differing:
+            raise InvalidInput("reference", "is already recorded on this contract for another delivery "
+                                            f"({', '.join(differing)})")
 
     def review(self, actor: Actor, delivery: UUID, accepted: bool, reason: str | None, person: UUID,
                erased: bool = False) -> None:

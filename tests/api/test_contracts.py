@@ -136,12 +136,27 @@ class TestDeliveries:
     def test_a_resent_report_answers_the_first_answer_and_records_nothing(self, api, desk, market):
         case = referred_case(desk, market)
         first = deliver(api, market, case["id"], "R-001")
-        again = deliver(api, market, case["id"], "R-001", units=5)
+        again = deliver(api, market, case["id"], "R-001")
         assert first.status_code == again.status_code == 201
         assert again.json() == first.json() and first.json()["amount"] == "160.00"
         assert again.headers["x-position"] == first.headers["x-position"]
         ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
         assert (ledger["delivered_units"], ledger["remaining"]) == (2, "1840.00")
+
+    def test_a_reference_sent_again_with_another_delivery_is_422_naming_what_differs(self, api, desk, market):
+        case, other = referred_case(desk, market), referred_case(desk, market)
+        deliver(api, market, case["id"], "R-001")
+        corrected = deliver(api, market, case["id"], "R-001", units=5)
+        assert corrected.status_code == 422 and corrected.json()["errors"][0]["field"] == "reference"
+        assert "(units 2)" in corrected.json()["errors"][0]["reason"]
+        elsewhere = deliver(api, market, other["id"], "R-001")
+        assert elsewhere.status_code == 422 and f"case_id {case['id']}" in elsewhere.json()["errors"][0]["reason"]
+        rows = csv_file([(case["id"], TODAY, 3, "R-001")])
+        answered = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import", content=rows,
+                                   headers={**market["contractor"], "Content-Type": "text/csv"}).json()
+        assert answered["refused"] == 1 and answered["items"][0]["reason"].startswith("reference: is already")
+        ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
+        assert ledger["delivered_units"] == 2
 
     def test_a_key_first_answered_by_a_report_already_recorded_stays_bound_to_that_answer(self, api, desk, market):
         case = referred_case(desk, market)
