@@ -258,7 +258,7 @@ class ServiceCase(Aggregate):
             raise InvalidInput("visited_at", "must carry a UTC offset, e.g. +08:00")
         if visited_at > datetime.now(timezone.utc) + timedelta(minutes=5):
             raise InvalidInput("visited_at", "must not be in the future")
-        check_day("visited_at", visited_at.date())
+        check_day("visited_at", local(visited_at).date())  # the day in Shanghai, whatever offset was sent
         self._record(self.VisitRecorded, actor, {"summary": _text("summary", summary)},
                      mode=mode, visited_at=visited_at.isoformat())
 

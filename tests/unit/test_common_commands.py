@@ -221,6 +221,18 @@ class TestRecordVisit:
         case = closed_case()
         refuses_unchanged(case, CaseClosed, case.record_visit, WORKER, "proxy", NOW - timedelta(hours=1), "x")
 
+    @pytest.mark.parametrize("sent,accepted", [("1949-12-31T20:00:00-08:00", True),  # 1950-01-01 in Shanghai
+                                               ("1950-01-01T07:59:59+08:00", True),
+                                               ("1949-12-31T23:59:59+08:00", False)])
+    def test_the_earliest_day_is_a_day_in_shanghai_whatever_offset_is_sent(self, sent, accepted):
+        case = open_case()
+        visited_at = datetime.fromisoformat(sent)
+        if accepted:
+            case.record_visit(WORKER, "door_to_door", visited_at, "x")
+        else:
+            assert refuses_unchanged(case, InvalidInput, case.record_visit, WORKER, "door_to_door", visited_at,
+                                     "x").field == "visited_at"
+
     def test_a_case_on_hold_can_be_visited(self):
         case = on_hold_case()
         case.record_visit(WORKER, "door_to_door", NOW - timedelta(hours=1), "still in hospital")
