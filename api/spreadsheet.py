@@ -3,6 +3,7 @@
 import csv
 import io
 from collections.abc import Sequence
+from decimal import Decimal
 from typing import Any, Literal
 
 from fastapi.responses import Response
@@ -17,9 +18,10 @@ Format = Literal["json", "csv", "xlsx"]
 
 
 def tabular(items: list[dict[str, Any]], columns: Sequence[str], fmt: str, filename: str,
-            next_cursor: str | None = None) -> Response:
+            next_cursor: str | None = None, money: Sequence[str] = ()) -> Response:
     """The list as JSON ({items, next_cursor}), or its rows as CSV or XLSX (the next page's cursor in
-    the X-Next-Cursor header)."""
+    the X-Next-Cursor header). In XLSX the `money` columns (yuan as decimal strings) are numbers
+    shown with two places, so that a spreadsheet sums them."""
     if fmt == "json":
         return Json({"items": items, "next_cursor": next_cursor})
     rows = [[item[c] for c in columns] for item in items]
@@ -36,8 +38,12 @@ def tabular(items: list[dict[str, Any]], columns: Sequence[str], fmt: str, filen
     book = Workbook()
     sheet = book.active
     sheet.append(list(columns))
+    amounts = [i for i, column in enumerate(columns) if column in money]
     for row in rows:
-        sheet.append(row)
+        sheet.append([Decimal(value) if i in amounts else value for i, value in enumerate(row)])
+    for column in amounts:
+        for (cell,) in sheet.iter_rows(min_row=2, min_col=column + 1, max_col=column + 1):
+            cell.number_format = "0.00"
     out = io.BytesIO()
     book.save(out)
     return Response(out.getvalue(), media_type=XLSX, headers=disposition)

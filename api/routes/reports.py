@@ -51,4 +51,4 @@ def liaison_subsidies(
          "subsidy": str(tiers.subsidy(cases + visits).quantize(Decimal("0.01")))}
         for liaison, (cases, visits) in sorted(work.items()) if liaison in listed
     ], "liaison", limit, cursor)
-    return tabular(items, COLUMNS, format, f"liaison-subsidies-{month}", more)
+    return tabular(items, COLUMNS, format, f"liaison-subsidies-{month}", more, money=("subsidy",))
