@@ -28,6 +28,7 @@ from projections.timefmt import micros
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
 LISTED_COLUMNS = [c for c in LISTED if c != "opened_position"]
+PAGE_LIMIT, JSON_LIMIT, EXPORT_LIMIT = 50, 500, 10_000  # cases in a list's page: by default, at most; exported
 
 
 def case_in_scope(app: LastMeter, principal: Principal, case_id: UUID) -> ServiceCase:
@@ -114,11 +115,19 @@ def list_cases(
     stage: str | None = None,
     status: Annotated[Literal["open", "on_hold", "closed"] | None, Query()] = None,
     overdue: bool | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
+    limit: Annotated[int | None, Query(ge=1, le=EXPORT_LIMIT, description="at most this many cases: 1-500 "
+                                       "(default 50) as JSON; as CSV or XLSX, 1-10000 (default 10000)")] = None,
     cursor: str | None = None,
     format: Format = "json",
 ):
-    """Cases in the caller's scope, newest first, filtered; paged with `cursor`; JSON, CSV or XLSX."""
+    """Cases in the caller's scope, newest first, filtered; paged with `cursor`; JSON, CSV or XLSX.
+
+    An export is a file a browser saves, where the X-Next-Cursor header goes unseen: it holds up to
+    10,000 cases by default, not a page of 50."""
+    if limit is None:
+        limit = PAGE_LIMIT if format == "json" else EXPORT_LIMIT
+    elif format == "json" and limit > JSON_LIMIT:
+        raise InvalidInput("limit", f"must be at most {JSON_LIMIT} as JSON ({EXPORT_LIMIT} as CSV or XLSX)")
     if kind is not None and kind not in KINDS:
         raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
     if stage is not None and stage not in STAGES:

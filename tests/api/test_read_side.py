@@ -33,6 +33,17 @@ class TestCaseList:
         assert [c["id"] for c in desk.get("/v1/cases", assignee="chen").json()["items"]] == [opened[0]["id"]]
         assert desk.get("/v1/cases", status="closed").json()["items"] == []
 
+    def test_an_export_holds_every_case_up_to_ten_thousand_and_json_pages_hold_fifty(self, desk, api, monkeypatch):
+        monkeypatch.setattr("api.routes.cases.PAGE_LIMIT", 2)  # the default page, made small
+        opened = [desk.open() for _ in range(3)]
+        last = desk.post(f"/v1/cases/{opened[0]['id']}/notes", {"text": "x"})
+        assert len(desk.get("/v1/cases", **fresh(desk, last)).json()["items"]) == 2
+        exported = desk.get("/v1/cases", format="csv")
+        assert len(exported.text.strip().splitlines()) == 1 + 3 and "x-next-cursor" not in exported.headers
+        assert desk.get("/v1/cases", format="csv", limit=10_000).status_code == 200
+        too_many = desk.get("/v1/cases", limit=501)
+        assert too_many.status_code == 422 and too_many.json()["errors"][0]["field"] == "limit"
+
     def test_shows_only_the_callers_scope(self, desk, api):
         mine = desk.open(org_unit="350502")
         last = api.client.post("/v1/clients", json={"name": "x", "id_number": mine["_client"]["id_number"],
