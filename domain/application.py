@@ -22,7 +22,7 @@ from uuid import UUID
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Repository
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Notification, Recording
+from eventsourcing.persistence import IntegrityError, Mapper, Notification, Recording
 from eventsourcing.utils import get_topic
 
 from domain.access import AccessToken, new_secret, token_id
@@ -43,6 +43,16 @@ logger = logging.getLogger(__name__)
 
 
 __all__ = ["Contention", "Idempotency", "LastMeter", "Written"]
+
+
+class KeylessMapper(Mapper):
+    """The mapper of an application given none that seals personal data (`mapper_factory`): it
+    refuses to store a personal value rather than store it in plaintext."""
+
+    def to_stored_event(self, domain_event: Any) -> Any:
+        if vars(domain_event).get("personal"):
+            raise RuntimeError("personal data is stored only sealed: give LastMeter a mapper_factory")
+        return super().to_stored_event(domain_event)
 
 
 class LastMeter(PurchasedServices, Application):
@@ -76,7 +86,7 @@ class LastMeter(PurchasedServices, Application):
 
     def construct_mapper(self) -> Any:
         if self._mapper_factory is None:
-            return super().construct_mapper()
+            return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=KeylessMapper)
         return self._mapper_factory(self.construct_transcoder())
 
     def save(self, *aggregates: Aggregate | None, **kwargs: Any) -> list[Recording]:

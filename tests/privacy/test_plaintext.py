@@ -10,6 +10,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from domain.actor import Actor
+from domain.application import LastMeter
 from domain.clock import today
 from domain.receipt import CommandReceipt
 from tests.helpers import id_number
@@ -144,3 +146,14 @@ def test_a_new_sqlite_store_and_its_journal_are_readable_by_their_owner_alone(de
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir() if path.is_file()}
     assert {"lastmeter.db", "lastmeter.db-wal"} <= modes.keys()
     assert {name: mode for name, mode in modes.items() if mode & 0o077} == {}
+
+
+def test_an_application_given_no_mapper_that_seals_refuses_to_store_personal_data(settings):
+    app = LastMeter(env=settings.eventsourcing_env())
+    try:
+        app.found()
+        with pytest.raises(RuntimeError, match="stored only sealed"):
+            app.register_client(Actor("li-worker", "case_worker"), None, name=NAME, id_number=id_number(seed=3),
+                                phone="13500000000", org_unit="350502")
+    finally:
+        app.close()
