@@ -7,6 +7,7 @@ from pathlib import Path
 
 from api.settings import Settings
 from domain.application import LastMeter
+from projections.identities import IdentityIndex
 from projections.privacy import KeyRing, PersonalDataMapper
 from projections.store import ViewStore
 
@@ -32,9 +33,11 @@ def open_backend(settings: Settings) -> Backend:
     try:
         with views.setup_lock():  # the library's tables, ours and the org tree, once, whoever starts first
             keys.setup()
+            identities = IdentityIndex(keys)
             lastmeter = LastMeter(env=env, mapper_factory=lambda transcoder: PersonalDataMapper(transcoder, keys),
-                                  erased=lambda person: keys.key_for(person) is None)
+                                  erased=lambda person: keys.key_for(person) is None, identities=identities)
             lastmeter.found()
+            identities.setup(lastmeter)
         keys.finish_erasures(lambda person: lastmeter.get_client(person).erased)
     except BaseException:
         views.close()

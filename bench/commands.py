@@ -31,6 +31,7 @@ import sys
 import threading
 import time
 import uuid
+from datetime import date, timedelta
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -193,7 +194,8 @@ def seed_cases(app: LastMeter, cases: int) -> list[uuid.UUID]:
     ids = []
     clients = []
     for n in range(max(1, cases // 16)):
-        first17 = f"35050219800101{n % 1000:03d}"
+        born = date(1980, 1, 1) + timedelta(days=n // 1000)  # one person per ID number
+        first17 = f"350502{born:%Y%m%d}{n % 1000:03d}"
         clients.append(app.register_client(ADMIN, None, name=f"bench{n}", id_number=first17 + id_number_check_digit(first17),
                                            phone="13800000000", org_unit=UNIT).id)
     for n in range(cases):

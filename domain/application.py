@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Repository
 from eventsourcing.domain import Aggregate
@@ -30,7 +30,7 @@ from domain.actor import Actor
 from domain.case import ServiceCase
 from domain.client import Client, Disclosure
 from domain.commands import SHOWN_TO, Contention, Idempotency, Outcome, Written, check_version
-from domain.errors import DomainError, IdempotencyKeyReused, NotFound, UnknownOrgUnit
+from domain.errors import AlreadyRegistered, DomainError, IdempotencyKeyReused, NotFound, UnknownOrgUnit
 from domain.groupcommit import GroupCommit
 from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
 from domain.purchasing import PurchasedServices
@@ -59,11 +59,13 @@ class LastMeter(PurchasedServices, Application):
     name = "lastmeter"
 
     def __init__(self, env: dict[str, str] | None = None, mapper_factory: Callable[[Any], Any] | None = None,
-                 erased: Callable[[UUID], bool] | None = None):
+                 erased: Callable[[UUID], bool] | None = None, identities: Any = None):
         """`mapper_factory` builds the mapper from the transcoder: how personal data is sealed;
-        `erased` tells whether a person's data was erased, so no cached copy outlives it."""
+        `erased` tells whether a person's data was erased, so no cached copy outlives it;
+        `identities` (projections.identities.IdentityIndex) who is registered under an ID number."""
         self._mapper_factory = mapper_factory
         self._erased = erased
+        self.identities = identities
         super().__init__(env)
         interval = int(self.env.get(SNAPSHOT_INTERVAL) or 0)
         self.snapshotting_intervals = {ServiceCase: interval} if interval and self.snapshots else {}
@@ -166,9 +168,31 @@ class LastMeter(PurchasedServices, Application):
 
     # -- clients ----------------------------------------------------------
 
-    def register_client(self, actor: Actor, idem: Idempotency | None, **fields: Any) -> Written:
+    def register_client(self, actor: Actor, idem: Idempotency | None,
+                        duplicates: Callable[[Client], bool] = lambda registered: True, **fields: Any) -> Written:
+        """Registers a person, unless `duplicates` says a person already registered under their ID
+        number (and not erased) is the one to serve instead: AlreadyRegistered."""
         self.check_org_unit("org_unit", fields["org_unit"])
-        return self._run(idem, "client", 201, lambda: Client.register(actor, **fields))
+        client_id = uuid4()  # the same in every attempt: one row in the index, whatever the retries
+
+        def attempt() -> Client:
+            client = Client.register(actor, client_id=client_id, **fields)
+            if self.identities is not None:
+                for other in self.identities.others(client.id_number, client.id):
+                    registered = self._registered(other)
+                    if registered is not None and not registered.erased and duplicates(registered):
+                        self.identities.forget(client.id)
+                        raise AlreadyRegistered(other)
+            return client
+
+        return self._run(idem, "client", 201, attempt)
+
+    def _registered(self, person: UUID) -> Client | None:
+        """The person, if their registration was saved."""
+        try:
+            return self.get_client(person)
+        except NotFound:
+            return None
 
     def erase_client(self, actor: Actor, idem: Idempotency | None, client_id: UUID, reason: str,
                      expected: int | None = None) -> Written:

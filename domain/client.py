@@ -8,7 +8,7 @@ own key and erased with it.
 import re
 from datetime import date
 from typing import Any
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from eventsourcing.domain import Aggregate
 
@@ -79,7 +79,8 @@ class Client(Aggregate):
 
     @classmethod
     def register(
-        cls, actor: Actor, name: str, id_number: str, phone: str, org_unit: str, address: str | None = None
+        cls, actor: Actor, name: str, id_number: str, phone: str, org_unit: str, address: str | None = None,
+        client_id: UUID | None = None,
     ) -> "Client":
         personal = {
             "name": clean_text("name", name, 100),
@@ -88,7 +89,8 @@ class Client(Aggregate):
         }
         if address is not None:
             personal["address"] = clean_text("address", address, 300)
-        return cls._create(cls.ClientRegistered, actor=actor.as_dict(), org_unit=org_unit, personal=personal)
+        return cls._create(cls.ClientRegistered, id=client_id or uuid4(), actor=actor.as_dict(), org_unit=org_unit,
+                           personal=personal)
 
     def erase(self, actor: Actor, reason: str) -> None:
         if reason not in ERASURE_GROUNDS:

@@ -51,6 +51,14 @@ class PersonErased(CommandRefused):
     """The person's data was erased: nothing more about them can be recorded."""
 
 
+class AlreadyRegistered(CommandRefused):
+    """A person with this resident ID number is registered already."""
+
+    def __init__(self, client_id):
+        super().__init__(f"a person with this ID number is already registered: client {client_id}")
+        self.client_id = client_id
+
+
 class StaleVersion(DomainError):
     """If-Match named a version that is no longer current."""
 

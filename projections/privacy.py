@@ -54,6 +54,9 @@ class KeyRing:
         self._fingerprints = HKDF(SHA256(), 32, salt=None, info=FINGERPRINTS).derive(master_key)
         self._cache: dict[UUID, tuple[float, bool, bytes | None]] = {}
         self._lock = threading.Lock()
+        # Tables of what else is kept of a person, by person_id: their rows go with the key (see
+        # projections.identities).
+        self.erased_with_the_key: list[str] = []
 
     def setup(self) -> None:
         """Creates the key table; refuses a master key other than the one the keys were wrapped with."""
@@ -186,7 +189,10 @@ class KeyRing:
         with self.store.write() as tx:
             tx.execute(f"INSERT INTO {KEYS} (person_id, wrapped) VALUES (?, NULL) "
                        "ON CONFLICT (person_id) DO UPDATE SET wrapped = NULL", (str(person),))
-        self.store.purge(KEYS)  # leave no copy of the key in freed pages
+            for table in self.erased_with_the_key:
+                tx.execute(f"DELETE FROM {table} WHERE person_id = ?", (str(person),))
+        for table in (KEYS, *self.erased_with_the_key):
+            self.store.purge(table)  # leave no copy of the key, nor of the rest, in freed pages
         with self._lock:
             self._cache[person] = (time.monotonic(), True, None)
 

@@ -22,12 +22,16 @@ router = APIRouter(prefix="/v1/clients", tags=["clients"])
 @router.post("", status_code=201)
 def register_client(body: ClientIn, app: App, principal: Annotated[Principal, permit("register_client")],
                     idem: Idem):
-    """Registers a person with their identity (personal data, encrypted per person)."""
+    """Registers a person with their identity (personal data, encrypted per person); 409 naming the
+    client when a person with the same ID number is registered in the caller's scope already. One
+    registered outside it (someone who moved) is neither revealed nor in the way."""
+    tree = app.org_tree()
     app.check_org_unit("org_unit", body.org_unit)
-    if not principal.covers(app.org_tree(), body.org_unit):
+    if not principal.covers(tree, body.org_unit):
         raise HTTPException(403, f"org unit {body.org_unit} is outside your scope")
     with answering(principal):
-        written = app.register_client(principal.actor, idem, **body.model_dump())
+        written = app.register_client(principal.actor, idem, duplicates=lambda c: principal.covers(tree, c.org_unit),
+                                      **body.model_dump())
     return answer(app, principal, written)
 
 

@@ -1,5 +1,10 @@
 """Registering and reading persons (clients) through the API."""
 
+import pytest
+
+from api.backend import open_backend
+from domain.errors import AlreadyRegistered
+from tests.conftest import ADMIN
 from tests.helpers import client_body, id_number
 
 
@@ -99,3 +104,49 @@ class TestRetriedRegistration:
         assert (again.status_code, again.json()) == (201, first.json())
         assert again.headers["location"] == first.headers["location"]
         assert again.headers["x-position"] == first.headers["x-position"]
+
+
+class TestOnePersonOneRecord:
+    def test_the_same_id_number_again_in_the_callers_scope_is_409_naming_the_client(self, api):
+        worker = api.token("case_worker", "350502")
+        body = client_body()
+        first = api.client.post("/v1/clients", json=body, headers=worker).json()
+        again = api.client.post("/v1/clients", json={**body, "name": "林秀瑛", "phone": "13900000000"},
+                                headers={**worker, "Idempotency-Key": "lost-its-first-key"})
+        assert again.status_code == 409 and first["id"] in again.json()["detail"]
+        with_x = {**body, "id_number": "11010519491231002X"}  # the example of GB 11643
+        assert api.client.post("/v1/clients", json=with_x, headers=worker).status_code == 201
+        lower = api.client.post("/v1/clients", json={**with_x, "id_number": "11010519491231002x"}, headers=worker)
+        assert lower.status_code in (409, 422)  # the same number, or refused as written
+
+    def test_a_person_registered_in_another_district_is_neither_revealed_nor_in_the_way(self, api):
+        body = client_body(org_unit="350503")
+        api.client.post("/v1/clients", json=body, headers=api.token("case_worker", "350503"))
+        moved = api.client.post("/v1/clients", json={**body, "org_unit": "350502"},
+                                headers=api.token("case_worker", "350502"))
+        assert moved.status_code == 201
+        both = api.client.post("/v1/clients", json=body, headers=api.token("admin"))
+        assert both.status_code == 409
+
+    def test_once_erased_the_person_may_be_registered_again_and_the_index_forgets_them(self, api, settings):
+        admin, body = api.token("admin"), client_body()
+        first = api.client.post("/v1/clients", json=body, headers=admin).json()
+        erased = api.client.post(f"/v1/clients/{first['id']}/erasure", json={"reason": "consent_withdrawn"},
+                                 headers=admin)
+        assert erased.status_code == 200
+        with api.client.app.state.backend.views.read() as tx:
+            assert tx.execute("SELECT COUNT(*) FROM person_identities WHERE person_id = ?",
+                              (first["id"],)).fetchone()[0] == 0
+        assert api.client.post("/v1/clients", json=body, headers=admin).status_code == 201
+
+    def test_persons_registered_before_the_index_existed_are_found_in_it(self, api, settings):
+        admin, body = api.token("admin"), client_body()
+        first = api.client.post("/v1/clients", json=body, headers=admin).json()
+        with api.client.app.state.backend.views.write() as tx:
+            tx.execute("DROP TABLE person_identities")
+        backend = open_backend(settings)  # a start on a store made before the index
+        try:
+            with pytest.raises(AlreadyRegistered, match=first["id"]):
+                backend.lastmeter.register_client(ADMIN, None, **body)
+        finally:
+            backend.close()
