@@ -16,7 +16,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as LibrarySnapshot
 
 from domain.actor import STAFF_ID, Actor
-from domain.clock import check_day, end_of_day_after, local
+from domain.clock import check_moment, end_of_day_after, local
 from domain.contract import Contract
 from domain.errors import (
     CaseClosed,
@@ -258,7 +258,7 @@ class ServiceCase(Aggregate):
             raise InvalidInput("visited_at", "must carry a UTC offset, e.g. +08:00")
         if visited_at > datetime.now(timezone.utc) + timedelta(minutes=5):
             raise InvalidInput("visited_at", "must not be in the future")
-        check_day("visited_at", local(visited_at).date())  # the day in Shanghai, whatever offset was sent
+        check_moment("visited_at", visited_at)
         self._record(self.VisitRecorded, actor, {"summary": _text("summary", summary)},
                      mode=mode, visited_at=visited_at.isoformat())
 

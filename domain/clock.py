@@ -47,3 +47,12 @@ def check_day(field: str, day: date) -> date:
     if not EARLIEST_DAY <= day <= LATEST_DAY:
         raise InvalidInput(field, f"must be a day from {EARLIEST_DAY} to {LATEST_DAY}")
     return day
+
+
+def check_moment(field: str, moment: datetime) -> date:
+    """The day of `moment` in Shanghai, whatever offset it was sent with, checked as check_day does."""
+    try:
+        day = local(moment).date()
+    except OverflowError:  # near year 1 or 9999 the calendar ends: far outside the days allowed anyway
+        day = moment.date()
+    return check_day(field, day)
