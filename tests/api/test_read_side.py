@@ -14,6 +14,7 @@ from projections.subsidies import liaison_work
 from projections.timefmt import micros
 from tests.api.conftest import Desk
 from tests.conftest import ADMIN
+from tests.helpers import client_body
 
 
 def fresh(desk, response) -> dict:
@@ -45,10 +46,8 @@ class TestCaseList:
         assert too_many.status_code == 422 and too_many.json()["errors"][0]["field"] == "limit"
 
     def test_shows_only_the_callers_scope(self, desk, api):
-        mine = desk.open(org_unit="350502")
-        last = api.client.post("/v1/clients", json={"name": "x", "id_number": mine["_client"]["id_number"],
-                                                    "phone": "13700000000", "org_unit": "350503"},
-                               headers=api.token("admin"))
+        desk.open(org_unit="350502")
+        last = api.client.post("/v1/clients", json=client_body(org_unit="350503"), headers=api.token("admin"))
         elsewhere = api.token("case_worker", "350503")
         items = api.client.get("/v1/cases", params=fresh(desk, last), headers=elsewhere).json()["items"]
         assert items == []
