@@ -1,6 +1,7 @@
 """The FastAPI application, assembled in one place."""
 
 import gc
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -39,7 +40,20 @@ def settle_the_heap() -> None:
 
 def serving_app() -> FastAPI:
     """The app as `lastmeter serve` runs it: a process of its own, whose heap is settled at startup."""
+    own_the_access_log()
     return create_app(settle_heap=True)
+
+
+def own_the_access_log() -> None:
+    """However the app is served (`lastmeter serve`, or `uvicorn api.app:serving_app --factory` by
+    hand), its access log is lastmeter's, which names each request's route: uvicorn's own writes the
+    path and query asked for, and with them any identifier a client put there."""
+    logging.getLogger("uvicorn.access").disabled = True
+    ours = logging.getLogger("lastmeter")
+    if not ours.handlers:  # served by hand: on uvicorn's console, as `serve` configures it
+        ours.handlers = list(logging.getLogger("uvicorn").handlers)
+        ours.setLevel(logging.INFO)
+        ours.propagate = False
 
 
 def create_app(settings: Settings | None = None, settle_heap: bool = False) -> FastAPI:

@@ -102,12 +102,15 @@ class Server:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-def start(cli: Cli, log: Path, store: str) -> Server:
+def start(cli: Cli, log: Path, store: str, by_hand: bool = False) -> Server:
+    """`lastmeter serve`; or, `by_hand`, uvicorn told to serve the app as an operator might."""
     port = free_port()
     base_url = f"http://127.0.0.1:{port}"
+    command = ([str(BIN.parent / "python"), "-m", "uvicorn", "api.app:serving_app", "--factory"] if by_hand
+               else [str(BIN), "serve"])
     with log.open("wb") as out:
         process = subprocess.Popen(
-            [str(BIN), "serve", "--host", "127.0.0.1", "--port", str(port)],
+            [*command, "--host", "127.0.0.1", "--port", str(port)],
             env=cli.env, cwd=cli.cwd, stdout=out, stderr=subprocess.STDOUT,
         )
     server = Server(store, base_url, cli, process, log)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 import httpx
 import pytest
 
+from tests.e2e.conftest import Cli, start, stop, store_env
 from tests.helpers import client_body
 
 pytestmark = pytest.mark.e2e
@@ -352,6 +353,22 @@ def test_the_access_log_names_routes_not_the_ids_asked_for(server, http):
         time.sleep(0.05)
     assert line in server.output()
     assert case["id"] not in server.output() and case["client_id"] not in server.output()
+
+
+def test_served_by_uvicorn_by_hand_the_access_log_is_still_lastmeters(tmp_path):
+    cli = Cli(store_env(f"sqlite:///{tmp_path / 'lastmeter.db'}"), tmp_path)
+    served = start(cli, tmp_path / "server.log", "sqlite", by_hand=True)
+    try:
+        with served.client(served.headers("case_worker", "350502")) as http:
+            missing = uuid.uuid4()
+            assert http.get(f"/v1/cases/{missing}").status_code == 404
+            line = "GET /v1/cases/{case_id} 404"
+            deadline = time.monotonic() + 5
+            while line not in served.output() and time.monotonic() < deadline:
+                time.sleep(0.05)
+            assert line in served.output() and str(missing) not in served.output(), served.output()
+    finally:
+        stop(served.process)
 
 
 def test_a_server_stops_cleanly_and_quietly(server, tmp_path):
