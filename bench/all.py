@@ -37,7 +37,7 @@ def main() -> None:
     summary = [header, "=" * len(header)]
     for name in BENCHMARKS:
         print(f"running bench.{name} ...", flush=True)
-        summary += [f"", f"[{name}]"] + [f"  {line}" for line in run(name)]
+        summary += ["", f"[{name}]"] + [f"  {line}" for line in run(name)]
     text = "\n".join(summary) + "\n"
     (RESULTS / "summary.txt").write_text(text)
     print(text)

@@ -52,9 +52,7 @@ to the new count after writing (the seed itself is untouched).
 from __future__ import annotations
 
 import argparse
-import base64
 import cProfile
-import hashlib
 import io
 import itertools
 import math

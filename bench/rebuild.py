@@ -33,7 +33,6 @@ database, which is created if missing.
 from __future__ import annotations
 
 import argparse
-import base64
 import cProfile
 import heapq
 import json

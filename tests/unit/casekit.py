@@ -14,7 +14,7 @@ from domain.actor import Actor
 from domain.case import ServiceCase
 from domain.client import id_number_check_digit
 from domain.fields import Field
-from domain.kinds import ANY_OPEN, KINDS, CaseKind, Step
+from domain.kinds import ANY_OPEN, CaseKind, Step
 
 WORKER = Actor("li", "case_worker")
 SUPERVISOR = Actor("wang", "supervisor")
