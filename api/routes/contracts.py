@@ -97,10 +97,11 @@ Upload = Annotated[tuple[bytes, str], Depends(uploaded)]
 
 async def import_idempotency(request: Request, upload: Upload,
                              idempotency_key: IdempotencyKey = None) -> Idempotency | None:
-    """An import's Idempotency-Key goes with the file and its name or type, not the request body: a
-    client sends each multipart body with a boundary of its own, so a retried upload differs there."""
+    """An import's Idempotency-Key goes with the file and its name or media type, not the request
+    body: a client sends each multipart body with a boundary of its own, so a retried upload differs
+    there; and a retry may spell the type otherwise (`Text/CSV; charset=utf-8`)."""
     content, kind = upload
-    sent = kind.encode() + b"\n" + content
+    sent = kind.split(";")[0].strip().lower().encode() + b"\n" + content
     return await idempotency(request, await principal_of(request), idempotency_key, sent)
 
 

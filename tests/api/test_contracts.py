@@ -532,6 +532,16 @@ class TestImportRetries:
                                                                "Idempotency-Key": "kept-nothing"})
         assert again.headers["idempotent-replayed"] == "true" and again.json()["recorded"] == 1
 
+    def test_a_retry_that_spells_the_media_type_otherwise_is_the_same_request(self, api, desk, market):
+        case = referred_case(desk, market)
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        content = csv_file([(case["id"], TODAY, 1, "T-1")])
+        first, again = (api.client.post(url, content=content, headers={**market["contractor"], "Content-Type": kind,
+                                                                        "Idempotency-Key": "typed-1"})
+                        for kind in ("text/csv", "Text/CSV; charset=utf-8"))
+        assert (first.status_code, again.status_code) == (200, 200) and again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
+
     def test_a_retried_multipart_upload_is_the_same_request_whatever_its_boundary(self, api, desk, market):
         case = referred_case(desk, market)
         url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
@@ -568,7 +578,8 @@ class TestImportRetries:
                                   UUID(market["contract"]["id"]), read_rows(content, "text/csv"))
         again = api.client.post(url, content=content, headers={**market["contractor"], "Content-Type": "text/csv",
                                                                "Idempotency-Key": "old-import"})
-        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+        assert (first.status_code, again.status_code) == (200, 200) and again.json() == first.json()
+        assert again.headers["idempotent-replayed"] == "true"
         assert again.json()["recorded"] == 1
 
     def test_an_import_answers_its_position_for_reading_ones_writes(self, api, desk, market):
