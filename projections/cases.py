@@ -140,6 +140,8 @@ class Where:
         self.provider = provider
         self.equal = {k: v for k, v in equal.items() if v is not None}
         self.overdue: bool | None = None
+        self.unassigned: bool | None = None
+        self.active = False  # open or on hold: what the workload counts as open
 
     def sql(self, postgres: bool) -> tuple[list[str], list[Any]]:
         clauses, params = [], []
@@ -153,6 +155,10 @@ class Where:
         for column, value in self.equal.items():
             clauses.append(f"{column} = ?")
             params.append(value)
+        if self.unassigned is not None:
+            clauses.append(f"assignee IS {'' if self.unassigned else 'NOT '}NULL")
+        if self.active:
+            clauses.append("status <> 'closed'")
         if self.overdue is not None:
             test = "status = 'open' AND due_at < ?"
             clauses.append(test if self.overdue else f"NOT ({test})")

@@ -113,8 +113,11 @@ def list_cases(
     assignee: Annotated[str | None, Query(pattern=STAFF_ID.pattern)] = None,
     kind: str | None = None,
     stage: str | None = None,
-    status: Annotated[Literal["open", "on_hold", "closed"] | None, Query()] = None,
+    status: Annotated[Literal["open", "on_hold", "closed", "active"] | None,
+                      Query(description="active: open or on hold, the cases the workload counts as open")] = None,
     overdue: bool | None = None,
+    unassigned: Annotated[bool | None, Query(description="true: only cases no one is assigned; false: only "
+                                                         "assigned ones")] = None,
     limit: Annotated[int | None, Query(ge=1, le=EXPORT_LIMIT, description="at most this many cases: 1-500 "
                                        "(default 50) as JSON; as CSV or XLSX, 1-10000 (default 10000)")] = None,
     cursor: str | None = None,
@@ -138,9 +141,11 @@ def list_cases(
         prefix = code_prefix(org_unit) if org_unit else None
     else:
         prefix = principal.scope_prefix(app.org_tree(), org_unit)
+    if unassigned and assignee is not None:
+        raise InvalidInput("unassigned", "cannot be true with an assignee")
     where = Where(datetime.now(timezone.utc), prefix, provider=principal.provider,
-                  assignee=assignee, kind=kind, stage=stage, status=status)
-    where.overdue = overdue
+                  assignee=assignee, kind=kind, stage=stage, status=None if status == "active" else status)
+    where.overdue, where.unassigned, where.active = overdue, unassigned, status == "active"
     with readside.store.read() as tx:
         rows = views.list_cases(tx, where, limit + 1, decode_cursor(cursor) if cursor else None)
     page = rows[:limit]

@@ -45,6 +45,23 @@ class TestCaseList:
         too_many = desk.get("/v1/cases", limit=501)
         assert too_many.status_code == 422 and too_many.json()["errors"][0]["field"] == "limit"
 
+    def test_lists_the_unassigned_and_the_active_cases_the_workload_counts(self, desk):
+        assigned, unassigned, closed = (desk.open() for _ in range(3))
+        desk.post(f"/v1/cases/{assigned['id']}/assignment", {"assignee": "chen"})
+        desk.post(f"/v1/cases/{unassigned['id']}/hold", {"reason": "in hospital"})
+        last = desk.post(f"/v1/cases/{closed['id']}/closure", {"outcome": "withdrawn"})
+
+        def listed(**filters) -> list[str]:
+            return [c["id"] for c in desk.get("/v1/cases", **fresh(desk, last), **filters).json()["items"]]
+
+        assert listed(unassigned="true", status="active") == [unassigned["id"]]
+        assert listed(unassigned="false") == [assigned["id"]]
+        assert listed(status="active") == [unassigned["id"], assigned["id"]]
+        row = next(r for r in desk.get("/v1/workload", by="assignee").json()["items"] if r["key"] is None)
+        assert row["open"] == len(listed(unassigned="true", status="active"))
+        both = desk.get("/v1/cases", unassigned="true", assignee="chen")
+        assert both.status_code == 422 and both.json()["errors"][0]["field"] == "unassigned"
+
     def test_shows_only_the_callers_scope(self, desk, api):
         desk.open(org_unit="350502")
         last = api.client.post("/v1/clients", json=client_body(org_unit="350503"), headers=api.token("admin"))
