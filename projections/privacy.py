@@ -53,6 +53,7 @@ class KeyRing:
         self._master = AESGCM(master_key)
         self._fingerprints = HKDF(SHA256(), 32, salt=None, info=FINGERPRINTS).derive(master_key)
         self._cache: dict[UUID, tuple[float, bool, bytes | None]] = {}
+        self._swept = time.monotonic()
         self._lock = threading.Lock()
         # Tables of what else is kept of a person, by person_id: their rows go with the key (see
         # projections.identities).
@@ -116,6 +117,8 @@ class KeyRing:
     def _state(self, person: UUID) -> tuple[bool, bytes | None]:
         """(whether the person has a key row, the key): from a cache at most KEY_CACHE_SECONDS old."""
         now = time.monotonic()
+        if now - self._swept > KEY_CACHE_SECONDS:
+            self._sweep(now)
         cached = self._cache.get(person)
         if cached and now - cached[0] < KEY_CACHE_SECONDS:
             return cached[1], cached[2]
@@ -125,6 +128,15 @@ class KeyRing:
             if latest is None or latest[0] < now:  # unless this process made or destroyed the key meanwhile
                 self._cache[person] = (now, found, key)
         return found, key
+
+    def _sweep(self, now: float) -> None:
+        """Drops the keys cached too long to be used again: a key this process unwrapped stays in its
+        memory (a core dump, swap) until the first look-up a second after, not until that person's
+        next one, which after another process erased them may never come."""
+        with self._lock:
+            self._swept = now
+            for person in [p for p, (at, _, _) in self._cache.items() if now - at >= KEY_CACHE_SECONDS]:
+                del self._cache[person]
 
     def _load(self, person: UUID) -> tuple[bool, bytes | None, bool]:
         """(whether a row exists, the key or None for a tombstone, whether the key is unreadable here)."""

@@ -10,6 +10,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.backend import open_backend
+from projections.privacy import KEY_CACHE_SECONDS
 from domain.case import ServiceCase
 from domain.contract import Contract
 from tests.conftest import ADMIN
@@ -345,3 +346,16 @@ def test_a_key_read_under_way_when_its_person_is_erased_is_not_cached_past_the_e
     assert keys.key_for(person) is not None  # the read that began before the erasure
     monkeypatch.undo()
     assert keys.key_for(person) is None
+
+
+def test_no_key_stays_in_memory_long_after_it_was_last_used(backend, monkeypatch):
+    """Another process may erase the person: a key this one unwrapped must not wait in its memory for
+    that person's next look-up, which may never come."""
+    person, other = uuid4(), uuid4()
+    keys = backend.keys
+    keys.key_to_seal(person)
+    assert person in keys._cache
+    later = time.monotonic() + 2 * KEY_CACHE_SECONDS
+    monkeypatch.setattr("projections.privacy.time.monotonic", lambda: later)
+    keys.key_for(other)  # anyone's look-up, a while after
+    assert person not in keys._cache
