@@ -4,7 +4,7 @@ A mixin of the LastMeter application, kept apart so that each module has one job
 """
 
 from collections.abc import Callable
-from dataclasses import astuple, dataclass
+from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 from uuid import UUID
@@ -85,13 +85,16 @@ class PurchasedServices:
             contract = self.get_contract(contract_id)
             check_version(contract, expected)
             since = contract.version
-            results = [astuple(r) for r in self._judge(actor, contract, rows)]
-            return Outcome(contract, since=since, answer=results)
+            # Not the references: one refused as malformed may be anything (a name in a shifted column),
+            # and the receipt is not sealed. A replay comes with the same file, and takes them from it.
+            kept = [(r.row, r.result, r.delivery_id, r.reason) for r in self._judge(actor, contract, rows)]
+            return Outcome(contract, since=since, answer=kept)
 
         written = self._run(idem, "import", 200, attempt)
         if written.answer is None:  # a replay under a receipt that kept no results
             return written, self._judge(actor, self.get_contract(contract_id, written.since), rows)
-        return written, [RowResult(*row) for row in written.answer]
+        return written, [RowResult(row, result, _reference(rows[row]), delivery, reason)
+                         for row, result, delivery, reason in written.answer]
 
     def _judge(self, actor: Actor, contract: Contract, rows: dict[int, DeliveryRow]) -> list[RowResult]:
         windows: dict[Any, Window] = {}  # case id → its window (see _window), looked up once per import
@@ -158,7 +161,7 @@ class PurchasedServices:
 
     def _import_row(self, actor: Actor, contract: Contract, number: int, row: DeliveryRow,
                     windows: dict[Any, Window]) -> RowResult:
-        reference = row.reference if isinstance(row.reference, str) else None
+        reference = _reference(row)
         try:
             return RowResult(number, "recorded", reference, str(self._record_row(actor, contract, row, windows)))
         except DuplicateDelivery as duplicate:
@@ -171,6 +174,10 @@ class PurchasedServices:
     def _delivery_written(self, contract_id: UUID, delivery: Delivery) -> Written:
         return Written("delivery", contract_id, delivery.recorded_version, 201, None, replayed=True,
                        item=delivery.id)
+
+
+def _reference(row: DeliveryRow) -> str | None:
+    return row.reference if isinstance(row.reference, str) else None
 
 
 def _uuid(field: str, value: Any) -> UUID:

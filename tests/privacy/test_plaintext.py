@@ -5,6 +5,7 @@ import json
 import logging
 import stat
 from datetime import datetime, timedelta, timezone
+from uuid import uuid4
 from pathlib import Path
 
 import psycopg
@@ -13,6 +14,8 @@ import pytest
 from domain.actor import Actor
 from domain.application import LastMeter
 from domain.clock import today
+from domain.commands import Idempotency
+from domain.purchasing import DeliveryRow
 from domain.receipt import CommandReceipt
 from tests.helpers import id_number
 
@@ -95,16 +98,36 @@ def found_in(blob: bytes) -> list[bytes]:
 def test_no_personal_value_is_stored_or_logged_in_plaintext(desk, settings, caplog):
     caplog.set_level(logging.DEBUG)
     write_everything(desk)
+    assert store_leaks(settings) == {}
+    assert found_in(caplog.text.encode()) == []
+    # and the values are there for those who may read them
+    client = desk.get("/v1/cases", status="closed").json()["items"][0]
+    assert desk.get(f"/v1/clients/{client['client_id']}").json()["name"] == NAME
+
+
+def store_leaks(settings) -> dict[str, list[bytes]]:
+    """Where in the store (file or table) a personal value was found in plaintext."""
     if settings.is_postgres:
         leaks = postgres_leaks(settings)
     else:
         folder = Path(settings.database_url.removeprefix("sqlite:///")).parent
         leaks = {path.name: found_in(path.read_bytes()) for path in folder.iterdir() if path.is_file()}
-    assert {where: hits for where, hits in leaks.items() if hits} == {}
-    assert found_in(caplog.text.encode()) == []
-    # and the values are there for those who may read them
-    client = desk.get("/v1/cases", status="closed").json()["items"][0]
-    assert desk.get(f"/v1/clients/{client['client_id']}").json()["name"] == NAME
+    return {where: hits for where, hits in leaks.items() if hits}
+
+
+def test_an_import_row_refused_for_what_it_held_leaves_no_copy_of_it(api, desk, settings):
+    """A shifted column can put a name and an ID number where the reference belongs: the row is
+    refused, and the receipt that keeps the import's answer must not keep them."""
+    contractor = Actor("ngo-p-staff", "contractor")
+    contract = api.app.create_contract(Actor("li-supervisor", "supervisor"), None, ["350502"], provider="ngo-p",
+                                       service_kind="home_care", unit="hour", unit_price="80.00", budget="800.00",
+                                       starts_on=TODAY, ends_on=TODAY)
+    rows = {2: DeliveryRow(str(uuid4()), TODAY, 1, f"{NAME} {ID_NUMBER}")}
+    key = Idempotency(contractor.user, "shifted-columns", "fingerprint")
+    _, first = api.app.import_deliveries(contractor, key, contract.id, rows)
+    _, again = api.app.import_deliveries(contractor, key, contract.id, rows)
+    assert first == again and first[0].result == "refused" and first[0].reference == f"{NAME} {ID_NUMBER}"
+    assert store_leaks(settings) == {}
 
 
 def postgres_leaks(settings) -> dict[str, list[bytes]]:
