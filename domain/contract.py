@@ -183,12 +183,12 @@ class Contract(Aggregate):
         the day the case was closed, if it is (a service after it is not paid for)."""
         if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference):
             raise InvalidInput("reference", "must be 1-64 visible ASCII characters")
+        if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= 100_000:
+            raise InvalidInput("units", "must be a whole number from 1 to 100000")
         found = delivery_id(self.id, reference)
         if found in self.deliveries:
             self._check_resent(self.deliveries[found], case_id, delivered_on, units)
             raise DuplicateDelivery(found)
-        if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= 100_000:
-            raise InvalidInput("units", "must be a whole number from 1 to 100000")
         if delivered_on > today:
             raise InvalidInput("delivered_on", "must not be in the future")
         if not self.covers_day(delivered_on):
