@@ -28,7 +28,7 @@ from eventsourcing.utils import get_topic
 from domain.access import AccessToken, new_secret, token_id
 from domain.actor import Actor
 from domain.case import ServiceCase
-from domain.client import Client, Disclosure
+from domain.client import Client, Disclosure, RegistrationTurns
 from domain.commands import SHOWN_TO, Contention, Idempotency, Outcome, Written, check_version
 from domain.errors import AlreadyRegistered, DomainError, IdempotencyKeyReused, NotFound, UnknownOrgUnit
 from domain.groupcommit import GroupCommit
@@ -174,18 +174,39 @@ class LastMeter(PurchasedServices, Application):
         number (and not erased) is the one to serve instead: AlreadyRegistered."""
         self.check_org_unit("org_unit", fields["org_unit"])
         client_id = uuid4()  # the same in every attempt: one row in the index, whatever the retries
+        identities = self.identities
 
-        def attempt() -> Client:
+        def attempt() -> Client | Outcome:
             client = Client.register(actor, client_id=client_id, **fields)
-            if self.identities is not None:
-                for other in self.identities.others(client.id_number, client.id):
-                    registered = self._registered(other)
-                    if registered is not None and not registered.erased and duplicates(registered):
-                        self.identities.forget(client.id)
-                        raise AlreadyRegistered(other)
-            return client
+            if identities is None:
+                return client
+            fingerprint = identities.fingerprint(client.id_number)
+            turns = self._turn(fingerprint[:2])  # taken before looking: see RegistrationTurns
+            identities.add(fingerprint, client.id)
+            for other in identities.others(fingerprint, client.id):
+                registered = self._registered(other)
+                if registered is not None and not registered.erased and duplicates(registered):
+                    raise AlreadyRegistered(other)
+            return Outcome(client, also=(turns,))
 
-        return self._run(idem, "client", 201, attempt)
+        try:
+            written = self._run(idem, "client", 201, attempt)
+        except BaseException:
+            if identities is not None:
+                identities.forget(client_id)
+            raise
+        if identities is not None and written.id != client_id:  # another request's answer, by its receipt
+            identities.forget(client_id)
+        return written
+
+    def _turn(self, lot: str) -> RegistrationTurns:
+        """The lot's turns with one more taken (the first opens them), to be saved with the person."""
+        try:
+            turns = self.repository.get(RegistrationTurns.id_for(lot))
+        except AggregateNotFoundError:
+            return RegistrationTurns.open(lot)
+        turns.take()
+        return turns
 
     def _registered(self, person: UUID) -> Client | None:
         """The person, if their registration was saved."""

@@ -8,7 +8,7 @@ own key and erased with it.
 import re
 from datetime import date
 from typing import Any
-from uuid import UUID, uuid4
+from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 
 from eventsourcing.domain import Aggregate
 
@@ -120,3 +120,31 @@ class Disclosure(Aggregate):
     def record(cls, actor: Actor, person: UUID, resource: str, resource_id: UUID) -> "Disclosure":
         return cls._create(cls.PersonalDataRead, actor=actor.as_dict(), person=person, resource=resource,
                            resource_id=resource_id)
+
+
+class RegistrationTurns(Aggregate):
+    """Registrations of the ID numbers whose fingerprints begin alike (one of 256 lots), one at a time.
+
+    A registration takes a turn (the next version of its lot; the first opens the lot), then looks for
+    the person under their number, and saves the turn with the person: two registrations of one
+    number at once cannot both be saved, and the one that loses the race looks again and finds the
+    other. A turn records nothing, neither the number nor the person;
+    a lot holds a 256th of all numbers, so which lot a number falls in tells nothing either.
+    """
+
+    class Opened(Aggregate.Created):
+        pass
+
+    class Taken(Aggregate.Event):
+        pass
+
+    @staticmethod
+    def id_for(lot: str) -> UUID:
+        return uuid5(NAMESPACE_URL, f"lastmeter:registration-turns:{lot}")
+
+    @classmethod
+    def open(cls, lot: str) -> "RegistrationTurns":
+        return cls._create(cls.Opened, id=cls.id_for(lot))
+
+    def take(self) -> None:
+        self.trigger_event(self.Taken)

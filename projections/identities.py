@@ -33,31 +33,32 @@ class IdentityIndex:
             tx.execute(f"CREATE INDEX IF NOT EXISTS {IDENTITIES}_person ON {IDENTITIES} (person_id)")
             if tx.execute(f"SELECT 1 FROM {IDENTITIES} WHERE fingerprint = ?", (INDEXED,)).fetchone():
                 return
-        for person, id_number in _registered(app):
-            self._add(person, id_number)
-        with self.store.write() as tx:
-            tx.execute(f"INSERT INTO {IDENTITIES} (fingerprint, person_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                       (INDEXED, INDEXED))
+        rows = [(self.fingerprint(id_number), str(person)) for person, id_number in _registered(app)]
+        self._add_all(rows + [(INDEXED, INDEXED)])
 
-    def others(self, id_number: str, person: UUID) -> list[UUID]:
-        """Adds `person` under the ID number; answers everyone else under it (some perhaps never saved:
-        a registration refused or cut short leaves its row, which names no client)."""
-        fingerprint = self._add(person, id_number)
+    def fingerprint(self, id_number: str) -> str:
+        return self.keys.fingerprint(b"id_number\n" + id_number.upper().encode())
+
+    def add(self, fingerprint: str, person: UUID) -> None:
+        self._add_all([(fingerprint, str(person))])
+
+    def others(self, fingerprint: str, person: UUID) -> list[UUID]:
+        """Everyone under the fingerprint but `person`: some perhaps never saved (a registration cut
+        short leaves its row, which names no client)."""
         with self.store.read() as tx:
             rows = tx.execute(f"SELECT person_id FROM {IDENTITIES} WHERE fingerprint = ? AND person_id <> ?",
                               (fingerprint, str(person))).fetchall()
         return [UUID(row[0]) for row in rows]
 
     def forget(self, person: UUID) -> None:
+        """Drops the rows of a registration not saved (refused, or answered by another's receipt)."""
         with self.store.write() as tx:
             tx.execute(f"DELETE FROM {IDENTITIES} WHERE person_id = ?", (str(person),))
 
-    def _add(self, person: UUID, id_number: str) -> str:
-        fingerprint = self.keys.fingerprint(b"id_number\n" + id_number.upper().encode())
+    def _add_all(self, rows: list[tuple[str, str]]) -> None:
         with self.store.write() as tx:
-            tx.execute(f"INSERT INTO {IDENTITIES} (fingerprint, person_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                       (fingerprint, str(person)))
-        return fingerprint
+            tx.executemany(f"INSERT INTO {IDENTITIES} (fingerprint, person_id) VALUES (?, ?) "
+                           "ON CONFLICT DO NOTHING", rows)
 
 
 def _registered(app: Any, batch: int = 1000) -> Iterator[tuple[UUID, str]]:

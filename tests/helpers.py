@@ -1,8 +1,13 @@
 """Small builders for test data, sent as commands (never inserted as rows)."""
 
 import random
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 from domain.client import id_number_check_digit
+from domain.errors import CommandRefused
 
 
 def id_number(region: str = "350502", seed: int | None = None) -> str:
@@ -16,3 +21,19 @@ def client_body(org_unit: str = "350502", **overrides) -> dict:
             "address": "鲤城区某街道12号", "org_unit": org_unit}
     body.update(overrides)
     return body
+
+
+def at_once(count: int, call: Callable[[], Any], refused: type[Exception] = CommandRefused) -> list[int]:
+    """The statuses of `count` calls of a command, made in threads released together: each call's
+    Written status, or 409 for one that raised `refused`."""
+    start = threading.Barrier(count)
+
+    def run(_: int) -> int:
+        start.wait()
+        try:
+            return call().status
+        except refused:
+            return 409
+
+    with ThreadPoolExecutor(count) as pool:
+        return list(pool.map(run, range(count)))

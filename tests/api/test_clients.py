@@ -3,9 +3,10 @@
 import pytest
 
 from api.backend import open_backend
+from domain.commands import Idempotency
 from domain.errors import AlreadyRegistered
 from tests.conftest import ADMIN
-from tests.helpers import client_body, id_number
+from tests.helpers import at_once, client_body, id_number
 
 
 class TestRegisterClient:
@@ -150,3 +151,21 @@ class TestOnePersonOneRecord:
                 backend.lastmeter.register_client(ADMIN, None, **body)
         finally:
             backend.close()
+
+
+def test_two_registrations_of_one_number_at_once_save_one_person(api):
+    """Each looks for the other before either is saved: the turn each takes, saved with its person,
+    lets only one be saved, and the other, looking again, finds it."""
+    for _ in range(8):
+        body = client_body()
+        assert sorted(at_once(2, lambda: api.app.register_client(ADMIN, None, **body))) == [201, 409]
+
+
+def test_a_registration_answered_by_its_twins_receipt_leaves_no_row_of_its_own(api):
+    body, key = client_body(), Idempotency("li-worker", "twin", "fingerprint")
+    first = api.app.register_client(ADMIN, key, **body)
+    again = api.app.register_client(ADMIN, key, **body)
+    assert again.id == first.id
+    with api.client.app.state.backend.views.read() as tx:
+        persons = {row[0] for row in tx.execute("SELECT person_id FROM person_identities").fetchall()}
+    assert persons - {"-"} == {str(first.id)}

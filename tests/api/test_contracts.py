@@ -2,7 +2,6 @@
 
 import hashlib
 import io
-import threading
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from uuid import UUID, uuid4
@@ -16,10 +15,10 @@ from domain.clock import today
 from domain.commands import Idempotency
 from domain.case import ServiceCase
 from domain.contract import Contract, PaymentStatement
-from domain.errors import CommandRefused
 from domain.receipt import CommandReceipt
 from domain.orgs import OrgUnit
 from tests.conftest import ADMIN
+from tests.helpers import at_once
 
 TODAY = today()
 
@@ -423,21 +422,7 @@ class TestStatements:
         contract_id, period = UUID(market["contract"]["id"]), TODAY.strftime("%Y-%m")
         delivered = deliver(api, market, case["id"], "U-1", units=1).json()
         desk.post(f"/v1/contracts/{contract_id}/deliveries/{delivered['id']}/review", {"accepted": True})
-        start, answers = threading.Barrier(2), []
-
-        def issue() -> None:
-            start.wait()
-            try:
-                answers.append(api.app.issue_statement(ADMIN, None, contract_id, period).status)
-            except CommandRefused:
-                answers.append(409)
-
-        threads = [threading.Thread(target=issue) for _ in range(2)]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        assert sorted(answers) == [201, 409]
+        assert sorted(at_once(2, lambda: api.app.issue_statement(ADMIN, None, contract_id, period))) == [201, 409]
 
     def test_only_one_whose_scope_covers_the_whole_contract_may_issue_one(self, api, market):
         body = {**market["body"], "org_units": ["350502", "350503"]}
