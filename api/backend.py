@@ -38,6 +38,7 @@ def open_backend(settings: Settings) -> Backend:
                                   erased=lambda person: keys.key_for(person) is None, identities=identities)
             lastmeter.found()
             identities.setup(lastmeter)
+            views.once("statements issued before 2026-11-30 marked", lastmeter.mark_unmarked_statements)
         keys.finish_erasures(lambda person: lastmeter.get_client(person).erased)
     except BaseException:
         views.close()

@@ -220,6 +220,12 @@ class Contract(Aggregate):
             raise InvalidInput("reference", "is already recorded on this contract for another delivery "
                                             f"({', '.join(differing)})")
 
+    def mark_stated(self, actor: Actor, statement: UUID, period: str, deliveries: list[UUID]) -> None:
+        """Records that the statement lists these deliveries (once: a statement marked is not again)."""
+        if statement not in self.statements.get(period, ()):
+            self.trigger_event(self.DeliveriesStated, actor=actor.as_dict(), statement_id=statement, period=period,
+                               deliveries=deliveries)
+
     def review(self, actor: Actor, delivery: UUID, accepted: bool, reason: str | None, person: UUID,
                erased: bool = False) -> None:
         """Accepts or rejects a pending delivery; `person` is the client of the delivery's case.
@@ -280,8 +286,7 @@ class PaymentStatement(Aggregate):
             raise CommandRefused(f"every accepted delivery of {period} is on a statement already: "
                                  f"{', '.join(map(str, earlier))}")
         statement_id = uuid4()
-        contract.trigger_event(contract.DeliveriesStated, actor=actor.as_dict(), statement_id=statement_id,
-                               period=period, deliveries=unstated)
+        contract.mark_stated(actor, statement_id, period, unstated)
         return cls._create(cls.StatementIssued, id=statement_id, actor=actor.as_dict(), contract_id=contract.id,
                            period=period, contract_version=contract.version, follows=earlier)
 

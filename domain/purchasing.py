@@ -18,6 +18,7 @@ from domain.errors import CommandRefused, InvalidInput, NotFound
 
 
 Window = tuple[date | None, date | None]  # see PurchasedServices._window
+UPGRADE = Actor("lastmeter-upgrade", "admin")  # who records what an upgrade finds the log lacks
 
 
 @dataclass(frozen=True)
@@ -124,6 +125,25 @@ class PurchasedServices:
             return Outcome(PaymentStatement.issue(actor, contract, period), also=(contract,))
 
         return self._run(idem, "statement", 201, attempt)
+
+    def mark_unmarked_statements(self) -> None:
+        """Marks on its contract what each statement issued before 2026-11-30 listed (every accepted
+        delivery of its month, at its version), which it did not mark itself: without the mark, the
+        next statement for that month would list them all again. A statement marked already is
+        left as it is, so a pass cut short may run again."""
+        for issued in self.recorded(PaymentStatement.StatementIssued):
+            if issued.follows is not None:  # issued since: it marked its own
+                continue
+
+            def attempt(issued: Any = issued) -> tuple[list[Contract], None]:
+                contract = self.get_contract(issued.contract_id)
+                as_issued = self.get_contract(issued.contract_id, issued.contract_version)
+                statement = self._get(issued.originator_id, PaymentStatement, "statement")
+                contract.mark_stated(UPGRADE, statement.id, statement.period,
+                                     [d.id for d in as_issued.deliveries.values() if statement.lists(d)])
+                return [contract], None
+
+            self._retrying(attempt)
 
     def get_statement_by_id(self, statement_id: UUID) -> tuple[PaymentStatement, Contract]:
         """The statement, and its contract as it stood when the statement was frozen."""

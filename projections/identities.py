@@ -7,17 +7,13 @@ table of its own rather than in the log: a person's rows go when their key does 
 so that after an erasure no one can even learn that the number was ever registered.
 """
 
-from collections.abc import Iterator
 from typing import Any
 from uuid import UUID
-
-from eventsourcing.utils import get_topic
 
 from domain.client import Client
 from projections.privacy import KeyRing
 
 IDENTITIES = "person_identities"
-INDEXED = "-"  # the fingerprint of the row that says every person registered before the index is in it
 
 
 class IdentityIndex:
@@ -31,10 +27,11 @@ class IdentityIndex:
             tx.execute(f"CREATE TABLE IF NOT EXISTS {IDENTITIES} "
                        "(fingerprint TEXT NOT NULL, person_id TEXT NOT NULL, PRIMARY KEY (fingerprint, person_id))")
             tx.execute(f"CREATE INDEX IF NOT EXISTS {IDENTITIES}_person ON {IDENTITIES} (person_id)")
-            if tx.execute(f"SELECT 1 FROM {IDENTITIES} WHERE fingerprint = ?", (INDEXED,)).fetchone():
-                return
-        rows = [(self.fingerprint(id_number), str(person)) for person, id_number in _registered(app)]
-        self._add_all(rows + [(INDEXED, INDEXED)])
+        self.store.once("person identities from the log", lambda: self._add_all([
+            (self.fingerprint(event.personal["id_number"]), str(event.originator_id))
+            for event in app.recorded(Client.ClientRegistered)
+            if event.personal.get("id_number")  # None once the person was erased
+        ]))
 
     def fingerprint(self, id_number: str) -> str:
         return self.keys.fingerprint(b"id_number\n" + id_number.upper().encode())
@@ -60,13 +57,3 @@ class IdentityIndex:
             tx.executemany(f"INSERT INTO {IDENTITIES} (fingerprint, person_id) VALUES (?, ?) "
                            "ON CONFLICT DO NOTHING", rows)
 
-
-def _registered(app: Any, batch: int = 1000) -> Iterator[tuple[UUID, str]]:
-    """(person, ID number) of every registration in the log whose person was not erased."""
-    topic, start = get_topic(Client.ClientRegistered), 1
-    while notifications := app.recorder.select_notifications(start, batch, topics=[topic]):
-        for notification in notifications:
-            event = app.mapper.to_domain_event(notification)
-            if event.personal.get("id_number"):
-                yield event.originator_id, event.personal["id_number"]
-        start = notifications[-1].id + 1

@@ -24,6 +24,7 @@ def prefixed(column: str, prefix: str) -> tuple[str, list[str]]:
 
 
 SETUP_LOCK = 0x1A57_3E7E  # the advisory lock id held while creating tables
+UPGRADES = "upgrades_done"  # the names of the one-off passes (ViewStore.once) this store has had
 
 
 class Tx:
@@ -137,6 +138,17 @@ class ViewStore:
             yield Tx(conn.cursor(), False)
         finally:
             conn.execute("ROLLBACK")
+
+    def once(self, name: str, run: Callable[[], None]) -> None:
+        """Runs `run` unless a run of that name finished in this store before: an upgrade's one pass
+        over the log, say. One cut short runs again, so `run` must bear being run twice."""
+        with self.write() as tx:
+            tx.execute(f"CREATE TABLE IF NOT EXISTS {UPGRADES} (name TEXT PRIMARY KEY)")
+            if tx.execute(f"SELECT 1 FROM {UPGRADES} WHERE name = ?", (name,)).fetchone():
+                return
+        run()
+        with self.write() as tx:
+            tx.execute(f"INSERT INTO {UPGRADES} (name) VALUES (?) ON CONFLICT DO NOTHING", (name,))
 
     @contextmanager
     def setup_lock(self) -> Iterator[None]:

@@ -9,6 +9,7 @@ from uuid import UUID, uuid4
 import pytest
 from openpyxl import Workbook
 
+from api.backend import open_backend
 from api.imports import read_rows
 from domain.actor import Actor
 from domain.clock import today
@@ -404,7 +405,8 @@ class TestStatements:
         again = api.client.post(f"{base}/statements", json={"period": period}, headers=market["supervisor"])
         assert again.status_code == 409 and supplement.json()["id"] in again.json()["detail"]
 
-    def test_a_statement_issued_before_statements_marked_their_lines_still_reads_as_issued(self, api, desk, market):
+    def test_a_statement_issued_before_statements_marked_their_lines_reads_and_counts_as_issued(
+            self, api, desk, market, settings):
         """Before 2026-11-30 a statement listed every accepted delivery of its month and marked none."""
         case = referred_case(desk, market)
         contract_id, period = market["contract"]["id"], TODAY.strftime("%Y-%m")
@@ -416,6 +418,15 @@ class TestStatements:
         api.app.save(old)
         read = api.client.get(f"/v1/contracts/{contract_id}/statements/{old.id}", headers=market["supervisor"]).json()
         assert [line["reference"] for line in read["lines"]] == ["V-1"] and "follows" not in read
+        # The first start after the upgrade marks what it listed, so that no statement lists V-1 again.
+        with api.client.app.state.backend.views.write() as tx:
+            tx.execute("DELETE FROM upgrades_done")
+        open_backend(settings).close()
+        again = api.client.post(f"/v1/contracts/{contract_id}/statements", json={"period": period},
+                                headers=market["supervisor"])
+        assert again.status_code == 409 and str(old.id) in again.json()["detail"]
+        assert api.client.get(f"/v1/contracts/{contract_id}/statements/{old.id}",
+                              headers=market["supervisor"]).json() == read
 
     def test_two_issued_at_once_never_list_a_delivery_twice(self, api, desk, market):
         case = referred_case(desk, market)
