@@ -77,9 +77,10 @@ IfMatch = Annotated[str | None, Header(description='the version the command expe
 
 
 async def idempotency(request: Request, principal: Principal, key: str | None,
-                      sent: bytes | None = None) -> Idempotency | None:
+                      sent: bytes | None = None, sent_before: bytes | None = None) -> Idempotency | None:
     """The Idempotency-Key with a keyed fingerprint of what it came with: the route and what was
-    sent (by default the body, canonical where it is JSON)."""
+    sent (by default the body, canonical where it is JSON); `sent_before`, what a receipt stored
+    before an upgrade may have taken as sent instead."""
     if key is None:
         return None
     if not _KEY.fullmatch(key):
@@ -90,8 +91,10 @@ async def idempotency(request: Request, principal: Principal, key: str | None,
     body = None if form_parsed else canonical(await request.body())
     request_line = f"{request.method} {request.url.path}\n".encode()
     fingerprint = request.app.state.backend.keys.fingerprint(request_line + (body if sent is None else sent))
-    legacy = hashlib.sha256(request_line + body).hexdigest() if body is not None else None
-    return Idempotency(principal.user, key, fingerprint, legacy)
+    earlier = [hashlib.sha256(request_line + body).hexdigest()] if body is not None else []
+    if sent_before is not None and sent_before != sent:
+        earlier.append(request.app.state.backend.keys.fingerprint(request_line + sent_before))
+    return Idempotency(principal.user, key, fingerprint, tuple(earlier))
 
 
 def canonical(body: bytes) -> bytes:

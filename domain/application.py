@@ -458,7 +458,7 @@ class LastMeter(PurchasedServices, Application):
             receipt = self.repository.get(CommandReceipt.id_for(idem.user, idem.key))
         except AggregateNotFoundError:
             return None
-        if receipt.request_hash not in (idem.request_hash, idem.legacy_hash):
+        if receipt.request_hash not in (idem.request_hash, *idem.earlier_hashes):
             raise IdempotencyKeyReused()
         # A replay is the first answer again, to the same caller: the disclosure of its personal values
         # was recorded with the first (in its transaction), and a repeat appends nothing.

@@ -24,9 +24,9 @@ class Idempotency:
     user: str
     key: str
     request_hash: str
-    # What a receipt stored before 2026-11-29 kept instead (a plain SHA-256): compared, never stored, so
-    # that a retry across the upgrade still finds its first answer.
-    legacy_hash: str | None = None
+    # What a receipt stored before an upgrade may keep instead (before 2026-11-29 a plain SHA-256):
+    # compared, never stored, so that a retry across the upgrade still finds its first answer.
+    earlier_hashes: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

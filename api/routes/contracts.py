@@ -99,10 +99,11 @@ async def import_idempotency(request: Request, upload: Upload,
                              idempotency_key: IdempotencyKey = None) -> Idempotency | None:
     """An import's Idempotency-Key goes with the file and its name or media type, not the request
     body: a client sends each multipart body with a boundary of its own, so a retried upload differs
-    there; and a retry may spell the type otherwise (`Text/CSV; charset=utf-8`)."""
+    there; and a retry may spell the type otherwise (`Text/CSV; charset=utf-8`), as receipts stored
+    before 2026-11-30 kept it."""
     content, kind = upload
-    sent = kind.split(";")[0].strip().lower().encode() + b"\n" + content
-    return await idempotency(request, await principal_of(request), idempotency_key, sent)
+    sent, as_before = (name.encode() + b"\n" + content for name in (kind.split(";")[0].strip().lower(), kind))
+    return await idempotency(request, await principal_of(request), idempotency_key, sent, as_before)
 
 
 @router.post("/{contract_id}/deliveries/import")

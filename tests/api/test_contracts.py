@@ -538,6 +538,20 @@ class TestImportRetries:
         assert (first.status_code, again.status_code) == (200, 200) and again.json() == first.json()
         assert again.headers["idempotent-replayed"] == "true"
 
+    def test_a_retry_of_an_import_answered_before_media_types_were_normalised_finds_its_answer(
+            self, api, desk, market):
+        """A receipt stored before 2026-11-30 kept the Content-Type as sent."""
+        case = referred_case(desk, market)
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        content, kind = csv_file([(case["id"], TODAY, 1, "N-1")]), "text/csv; charset=utf-8"
+        fingerprint = api.client.app.state.backend.keys.fingerprint(f"POST {url}\n{kind}\n".encode() + content)
+        contractor = Actor("ngo-a-staff", "contractor")
+        api.app.import_deliveries(contractor, Idempotency(contractor.user, "as-sent", fingerprint),
+                                  UUID(market["contract"]["id"]), read_rows(content, kind))
+        again = api.client.post(url, content=content, headers={**market["contractor"], "Content-Type": kind,
+                                                               "Idempotency-Key": "as-sent"})
+        assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true"
+
     def test_a_retried_multipart_upload_is_the_same_request_whatever_its_boundary(self, api, desk, market):
         case = referred_case(desk, market)
         url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
