@@ -1,6 +1,7 @@
 """Everything the API and the command line open on the store, opened and closed in one place."""
 
 import base64
+import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -10,6 +11,9 @@ from domain.application import LastMeter
 from projections.identities import IdentityIndex
 from projections.privacy import KeyRing, PersonalDataMapper
 from projections.store import ViewStore
+
+
+logger = logging.getLogger("lastmeter.store")
 
 
 @dataclass
@@ -49,11 +53,16 @@ def open_backend(settings: Settings) -> Backend:
 def owner_only(store: Path) -> None:
     """Makes a new SQLite store readable by its owner alone, as its key file is: SQLite gives the
     store's -wal and -shm files the mode of the store, which would otherwise follow the umask
-    (0644: every local user could read the case facts, the audit trail and the wrapped keys)."""
+    (0644: every local user could read the case facts, the audit trail and the wrapped keys). An
+    older store others may read is left as it is, and said so."""
+    if str(store) == ":memory:" or str(store).startswith("file:"):
+        return
     try:
         os.close(os.open(store, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
     except FileExistsError:
-        pass
+        if store.stat().st_mode & 0o077:
+            logger.warning("the store %s can be read by other users of this machine: chmod 600 it, "
+                           "and its -wal and -shm files", store)
 
 
 def master_key(settings: Settings) -> bytes:

@@ -5,6 +5,7 @@ import getpass
 import json
 import os
 import re
+import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -14,7 +15,9 @@ from pathlib import Path
 from typing import Annotated, Optional
 from uuid import UUID
 
+import psycopg
 import typer
+from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -77,7 +80,8 @@ def opened() -> Iterator[Backend]:
     reason and exits 2."""
     try:
         backend = open_backend(configured())
-    except OSError as error:  # e.g. a SQLite store or key file in a folder that does not exist
+    except (OSError, sqlite3.Error, psycopg.Error, PersistenceError) as error:
+        # a SQLite store or key file in a folder that does not exist, a PostgreSQL that does not answer
         console.print(f"[red]error:[/red] cannot open the store: {error}")
         raise typer.Exit(2) from None
     try:

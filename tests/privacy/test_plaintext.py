@@ -5,12 +5,13 @@ import json
 import logging
 import stat
 from datetime import datetime, timedelta, timezone
-from uuid import uuid4
 from pathlib import Path
+from uuid import uuid4
 
 import psycopg
 import pytest
 
+from api.backend import open_backend
 from domain.actor import Actor
 from domain.application import LastMeter
 from domain.clock import today
@@ -180,3 +181,15 @@ def test_an_application_given_no_mapper_that_seals_refuses_to_store_personal_dat
                                 phone="13500000000", org_unit="350502")
     finally:
         app.close()
+
+
+def test_an_older_store_others_may_read_is_named_at_start(settings, tmp_path, caplog):
+    if settings.is_postgres:
+        pytest.skip("PostgreSQL's files are the server's")
+    store = tmp_path / "older.db"
+    store.touch()
+    store.chmod(0o644)
+    backend = open_backend(settings.model_copy(update={"database_url": f"sqlite:///{store}"}))
+    backend.close()
+    assert f"the store {store} can be read by other users" in caplog.text
+    assert stat.S_IMODE(store.stat().st_mode) == 0o644  # left as it is: its owner decides
