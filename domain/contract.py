@@ -125,8 +125,9 @@ class Contract(Aggregate):
         deliveries: list
 
         def apply(self, contract: "Contract") -> None:
-            for delivery in self.deliveries:
-                contract.deliveries[delivery].statement = self.statement_id
+            for delivery in self.deliveries:  # the first to list it, where statements of old both did
+                if contract.deliveries[delivery].statement is None:
+                    contract.deliveries[delivery].statement = self.statement_id
             contract.statements.setdefault(self.period, []).append(self.statement_id)
 
     def __init__(self, actor: dict, provider: str, service_kind: str, unit: str, unit_price: str, budget: str,
@@ -280,8 +281,7 @@ class PaymentStatement(Aggregate):
             raise CommandRefused(f"the contract runs from {contract.starts_on} to {contract.ends_on}: "
                                  f"{period} is none of its months")
         earlier = list(contract.statements.get(period, ()))
-        unstated = [d.id for d in contract.deliveries.values()
-                    if d.status == ACCEPTED and d.delivered_on[:7] == period and d.statement is None]
+        unstated = [d.id for d in contract.deliveries.values() if payable_in(d, period) and d.statement is None]
         if earlier and not unstated:
             raise CommandRefused(f"every accepted delivery of {period} is on a statement already: "
                                  f"{', '.join(map(str, earlier))}")
@@ -293,5 +293,10 @@ class PaymentStatement(Aggregate):
     def lists(self, delivery: Delivery) -> bool:
         """Whether the delivery (of the contract at this statement's version) is one of its lines."""
         if self.follows is None:
-            return delivery.status == ACCEPTED and delivery.delivered_on[:7] == self.period
+            return payable_in(delivery, self.period)
         return delivery.statement == self.id
+
+
+def payable_in(delivery: Delivery, period: str) -> bool:
+    """Accepted, and delivered in the month: what a statement issued before 2026-11-30 listed."""
+    return delivery.status == ACCEPTED and delivery.delivered_on[:7] == period

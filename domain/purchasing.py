@@ -3,7 +3,7 @@
 A mixin of the LastMeter application, kept apart so that each module has one job.
 """
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
@@ -13,7 +13,7 @@ from domain.actor import Actor
 from domain.case import CLOSED, ServiceCase
 from domain.clock import local, today
 from domain.commands import Idempotency, Outcome, Written, check_version
-from domain.contract import Contract, Delivery, DuplicateDelivery, PaymentStatement
+from domain.contract import Contract, Delivery, DuplicateDelivery, PaymentStatement, payable_in
 from domain.errors import CommandRefused, InvalidInput, NotFound
 
 
@@ -129,21 +129,32 @@ class PurchasedServices:
     def mark_unmarked_statements(self) -> None:
         """Marks on its contract what each statement issued before 2026-11-30 listed (every accepted
         delivery of its month, at its version), which it did not mark itself: without the mark, the
-        next statement for that month would list them all again. A statement marked already is
-        left as it is, so a pass cut short may run again."""
+        next statement for that month would list them all again. Each contract's log is read once,
+        and a statement marked already is passed over, so a pass cut short may run again."""
+        unmarked: dict[UUID, list[Any]] = {}
         for issued in self.recorded(PaymentStatement.StatementIssued):
-            if issued.follows is not None:  # issued since: it marked its own
-                continue
-
-            def attempt(issued: Any = issued) -> tuple[list[Contract], None]:
-                contract = self.get_contract(issued.contract_id)
-                as_issued = self.get_contract(issued.contract_id, issued.contract_version)
-                statement = self._get(issued.originator_id, PaymentStatement, "statement")
-                contract.mark_stated(UPGRADE, statement.id, statement.period,
-                                     [d.id for d in as_issued.deliveries.values() if statement.lists(d)])
+            if issued.follows is None:  # one issued since marked its own
+                unmarked.setdefault(issued.contract_id, []).append(issued)
+        for contract_id, statements in unmarked.items():
+            def attempt(statements: list[Any] = statements) -> tuple[list[Contract], None]:
+                contract = self.get_contract(statements[0].contract_id)
+                todo = {s.contract_version: s for s in statements
+                        if s.originator_id not in contract.statements.get(s.period, ())}
+                for at, statement in self._as_issued(contract.id, todo):
+                    listed = [d.id for d in at.deliveries.values() if payable_in(d, statement.period)]
+                    contract.mark_stated(UPGRADE, statement.originator_id, statement.period, listed)
                 return [contract], None
 
             self._retrying(attempt)
+
+    def _as_issued(self, contract_id: UUID, statements: dict[int, Any]) -> Iterator[tuple[Contract, Any]]:
+        """(the contract as it stood, the statement) for each statement issued at a version of it, in
+        one reading of its log."""
+        contract = None
+        for event in self.events.get(contract_id, lte=max(statements, default=0)):
+            contract = event.mutate(contract)
+            if contract.version in statements:
+                yield contract, statements[contract.version]
 
     def get_statement_by_id(self, statement_id: UUID) -> tuple[PaymentStatement, Contract]:
         """The statement, and its contract as it stood when the statement was frozen."""
