@@ -11,7 +11,7 @@ from typing import Any
 from uuid import UUID
 
 from domain.client import Client
-from projections.privacy import KeyRing
+from projections.privacy import KEYS, KeyRing
 
 IDENTITIES = "person_identities"
 
@@ -27,11 +27,21 @@ class IdentityIndex:
             tx.execute(f"CREATE TABLE IF NOT EXISTS {IDENTITIES} "
                        "(fingerprint TEXT NOT NULL, person_id TEXT NOT NULL, PRIMARY KEY (fingerprint, person_id))")
             tx.execute(f"CREATE INDEX IF NOT EXISTS {IDENTITIES}_person ON {IDENTITIES} (person_id)")
-        self.store.once("person identities from the log", lambda: self._add_all([
+        self.store.once("person identities from the log", lambda: self._fill([
             (self.fingerprint(event.personal["id_number"]), str(event.originator_id))
             for event in app.recorded(Client.ClientRegistered)
             if event.personal.get("id_number")  # None once the person was erased
         ]))
+
+    def _fill(self, rows: list[tuple[str, str]]) -> None:
+        """Adds the rows of persons not erased: one erased since the log was read (by another process)
+        must not get a row back, which no erasure would then remove."""
+        with self.store.write() as tx:
+            if tx.postgres:  # no key destroyed between the look for its tombstone and the insert
+                tx.execute(f"LOCK TABLE {KEYS} IN SHARE MODE")
+            tx.executemany(f"INSERT INTO {IDENTITIES} (fingerprint, person_id) SELECT ?, ? WHERE NOT EXISTS "
+                           f"(SELECT 1 FROM {KEYS} WHERE person_id = ? AND wrapped IS NULL) ON CONFLICT DO NOTHING",
+                           [(fingerprint, person, person) for fingerprint, person in rows])
 
     def fingerprint(self, id_number: str) -> str:
         return self.keys.fingerprint(b"id_number\n" + id_number.upper().encode())

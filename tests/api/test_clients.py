@@ -170,3 +170,14 @@ def test_a_registration_answered_by_its_twins_receipt_leaves_no_row_of_its_own(a
     with api.client.app.state.backend.views.read() as tx:
         persons = {row[0] for row in tx.execute("SELECT person_id FROM person_identities").fetchall()}
     assert persons == {str(first.id)}
+
+
+def test_filling_the_index_gives_no_row_back_to_a_person_erased_meanwhile(api):
+    """The fill reads the log, then writes: a person erased by another process in between keeps no row."""
+    first = api.app.register_client(ADMIN, None, **client_body())
+    backend = api.client.app.state.backend
+    backend.keys.destroy(first.id)  # erased after the fill read the log
+    api.app.identities._fill([("a-fingerprint", str(first.id))])
+    with backend.views.read() as tx:
+        assert tx.execute("SELECT COUNT(*) FROM person_identities WHERE person_id = ?",
+                          (str(first.id),)).fetchone()[0] == 0
