@@ -34,6 +34,7 @@ def open_backend(settings: Settings) -> Backend:
         owner_only(Path(env["SQLITE_DBNAME"]))
     views = ViewStore(env)
     keys = KeyRing(views, master_key(settings))
+    lastmeter = None
     try:
         with views.setup_lock():  # the library's tables, ours and the org tree, once, whoever starts first
             keys.setup()
@@ -45,6 +46,8 @@ def open_backend(settings: Settings) -> Backend:
             views.once("statements issued before 2026-11-30 marked", lastmeter.mark_unmarked_statements)
         keys.finish_erasures(lambda person: lastmeter.get_client(person).erased)
     except BaseException:
+        if lastmeter is not None:  # its group-commit writer and connections too
+            lastmeter.close()
         views.close()
         raise
     return Backend(lastmeter, views, keys)
