@@ -181,7 +181,7 @@ class LastMeter(PurchasedServices, Application):
             if identities is None:
                 return client
             fingerprint = identities.fingerprint(client.id_number)
-            turns = self._turn(fingerprint[:2])  # taken before looking: see RegistrationTurns
+            turns = self._turn(actor, fingerprint[:2])  # taken before looking: see RegistrationTurns
             identities.add(fingerprint, client.id)
             for other in identities.others(fingerprint, client.id):
                 registered = self._registered(other)
@@ -206,13 +206,13 @@ class LastMeter(PurchasedServices, Application):
             yield from map(self.mapper.to_domain_event, notifications)
             start = notifications[-1].id + 1
 
-    def _turn(self, lot: str) -> RegistrationTurns:
+    def _turn(self, actor: Actor, lot: str) -> RegistrationTurns:
         """The lot's turns with one more taken (the first opens them), to be saved with the person."""
         try:
             turns = self.repository.get(RegistrationTurns.id_for(lot))
         except AggregateNotFoundError:
-            return RegistrationTurns.open(lot)
-        turns.take()
+            return RegistrationTurns.open(actor, lot)
+        turns.take(actor)
         return turns
 
     def _registered(self, person: UUID) -> Client | None:

@@ -128,23 +128,27 @@ class RegistrationTurns(Aggregate):
     A registration takes a turn (the next version of its lot; the first opens the lot), then looks for
     the person under their number, and saves the turn with the person: two registrations of one
     number at once cannot both be saved, and the one that loses the race looks again and finds the
-    other. A turn records nothing, neither the number nor the person;
-    a lot holds a 256th of all numbers, so which lot a number falls in tells nothing either.
+    other. A turn records who took it (the audit search names every event's actor), and nothing of
+    the person: neither their number nor who they are; a lot holds a 256th of all numbers, so which
+    lot a number falls in tells nothing either.
     """
 
     class Opened(Aggregate.Created):
-        pass
+        actor: dict
 
     class Taken(Aggregate.Event):
-        pass
+        actor: dict
+
+    def __init__(self, actor: dict):
+        pass  # a lot keeps no state: its version is what registrations take turns on
 
     @staticmethod
     def id_for(lot: str) -> UUID:
         return uuid5(NAMESPACE_URL, f"lastmeter:registration-turns:{lot}")
 
     @classmethod
-    def open(cls, lot: str) -> "RegistrationTurns":
-        return cls._create(cls.Opened, id=cls.id_for(lot))
+    def open(cls, actor: Actor, lot: str) -> "RegistrationTurns":
+        return cls._create(cls.Opened, id=cls.id_for(lot), actor=actor.as_dict())
 
-    def take(self) -> None:
-        self.trigger_event(self.Taken)
+    def take(self, actor: Actor) -> None:
+        self.trigger_event(self.Taken, actor=actor.as_dict())

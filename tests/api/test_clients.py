@@ -181,3 +181,14 @@ def test_filling_the_index_gives_no_row_back_to_a_person_erased_meanwhile(api):
     with backend.views.read() as tx:
         assert tx.execute("SELECT COUNT(*) FROM person_identities WHERE person_id = ?",
                           (str(first.id),)).fetchone()[0] == 0
+
+
+def test_the_turn_a_registration_takes_is_on_the_audit_trail_under_its_actor(api):
+    worker = api.token("case_worker", "350502", user="wu-worker")
+    registered = api.client.post("/v1/clients", json=client_body(), headers=worker)
+    search = {"actor": "wu-worker", "min_position": registered.headers["x-position"]}
+    items = api.client.get("/v1/audit/events", params=search, headers=api.token("auditor")).json()["items"]
+    # the lot's first turn opens it; the person's answer records that its values were shown
+    assert [i["type"] for i in items][1:] == ["ClientRegistered", "PersonalDataRead"]
+    assert items[0]["type"] in ("Opened", "Taken") and items[0]["aggregate_type"] == "RegistrationTurns"
+    assert {i["actor"]["user"] for i in items} == {"wu-worker"}
