@@ -80,8 +80,9 @@ def opened() -> Iterator[Backend]:
     reason and exits 2."""
     try:
         backend = open_backend(configured())
-    except (OSError, sqlite3.Error, psycopg.Error, PersistenceError) as error:
-        # a SQLite store or key file in a folder that does not exist, a PostgreSQL that does not answer
+    except (OSError, sqlite3.Error, psycopg.Error, PersistenceError, DomainError) as error:
+        # a SQLite store or key file in a folder that does not exist, a PostgreSQL that does not answer,
+        # an upgrade's pass refused (one that kept losing races, say)
         console.print(f"[red]error:[/red] cannot open the store: {error}")
         raise typer.Exit(2) from None
     try:
