@@ -131,6 +131,11 @@ def list_cases(tx: Tx, where: "Where", limit: int, before: int | None) -> list[d
     return [dict(zip(LISTED, r)) for r in rows]
 
 
+def org_units_of(tx: Tx, case_ids: Sequence[str]) -> dict[str, str]:
+    """The org unit of each case the view holds, by id."""
+    return dict(tx.select_in("SELECT id, org_unit FROM view_cases WHERE id IN ({})", case_ids))
+
+
 class Where:
     """Filters of the case list and workload, in SQL both stores understand."""
 

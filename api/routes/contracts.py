@@ -1,26 +1,31 @@
 """Purchased services: contracts, deliveries, reviews, the ledger and payment statements."""
 
 from collections.abc import Callable
-from typing import Annotated
+from typing import Annotated, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from api.access import Principal
-from api.deps import App, ExpectedVersion, Idem, IdempotencyKey, idempotency, permit, principal_of
+from api.deps import (App, Cursor, ExpectedVersion, Fresh, Idem, IdempotencyKey, ReadSideDep, WholeLimit, idempotency,
+                      permit, principal_of)
 from api.imports import read_rows
-from api.ledger import contract_state, delivery_state, statement_bytes
-from api.render import Json
+from api.ledger import contract_state, delivery_state, statement_bytes, yuan
+from api.render import Json, paged
 from api.schemas import ContractIn, DeliveryIn, ReviewIn, StatementIn
+from api.spreadsheet import Format, tabular
 from api.writes import answer, write_headers
 from domain.application import Idempotency, LastMeter
 from domain.case import ServiceCase
+from domain.clock import check_month
 from domain.contract import Contract
 from domain.errors import InvalidInput, NotFound
 from domain.purchasing import DeliveryRow
+from projections import cases as views
 
 router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
+DELIVERY_COLUMNS = ("reference", "id", "case_id", "delivered_on", "units", "amount", "status", "statement_id")
 MAX_UPLOAD = 20 * 1024 * 1024
 
 
@@ -117,6 +122,34 @@ def import_deliveries(contract_id: UUID, app: App, principal: Annotated[Principa
               "delivery_id": r.delivery_id, "reason": r.reason} for r in results]
     counts = {name: sum(r.result == name for r in results) for name in ("recorded", "duplicate", "refused")}
     return Json({"items": items, "next_cursor": None, **counts}, headers=write_headers(app, written))
+
+
+@router.get("/{contract_id}/deliveries", dependencies=[Fresh])
+def list_deliveries(
+    contract_id: UUID, app: App, readside: ReadSideDep, principal: Annotated[Principal, permit("read_contract")],
+    status: Annotated[Literal["pending", "accepted", "rejected"] | None, Query()] = None,
+    month: Annotated[str | None, Query(description="YYYY-MM: only those delivered in that month")] = None,
+    format: Format = "json", limit: WholeLimit = None, cursor: Cursor = None,
+):
+    """The contract's deliveries by reference, what a contractor reconciles its own records against;
+    staff see those of cases in their scope. A rejection's reason is read one delivery at a time
+    (GET .../deliveries/{delivery_id}), where showing it is recorded."""
+    contract = visible_contract(app, principal, contract_id)
+    if month is not None:
+        check_month("month", month)
+    chosen = [d for d in contract.deliveries.values()
+              if status in (None, d.status) and month in (None, d.delivered_on[:7])]
+    if principal.role != "contractor":
+        with readside.store.read() as tx:
+            units = views.org_units_of(tx, [str(d.case_id) for d in chosen])
+        tree = app.org_tree()
+        chosen = [d for d in chosen if str(d.case_id) in units and principal.covers(tree, units[str(d.case_id)])]
+    items = [{"reference": d.reference, "id": str(d.id), "case_id": str(d.case_id), "delivered_on": d.delivered_on,
+              "units": d.units, "amount": yuan(d.amount), "status": d.status,
+              "statement_id": str(d.statement) if d.statement else None}
+             for d in sorted(chosen, key=lambda d: d.reference)]
+    page, more = paged(items, "reference", limit, cursor)
+    return tabular(page, DELIVERY_COLUMNS, format, f"deliveries-{contract_id}", more, money=("amount",))
 
 
 @router.get("/{contract_id}/deliveries/{delivery_id}")

@@ -15,7 +15,7 @@ from domain.actor import Actor
 from domain.clock import today
 from domain.commands import Idempotency
 from domain.case import ServiceCase
-from domain.contract import Contract, PaymentStatement
+from domain.contract import Contract, PaymentStatement, delivery_id
 from domain.receipt import CommandReceipt
 from domain.orgs import OrgUnit
 from tests.conftest import ADMIN
@@ -261,6 +261,41 @@ class TestDeliveries:
         assert review.status_code == 404 and review.json()["detail"] == hidden.json()["detail"]
         assert api.client.get(url, headers=market["supervisor"]).status_code == 200
         assert api.client.get(url, headers=market["contractor"]).status_code == 200
+
+
+class TestDeliveryList:
+    def test_a_contractor_reconciles_its_deliveries_by_status_and_month(self, api, desk, market):
+        case = referred_case(desk, market)
+        base = f"/v1/contracts/{market['contract']['id']}"
+        for reference in ("L-2", "L-1", "L-3"):
+            deliver(api, market, case["id"], reference, units=1)
+        last = desk.post(f"{base}/deliveries/{delivery_id(UUID(market['contract']['id']), 'L-2')}/review",
+                         {"accepted": True})
+        listed = api.client.get(f"{base}/deliveries", params={"min_position": last.headers["x-position"]},
+                                headers=market["contractor"]).json()
+        assert [(d["reference"], d["status"]) for d in listed["items"]] == [
+            ("L-1", "pending"), ("L-2", "accepted"), ("L-3", "pending")]
+        assert listed["items"][1]["amount"] == "80.00" and listed["items"][1]["statement_id"] is None
+        month = TODAY.strftime("%Y-%m")
+        pending = api.client.get(f"{base}/deliveries", params={"status": "pending", "month": month, "limit": 1},
+                                 headers=market["contractor"]).json()
+        assert [d["reference"] for d in pending["items"]] == ["L-1"] and pending["next_cursor"]
+        exported = api.client.get(f"{base}/deliveries", params={"format": "csv"}, headers=market["contractor"])
+        assert exported.text.splitlines()[0].lstrip("\ufeff").startswith("reference,id,case_id")
+        bad = api.client.get(f"{base}/deliveries", params={"month": "2026-13"}, headers=market["contractor"])
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "month"
+
+    def test_staff_see_only_the_deliveries_of_cases_in_their_scope(self, api, desk, market):
+        case = referred_case(desk, market)  # in Licheng (350502), on a contract for the whole district
+        last = deliver(api, market, case["id"], "S-1")
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries"
+        params = {"min_position": last.headers["x-position"]}
+        api.app.add_org_units(ADMIN, [OrgUnit("350502001", "海滨街道", "township")])
+        township = api.token("case_worker", "350502001")  # sees the contract, not the district's cases
+        assert api.client.get(url, params=params, headers=township).json()["items"] == []
+        district = api.client.get(url, params=params, headers=market["supervisor"]).json()["items"]
+        assert [d["reference"] for d in district] == ["S-1"]
+        assert api.client.get(url, headers=api.token("contractor", provider="ngo-b")).status_code == 404
 
 
 class TestReview:
