@@ -203,8 +203,7 @@ class KeyRing:
                        "ON CONFLICT (person_id) DO UPDATE SET wrapped = NULL", (str(person),))
             for table in self.erased_with_the_key:
                 tx.execute(f"DELETE FROM {table} WHERE person_id = ?", (str(person),))
-        for table in (KEYS, *self.erased_with_the_key):
-            self.store.purge(table)  # leave no copy of the key, nor of the rest, in freed pages
+        self.store.purge(KEYS, *self.erased_with_the_key)  # no copy of the key, nor of the rest, in freed pages
         with self._lock:
             self._cache[person] = (time.monotonic(), True, None)
 

@@ -163,14 +163,15 @@ class ViewStore:
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
 
-    def purge(self, table: str) -> None:
-        """Leaves no copy of deleted rows of `table` in the database's files: on PostgreSQL the dead
+    def purge(self, *tables: str) -> None:
+        """Leaves no copy of deleted rows of `tables` in the database's files: on PostgreSQL the dead
         tuples (VACUUM); on SQLite, whose freed pages are overwritten (secure_delete), its WAL file.
         PostgreSQL's own write-ahead log keeps the old row until its segment is recycled, and WAL
         archives and replicas keep it as backups do (the README says what that means for erasure)."""
         if self.postgres:
             with self._outside_transactions() as conn:
-                conn.execute(f"VACUUM {table}")
+                for table in tables:
+                    conn.execute(f"VACUUM {table}")
             return
         self._sqlite().execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
