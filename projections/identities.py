@@ -47,7 +47,9 @@ class IdentityIndex:
         return self.keys.fingerprint(b"id_number\n" + id_number.upper().encode())
 
     def add(self, fingerprint: str, person: UUID) -> None:
-        self._add_all([(fingerprint, str(person))])
+        with self.store.write() as tx:
+            tx.execute(f"INSERT INTO {IDENTITIES} (fingerprint, person_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
+                       (fingerprint, str(person)))
 
     def others(self, fingerprint: str, person: UUID) -> list[UUID]:
         """Everyone under the fingerprint but `person`: some perhaps never saved (a registration cut
@@ -61,9 +63,4 @@ class IdentityIndex:
         """Drops the rows of a registration not saved (refused, or answered by another's receipt)."""
         with self.store.write() as tx:
             tx.execute(f"DELETE FROM {IDENTITIES} WHERE person_id = ?", (str(person),))
-
-    def _add_all(self, rows: list[tuple[str, str]]) -> None:
-        with self.store.write() as tx:
-            tx.executemany(f"INSERT INTO {IDENTITIES} (fingerprint, person_id) VALUES (?, ?) "
-                           "ON CONFLICT DO NOTHING", rows)
 
