@@ -136,8 +136,9 @@ class PurchasedServices:
             if issued.follows is None:  # one issued since marked its own
                 unmarked.setdefault(issued.contract_id, []).append(issued)
         for contract_id, statements in unmarked.items():
-            def attempt(statements: list[Any] = statements) -> tuple[list[Contract], None]:
-                contract = self.get_contract(statements[0].contract_id)
+            def attempt(contract_id: UUID = contract_id,
+                        statements: list[Any] = statements) -> tuple[list[Contract], None]:
+                contract = self.get_contract(contract_id)
                 todo = {s.contract_version: s for s in statements
                         if s.originator_id not in contract.statements.get(s.period, ())}
                 for at, statement in self._as_issued(contract.id, todo):
