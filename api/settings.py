@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     aggregate_cache_size: int = 10_000
     """Aggregates kept in memory per process; each read still fetches any newer events (fast-forward)."""
     case_snapshot_interval: int = Field(default=100, ge=0)
-    """A case is snapshotted every this many events (0: never), so a long case reads without a full replay."""
+    """A case (and a lot of registrations) is snapshotted every this many events (0: never), so a long case
+    reads without a full replay."""
     run_projector: bool = True
     """Whether `serve` keeps the views up to date itself (else run `lastmeter projector`)."""
     projector_process: bool = True

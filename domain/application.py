@@ -37,7 +37,7 @@ from domain.purchasing import PurchasedServices
 from domain.receipt import CommandReceipt
 
 MAX_ATTEMPTS = 200
-SNAPSHOT_INTERVAL = "CASE_SNAPSHOT_INTERVAL"  # env: a case is snapshotted every this many events (0: never)
+SNAPSHOT_INTERVAL = "CASE_SNAPSHOT_INTERVAL"  # env: a case or registration lot is snapshotted every this many events (0: never)
 
 logger = logging.getLogger(__name__)
 
@@ -68,8 +68,11 @@ class LastMeter(PurchasedServices, Application):
         self.identities = identities
         super().__init__(env)
         interval = int(self.env.get(SNAPSHOT_INTERVAL) or 0)
-        self.snapshotting_intervals = {ServiceCase: interval} if interval and self.snapshots else {}
-        self.snapshotting_projectors = {ServiceCase: _project}
+        # A registration lot grows by a turn per person registered in it, and is read whole by the
+        # first registration after each start: it is snapshotted as often as a case.
+        snapshotted = (ServiceCase, RegistrationTurns)
+        self.snapshotting_intervals = dict.fromkeys(snapshotted, interval) if interval and self.snapshots else {}
+        self.snapshotting_projectors = dict.fromkeys(snapshotted, _project)
         self._orgs: OrgTree | None = None
         self._group_commit = GroupCommit(self.recorder)
         self._revoked = itertools.count(1)  # next() on a count is atomic: no revocation goes uncounted
@@ -129,7 +132,7 @@ class LastMeter(PurchasedServices, Application):
         try:
             super()._take_snapshots(processing_event)
         except Exception as error:  # noqa: BLE001 - the save itself succeeded
-            logger.warning("a case snapshot was not taken (%s); reads replay more events", type(error).__name__)
+            logger.warning("a snapshot was not taken (%s); reads replay more events", type(error).__name__)
 
     def close(self) -> None:
         self._group_commit.close()

@@ -7,8 +7,9 @@ import pytest
 from api.backend import open_backend
 from domain.actor import Actor
 from domain.case import ServiceCase
+from domain.client import RegistrationTurns
 from domain.clock import local
-from domain.errors import CommandRefused
+from domain.errors import AlreadyRegistered, CommandRefused
 from domain.purchasing import DeliveryRow
 from tests.helpers import id_number
 
@@ -109,3 +110,22 @@ def test_a_delivery_is_bounded_by_the_referral_day_the_log_holds_whatever_snapsh
         assert app.report_delivery(contractor, None, contract.id, DeliveryRow(str(case.id), today, 1, "R-2"))
     finally:
         restarted.close()
+
+
+def test_a_registration_lot_is_snapshotted_and_still_keeps_one_record_per_person(lastmeter):
+    """A lot takes a turn per person registered in it: read whole, it would grow with the city."""
+    index, numbers = lastmeter.identities, {}
+    for seed in range(5000):  # four ID numbers whose fingerprints fall in one lot
+        number = id_number(seed=seed)
+        numbers.setdefault(index.fingerprint(number)[:2], set()).add(number)
+        lot = next((lot for lot, found in numbers.items() if len(found) == 4), None)
+        if lot:
+            break
+    for number in sorted(numbers[lot]):
+        lastmeter.register_client(WORKER, None, name="王芳", id_number=number, phone="13500000000", org_unit="350502")
+    assert snapshot_versions(lastmeter, RegistrationTurns.id_for(lot)) == [3]
+    lastmeter.repository.cache.__init__(lastmeter.repository.cache.maxsize)  # the lot is read from its snapshot
+    with pytest.raises(AlreadyRegistered):
+        lastmeter.register_client(WORKER, None, name="王芳", id_number=min(numbers[lot]), phone="13500000000",
+                                  org_unit="350502")
+    assert lastmeter.repository.get(RegistrationTurns.id_for(lot)).version == 4
