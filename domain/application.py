@@ -178,6 +178,8 @@ class LastMeter(PurchasedServices, Application):
         self.check_org_unit("org_unit", fields["org_unit"])
         client_id = uuid4()  # the same in every attempt: one row in the index, whatever the retries
         identities = self.identities
+        if identities is not None:
+            identities.settle_when_due(self.is_registered)
 
         def attempt() -> Client | Outcome:
             client = Client.register(actor, client_id=client_id, **fields)
@@ -198,8 +200,14 @@ class LastMeter(PurchasedServices, Application):
             if identities is not None:
                 identities.forget(client_id)
             raise
-        if identities is not None and written.id != client_id:  # another request's answer, by its receipt
-            identities.forget(client_id)
+        if identities is not None:
+            if written.id == client_id:
+                try:
+                    identities.saved(client_id)
+                except Exception as error:  # noqa: BLE001 - the person is saved; settling keeps the row
+                    logger.warning("a registration's identity row stays pending (%s)", type(error).__name__)
+            else:  # another request's answer, by its receipt
+                identities.forget(client_id)
         return written
 
     def recorded(self, event_class: type, batch: int = 1000) -> Iterator[Any]:
@@ -217,6 +225,9 @@ class LastMeter(PurchasedServices, Application):
             return RegistrationTurns.open(actor, lot)
         turns.take(actor)
         return turns
+
+    def is_registered(self, person: UUID) -> bool:
+        return self._registered(person) is not None
 
     def _registered(self, person: UUID) -> Client | None:
         """The person, if their registration was saved."""

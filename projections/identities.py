@@ -5,8 +5,16 @@ them again, and their cases would split between two records (and an erasure woul
 ID number is personal, so the index keeps only a keyed digest of it (KeyRing.fingerprint), in a
 table of its own rather than in the log: a person's rows go when their key does (KeyRing.destroy),
 so that after an erasure no one can even learn that the number was ever registered.
+
+A registration adds its row before it saves the person (so that a registration of the same number
+at once finds it), and a row outlives a registration cut short between the two (the process
+stopped): it would name no one, and no erasure would ever remove it. So a row is pending, with the
+moment it was added, until its person is saved; a pending row an hour old is settled, at each start
+and at most hourly while registrations come in: kept if the person was saved, else dropped.
 """
 
+import time
+from collections.abc import Callable
 from typing import Any
 from uuid import UUID
 
@@ -14,12 +22,18 @@ from domain.client import Client
 from projections.privacy import KEYS, KeyRing
 
 IDENTITIES = "person_identities"
+SETTLED_AFTER = 3600.0  # seconds: no registration is still being saved an hour after it added its row
+
+
+def _micros(seconds: float) -> int:
+    return int(seconds * 1_000_000)
 
 
 class IdentityIndex:
     def __init__(self, keys: KeyRing):
         self.keys, self.store = keys, keys.store
         keys.erased_with_the_key.append(IDENTITIES)
+        self._settled_at = float("-inf")  # time.monotonic() of the last settling
 
     def setup(self, app: Any) -> None:
         """Creates the index and, once, fills it from the log: every person registered before it."""
@@ -32,6 +46,16 @@ class IdentityIndex:
             for event in app.recorded(Client.ClientRegistered)
             if event.personal.get("id_number")  # None once the person was erased
         ]))
+        self.store.once("person identities pending until saved", self._pending_column)
+        self.settle(app.is_registered)
+
+    def _pending_column(self) -> None:
+        """Rows added before rows were pending (NULL: saved) get the column; run again, nothing."""
+        with self.store.write() as tx:
+            if "pending_since" not in tx.columns(IDENTITIES):
+                tx.execute(f"ALTER TABLE {IDENTITIES} ADD COLUMN pending_since BIGINT")
+            tx.execute(f"CREATE INDEX IF NOT EXISTS {IDENTITIES}_pending ON {IDENTITIES} (pending_since) "
+                       "WHERE pending_since IS NOT NULL")
 
     def _fill(self, rows: list[tuple[str, str]]) -> None:
         """Adds the rows of persons not erased: one erased since the log was read (by another process)
@@ -47,9 +71,27 @@ class IdentityIndex:
         return self.keys.fingerprint(b"id_number\n" + id_number.upper().encode())
 
     def add(self, fingerprint: str, person: UUID) -> None:
+        """The row of a registration about to be saved: pending until `saved`."""
         with self.store.write() as tx:
-            tx.execute(f"INSERT INTO {IDENTITIES} (fingerprint, person_id) VALUES (?, ?) ON CONFLICT DO NOTHING",
-                       (fingerprint, str(person)))
+            tx.execute(f"INSERT INTO {IDENTITIES} (fingerprint, person_id, pending_since) VALUES (?, ?, ?) "
+                       "ON CONFLICT DO NOTHING", (fingerprint, str(person), _micros(time.time())))
+
+    def saved(self, person: UUID) -> None:
+        with self.store.write() as tx:
+            tx.execute(f"UPDATE {IDENTITIES} SET pending_since = NULL WHERE person_id = ?", (str(person),))
+
+    def settle_when_due(self, registered: Callable[[UUID], bool]) -> None:
+        if time.monotonic() - self._settled_at >= SETTLED_AFTER:
+            self.settle(registered)
+
+    def settle(self, registered: Callable[[UUID], bool]) -> None:
+        """Keeps each row pending for an hour or more whose person was saved; drops the others."""
+        self._settled_at = time.monotonic()
+        with self.store.read() as tx:
+            stale = tx.execute(f"SELECT DISTINCT person_id FROM {IDENTITIES} WHERE pending_since < ?",
+                               (_micros(time.time() - SETTLED_AFTER),)).fetchall()
+        for person in (UUID(row[0]) for row in stale):
+            (self.saved if registered(person) else self.forget)(person)
 
     def others(self, fingerprint: str, person: UUID) -> list[UUID]:
         """Everyone under the fingerprint but `person`: some perhaps never saved (a registration cut
@@ -60,7 +102,7 @@ class IdentityIndex:
         return [UUID(row[0]) for row in rows]
 
     def forget(self, person: UUID) -> None:
-        """Drops the rows of a registration not saved (refused, or answered by another's receipt)."""
+        """Drops the rows of a registration not saved (refused, answered by another's receipt, cut short)."""
         with self.store.write() as tx:
             tx.execute(f"DELETE FROM {IDENTITIES} WHERE person_id = ?", (str(person),))
 

@@ -45,6 +45,11 @@ class Tx:
         self._cursor.execute(self._sql(statement), params)
         return self
 
+    def columns(self, table: str) -> list[str]:
+        """The names of a table's columns, as the table stands (an upgrade may have added some)."""
+        self._cursor.execute(f"SELECT * FROM {table} LIMIT 0")
+        return [column[0] for column in self._cursor.description]
+
     def executemany(self, statement: str, rows: Sequence[Sequence[Any]], chunk: int = 1000) -> None:
         # In chunks: psycopg pipelines executemany, and a very long pipeline can stall on full buffers.
         for start in range(0, len(rows), chunk):

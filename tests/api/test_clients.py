@@ -1,10 +1,14 @@
 """Registering and reading persons (clients) through the API."""
 
+import time
+from uuid import UUID, uuid4
+
 import pytest
 
 from api.backend import open_backend
 from domain.commands import Idempotency
 from domain.errors import AlreadyRegistered
+from projections.identities import SETTLED_AFTER
 from tests.conftest import ADMIN
 from tests.helpers import at_once, client_body, id_number
 
@@ -192,3 +196,73 @@ def test_the_turn_a_registration_takes_is_on_the_audit_trail_under_its_actor(api
     assert [i["type"] for i in items][1:] == ["ClientRegistered", "PersonalDataRead"]
     assert items[0]["type"] in ("Opened", "Taken") and items[0]["aggregate_type"] == "RegistrationTurns"
     assert {i["actor"]["user"] for i in items} == {"wu-worker"}
+
+
+def rows_of(backend) -> dict[str, tuple[str, int | None]]:
+    """person_id -> (fingerprint, pending_since) of every row of the identity index."""
+    with backend.views.read() as tx:
+        return {person: (fingerprint, pending) for fingerprint, person, pending in
+                tx.execute("SELECT fingerprint, person_id, pending_since FROM person_identities").fetchall()}
+
+
+def added_ago(backend, person: UUID, seconds: float) -> None:
+    with backend.views.write() as tx:
+        tx.execute("UPDATE person_identities SET pending_since = ? WHERE person_id = ?",
+                   (int((time.time() - seconds) * 1_000_000), str(person)))
+
+
+def test_a_registration_saved_leaves_its_row_settled(api):
+    person = api.app.register_client(ADMIN, None, **client_body()).id
+    assert rows_of(api.client.app.state.backend)[str(person)][1] is None
+
+
+def test_a_start_drops_the_rows_of_registrations_cut_short_an_hour_ago_and_keeps_those_saved(api, settings):
+    """A process stopped between a registration's row and its save left a row naming no one: no
+    erasure of the person, registered again later, would remove it."""
+    backend, body = api.client.app.state.backend, client_body()
+    index = api.app.identities
+    fingerprint = index.fingerprint(body["id_number"])
+    cut_short, in_flight = uuid4(), uuid4()
+    index.add(fingerprint, cut_short)
+    added_ago(backend, cut_short, SETTLED_AFTER + 60)
+    index.add(fingerprint, in_flight)  # another process's registration, still being saved
+    saved = api.app.register_client(ADMIN, None, **body).id
+    added_ago(backend, saved, SETTLED_AFTER + 60)  # stopped after the save, before its row settled
+    restarted = open_backend(settings)
+    try:
+        rows = rows_of(restarted)
+    finally:
+        restarted.close()
+    assert str(cut_short) not in rows
+    assert rows[str(saved)] == (fingerprint, None)
+    assert rows[str(in_flight)][1] is not None
+
+
+def test_registrations_settle_rows_hourly_while_the_process_runs(api):
+    backend, index = api.client.app.state.backend, api.app.identities
+    cut_short = uuid4()
+    index.add(index.fingerprint(id_number(seed=11)), cut_short)
+    added_ago(backend, cut_short, SETTLED_AFTER + 60)
+    api.app.register_client(ADMIN, None, **client_body())
+    assert str(cut_short) in rows_of(backend)  # settled at the start, less than an hour ago
+    index._settled_at -= SETTLED_AFTER
+    api.app.register_client(ADMIN, None, **client_body())
+    assert str(cut_short) not in rows_of(backend)
+
+
+def test_an_index_made_before_rows_were_pending_gets_the_column_and_its_rows_count_as_saved(api, settings):
+    first = api.app.register_client(ADMIN, None, **client_body()).id
+    with api.client.app.state.backend.views.write() as tx:
+        rows = tx.execute("SELECT fingerprint, person_id FROM person_identities").fetchall()
+        tx.execute("DROP TABLE person_identities")
+        tx.execute("CREATE TABLE person_identities (fingerprint TEXT NOT NULL, person_id TEXT NOT NULL, "
+                   "PRIMARY KEY (fingerprint, person_id))")
+        tx.executemany("INSERT INTO person_identities (fingerprint, person_id) VALUES (?, ?)", rows)
+        tx.execute("DELETE FROM upgrades_done WHERE name = 'person identities pending until saved'")
+    upgraded = open_backend(settings)
+    try:
+        assert rows_of(upgraded)[str(first)][1] is None
+        second = upgraded.lastmeter.register_client(ADMIN, None, **client_body()).id
+        assert rows_of(upgraded)[str(second)][1] is None
+    finally:
+        upgraded.close()
