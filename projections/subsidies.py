@@ -114,19 +114,36 @@ def _closes(event: Any) -> bool:
 
 def liaison_work(tx: Tx, start: datetime, end: datetime, prefix: str | None,
                  now: datetime | None = None) -> dict[str, tuple[int, int]]:
-    """{liaison: (cases handled, visits recorded)} for [start, end), within an org-unit prefix. A spell
-    still open has lasted until `now`: it counts for no month that has not begun."""
-    now = now or datetime.now(timezone.utc)
-    if start > now:
+    """{liaison: (cases handled, visits recorded)} for [start, end), within an org-unit prefix."""
+    handled = _cases_handled(tx, start, end, prefix, now)
+    if not handled:
         return {}
-    clause, params = prefixed("org_unit", prefix) if prefix else ("", [])
-    scope = f"AND {clause}" if clause else ""
-    s, e = micros(start), micros(end)
-    handled = tx.execute(
-        "SELECT assignee, COUNT(DISTINCT case_id) FROM view_liaison_spells "
-        f"WHERE started_at < ? AND (ended_at IS NULL OR ended_at > ?) {scope} GROUP BY assignee",
-        [e, s, *params]).fetchall()
+    scope, params = _scope(prefix)
     visits = dict(tx.execute(
         f"SELECT visitor, COUNT(*) FROM view_liaison_visits WHERE at >= ? AND at < ? {scope} GROUP BY visitor",
-        [s, e, *params]).fetchall())
-    return {liaison: (cases, visits.get(liaison, 0)) for liaison, cases in handled}
+        [micros(start), micros(end), *params]).fetchall())
+    return {liaison: (cases, visits.get(liaison, 0)) for liaison, cases in handled.items()}
+
+
+def liaisons_in(tx: Tx, start: datetime, end: datetime, prefix: str | None,
+                now: datetime | None = None) -> set[str]:
+    """The liaisons who handled a case within an org-unit prefix in [start, end)."""
+    return set(_cases_handled(tx, start, end, prefix, now))
+
+
+def _cases_handled(tx: Tx, start: datetime, end: datetime, prefix: str | None,
+                   now: datetime | None) -> dict[str, int]:
+    """{liaison: cases handled}. A spell still open has lasted until `now`: it counts for no month
+    that has not begun."""
+    if start > (now or datetime.now(timezone.utc)):
+        return {}
+    scope, params = _scope(prefix)
+    return dict(tx.execute(
+        "SELECT assignee, COUNT(DISTINCT case_id) FROM view_liaison_spells "
+        f"WHERE started_at < ? AND (ended_at IS NULL OR ended_at > ?) {scope} GROUP BY assignee",
+        [micros(end), micros(start), *params]).fetchall())
+
+
+def _scope(prefix: str | None) -> tuple[str, list]:
+    clause, params = prefixed("org_unit", prefix) if prefix else ("", [])
+    return (f"AND {clause}" if clause else ""), params

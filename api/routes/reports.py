@@ -12,7 +12,7 @@ from api.render import paged
 from api.spreadsheet import Format, tabular
 from domain.clock import SHANGHAI, check_month
 from domain.subsidy import SubsidyTiers
-from projections.subsidies import liaison_work
+from projections.subsidies import liaison_work, liaisons_in
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 COLUMNS = ("liaison", "cases_handled", "visits", "subsidy")
@@ -45,7 +45,7 @@ def liaison_subsidies(
     prefix = principal.scope_prefix(app.org_tree())
     with readside.store.read() as tx:
         work = liaison_work(tx, start, end, None)
-        listed = liaison_work(tx, start, end, prefix).keys() if prefix else work.keys()
+        listed = liaisons_in(tx, start, end, prefix) if prefix else work.keys()
     items, more = paged([
         {"liaison": liaison, "cases_handled": cases, "visits": visits,
          "subsidy": str(tiers.subsidy(cases + visits).quantize(Decimal("0.01")))}
