@@ -263,11 +263,17 @@ def audit_verify(
         raise typer.Exit(1)
 
 
+_HASH = re.compile(r"[0-9a-f]{64}")
+
+
 def read_digest(path: Path) -> dict:
     """What `audit digest` wrote: a position and the chain's head hash there."""
     try:
         kept = json.loads(path.read_text(encoding="utf-8"))
-        if isinstance(kept["position"], int) and isinstance(kept["head"], str):
+        position, head = kept["position"], kept["head"]
+        # a position a store can hold (not a bool, which JSON's true would be) and a SHA-256 in hex:
+        # anything else is no digest, never a log found altered
+        if type(position) is int and 0 <= position < 2**63 and isinstance(head, str) and _HASH.fullmatch(head):
             return kept
     except (ValueError, TypeError, KeyError):  # not JSON, not text, not an object, or a key missing
         pass

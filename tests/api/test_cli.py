@@ -65,7 +65,10 @@ class TestFilesThatAreNotThere:
 
 class TestDigests:
     def test_a_file_that_is_not_a_digest_is_refused(self, cli, tmp_path):
-        for text in ("not json", "[1, 2]", '{"position": "7", "head": "ab"}'):
+        head = '"' + "a" * 64 + '"'
+        for text in ("not json", "[1, 2]", '{"position": "7", "head": "ab"}', '{"position": 7, "head": "ab"}',
+                     f'{{"position": -5, "head": {head}}}', f'{{"position": true, "head": {head}}}',
+                     f'{{"position": 100000000000000000000, "head": {head}}}'):
             kept = tmp_path / "digest.json"
             kept.write_text(text)
             result = cli("audit", "verify", "--digest", str(kept))
