@@ -14,8 +14,9 @@ def shown_personal_data(principal: Principal) -> bool:
 
 
 def disclose(app: LastMeter, principal: Principal, person: UUID, resource: str, resource_id: UUID) -> None:
-    """Records that `principal` was shown personal values of `person` (when it was)."""
-    if shown_personal_data(principal):
+    """Records that `principal` was shown personal values of `person` (when it was: not of a person
+    erased, whose values all read as None)."""
+    if shown_personal_data(principal) and not app.was_erased(person):
         app.record_disclosure(principal.actor, person, resource, resource_id)
 
 

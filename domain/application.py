@@ -443,6 +443,8 @@ class LastMeter(PurchasedServices, Application):
         if viewer is None or resource not in ("case", "client"):
             return None
         person = target.client_id if resource == "case" else target.id
+        if getattr(target, "erased", False) or self.was_erased(person):  # none of their values is shown
+            return None
         return Disclosure.record(viewer, person, resource, target.id)
 
     def _retrying(self, once: Callable[[], tuple[list[Aggregate], Any]]) -> Any:

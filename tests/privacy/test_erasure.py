@@ -50,6 +50,21 @@ def test_after_erasure_personal_values_read_as_erased_and_facts_remain(api, desk
     assert [e["type"] for e in events][-1] == "ClientErased"
 
 
+def test_reads_of_an_erased_person_record_no_disclosure_for_they_show_nothing(api, desk):
+    """An inspector would take a PersonalDataRead for a read of values that no longer exist."""
+    case = desk.open()
+    r = erase(api, desk, case["client_id"])
+    position = int(r.headers["x-position"])
+    assert desk.get(f"/v1/clients/{case['client_id']}").json()["name"] is None
+    assert desk.get(f"/v1/cases/{case['id']}").json()["need"] is None
+    closed = desk.post(f"/v1/cases/{case['id']}/closure", {"outcome": "withdrawn"})
+    assert closed.status_code == 200, closed.text
+    events = api.client.get("/v1/audit/events", headers=api.token("auditor"), params={
+        "min_position": closed.headers["x-position"], "limit": 1000}).json()["items"]
+    after = [e["type"] for e in events if e["position"] >= position]
+    assert "PersonalDataRead" not in after and after[0] == "ClientErased" and "CaseClosed" in after
+
+
 def test_why_a_delivery_was_rejected_is_shown_as_personal_values_are_and_erased_with_them(api, desk):
     client = desk.register()
     rejected = step_values_and_a_rejected_delivery(desk, client["id"]).json()
