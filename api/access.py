@@ -90,10 +90,10 @@ class Principal:
             return True
         return any(tree.covers(self.org_unit, u) or tree.covers(u, self.org_unit) for u in org_units)
 
-    def sees_delivery(self, tree: OrgTree, case_org_unit: str | None) -> bool:
+    def sees_delivery(self, tree: OrgTree, case_org_unit: str) -> bool:
         """A contractor sees every delivery of its contract (the contract was checked first); staff,
         the deliveries of cases in their scope (a contract may span units they do not cover)."""
-        return self.role == "contractor" or (case_org_unit is not None and self.covers(tree, case_org_unit))
+        return self.role == "contractor" or self.covers(tree, case_org_unit)
 
     def covers(self, tree: OrgTree, org_unit: str) -> bool:
         """Whether this principal's scope reaches `org_unit`."""

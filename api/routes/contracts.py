@@ -7,7 +7,7 @@ from uuid import UUID
 from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
-from api.access import Principal
+from api.access import NOTHING, Principal
 from api.deps import (App, Cursor, ExpectedVersion, Fresh, Idem, IdempotencyKey, ReadSideDep, WholeLimit, idempotency,
                       permit, principal_of)
 from api.imports import read_rows
@@ -139,11 +139,13 @@ def list_deliveries(
         check_month("month", month)
     chosen = [d for d in contract.deliveries.values()
               if status in (None, d.status) and month in (None, d.delivered_on[:7])]
-    if principal.role != "contractor":  # staff: by each case's unit, as the view holds it
+    tree = app.org_tree()
+    if principal.scope_prefix(tree) not in (None, NOTHING):  # scoped staff: by each case's unit
         with readside.store.read() as tx:
             units = views.org_units_of(tx, [str(d.case_id) for d in chosen])
-        tree = app.org_tree()
-        chosen = [d for d in chosen if principal.sees_delivery(tree, units.get(str(d.case_id)))]
+        for case_id in {str(d.case_id) for d in chosen} - units.keys():  # a case the view has not reached
+            units[case_id] = app.get_case(UUID(case_id)).org_unit
+        chosen = [d for d in chosen if principal.sees_delivery(tree, units[str(d.case_id)])]
     items = [{"reference": d.reference, "id": str(d.id), "case_id": str(d.case_id), "delivered_on": d.delivered_on,
               "units": d.units, "amount": yuan(d.amount), "status": d.status,
               "statement_id": str(d.statement) if d.statement else None}

