@@ -76,7 +76,8 @@ class VisitIn(Body):
 
 
 class ReasonIn(Body):
-    reason: str = Field(min_length=1, max_length=4000)
+    reason: str | None = Field(default=None, min_length=1, max_length=4000,
+                               description="required, unless the person's data was erased: then none")
 
 
 class ClosureIn(Body):

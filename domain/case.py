@@ -262,14 +262,14 @@ class ServiceCase(Aggregate):
         self._record(self.VisitRecorded, actor, {"summary": _text("summary", summary)},
                      mode=mode, visited_at=visited_at.isoformat())
 
-    def put_on_hold(self, actor: Actor, reason: str) -> None:
+    def put_on_hold(self, actor: Actor, reason: str | None, erased: bool = False) -> None:
         self._require_open()
-        self._record(self.CasePutOnHold, actor, {"reason": _text("reason", reason)})
+        self._record(self.CasePutOnHold, actor, _reason(reason, erased))
 
-    def resume(self, actor: Actor, reason: str) -> None:
+    def resume(self, actor: Actor, reason: str | None, erased: bool = False) -> None:
         if self.status != ON_HOLD:
             raise CaseNotOnHold(f"the case is {self.status}, not on hold")
-        self._record(self.CaseResumed, actor, {"reason": _text("reason", reason)})
+        self._record(self.CaseResumed, actor, _reason(reason, erased))
 
     def close(self, actor: Actor, outcome: str, reason: str | None = None) -> None:
         if outcome not in OUTCOMES:
@@ -283,10 +283,10 @@ class ServiceCase(Aggregate):
         personal = {"reason": _text("reason", reason)} if reason is not None else {}
         self._record(self.CaseClosed, actor, personal, outcome=outcome)
 
-    def reopen(self, actor: Actor, reason: str) -> None:
+    def reopen(self, actor: Actor, reason: str | None, erased: bool = False) -> None:
         if self.status != CLOSED:
             raise CaseNotClosed(f"the case is {self.status}, not closed")
-        self._record(self.CaseReopened, actor, {"reason": _text("reason", reason)}, stage=self.reopens_to)
+        self._record(self.CaseReopened, actor, _reason(reason, erased), stage=self.reopens_to)
 
     def refer(self, actor: Actor, contract: Contract, tree: OrgTree, today: date) -> None:
         """Refers the case to a purchased-service contract that covers its kind, unit and day."""
@@ -379,6 +379,20 @@ CATEGORY_DIGITS = {name: i + 1 for i, name in enumerate(CATEGORIES)}
 
 def _text(field: str, value: Any) -> str:
     return clean_text(field, value, 4000)
+
+
+def _reason(reason: str | None, erased: bool) -> dict:
+    """The personal part of a hold, a resumption or a reopening: its reason, required while the
+    person's data exists; none once it was erased, for a reason may speak of them (and the case's
+    facts must still be able to move: a held case resumed, a closed one reopened)."""
+    if erased:
+        if reason is not None:
+            raise PersonErased("the person's data was erased: a reason, which may speak of them, can no longer "
+                               "be recorded; send none")
+        return {}
+    if reason is None:
+        raise InvalidInput("reason", "is required")
+    return {"reason": _text("reason", reason)}
 
 
 # Step values declared personal after events had stored them as plain facts (before 2026-11-29):

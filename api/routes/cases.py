@@ -58,6 +58,10 @@ class CaseCommand:
     expected: int | None
     case_id: UUID
 
+    def erased(self, case: ServiceCase) -> bool:
+        """Whether the case's person was erased: then a reason, which may speak of them, is not recorded."""
+        return self.app.was_erased(case.client_id)
+
     @property
     def guard(self) -> Callable[[ServiceCase], None]:
         return in_scope(self.app, self.principal)
@@ -243,13 +247,13 @@ def refer(body: ReferralIn, command: Command):
 @router.post("/{case_id}/hold")
 def put_on_hold(body: ReasonIn, command: Command):
     """Puts the case on hold; its stage clock stops."""
-    return command.run(lambda case, actor: case.put_on_hold(actor, body.reason))
+    return command.run(lambda case, actor: case.put_on_hold(actor, body.reason, command.erased(case)))
 
 
 @router.post("/{case_id}/resume")
 def resume(body: ReasonIn, command: Command):
     """Resumes a case on hold; its due date moves by the time it was held."""
-    return command.run(lambda case, actor: case.resume(actor, body.reason))
+    return command.run(lambda case, actor: case.resume(actor, body.reason, command.erased(case)))
 
 
 @router.post("/{case_id}/closure")
@@ -261,4 +265,4 @@ def close(body: ClosureIn, command: Command):
 @router.post("/{case_id}/reopening")
 def reopen(body: ReasonIn, command: Command):
     """Reopens a closed case at the stage it was closed from."""
-    return command.run(lambda case, actor: case.reopen(actor, body.reason))
+    return command.run(lambda case, actor: case.reopen(actor, body.reason, command.erased(case)))

@@ -65,6 +65,26 @@ def test_reads_of_an_erased_person_record_no_disclosure_for_they_show_nothing(ap
     assert "PersonalDataRead" not in after and after[0] == "ClientErased" and "CaseClosed" in after
 
 
+def test_a_case_of_a_person_erased_still_moves_on_without_a_reason_which_may_speak_of_them(api, desk):
+    """A held case resumed, a closed one reopened: facts, which erasure leaves recordable."""
+    case = desk.open()
+    url = f"/v1/cases/{case['id']}"
+    assert desk.post(f"{url}/hold", {"reason": "住院"}).status_code == 200
+    missing = desk.post(f"{url}/resume", {})
+    assert missing.status_code == 422 and missing.json()["errors"][0]["field"] == "reason"
+    assert erase(api, desk, case["client_id"]).status_code == 200
+    refused = desk.post(f"{url}/resume", {"reason": "出院"})
+    assert refused.status_code == 409 and "send none" in refused.json()["detail"]
+    assert desk.post(f"{url}/resume", {}).json()["status"] == "open"
+    assert desk.post(f"{url}/hold", {}).json()["status"] == "on_hold"
+    assert desk.post(f"{url}/resume", {}).status_code == 200
+    assert desk.post(f"{url}/closure", {"outcome": "withdrawn"}).status_code == 200
+    assert desk.post(f"{url}/reopening", {"reason": "再开"}).status_code == 409
+    assert desk.post(f"{url}/reopening", {}).json()["status"] == "open"
+    history = desk.get(f"{url}/history").json()["items"]
+    assert [e["type"] for e in history][-3:] == ["CaseResumed", "CaseClosed", "CaseReopened"]
+
+
 def test_why_a_delivery_was_rejected_is_shown_as_personal_values_are_and_erased_with_them(api, desk):
     client = desk.register()
     rejected = step_values_and_a_rejected_delivery(desk, client["id"]).json()
