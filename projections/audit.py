@@ -23,6 +23,11 @@ from projections.view import Table, View
 _AS_TEXT = orjson.OPT_PASSTHROUGH_DATETIME  # moments to default=str too, as the json module writes them
 
 COLUMNS = ("position", "at", "aggregate_id", "aggregate_type", "version", "type", "actor_user", "actor_role", "data")
+# Besides: the case (or client) an event of another aggregate is about, so that a search by case finds
+# who was shown it and what was billed for it; and the delivery a contract's event is about, so that
+# the review of a delivery reported for the case is found with it.
+ABOUT = ("subject", "delivery")
+SUBJECTS = {"PersonalDataRead": "resource_id", "DeliveryReported": "case_id"}
 # Besides originator id and version, kept apart; a receipt's request fingerprint is no one's business.
 NOT_FACTS = ("originator_topic", "timestamp", "actor", "personal", "request_hash", "class_version")
 # Values that events of an older version kept as plain facts, before they were declared personal: left
@@ -43,32 +48,50 @@ def _withheld(dialect: str, event_type: str) -> str:
     return f"(CASE {event_type} {' '.join(cases)} ELSE s END)"
 
 
+def _subject(dialect: str, event_type: str) -> str:
+    """The SUBJECTS id of the state `s`, as the view writes ids (with dashes), as a SQL expression."""
+
+    def id_of(key: str) -> str:
+        if dialect == "postgres":
+            return f"(s -> '{key}' ->> '_data_')::uuid::text"
+        return _dashed(f"json_extract(s, '$.{key}._data_')")
+
+    return f"CASE {event_type}" + "".join(f" WHEN '{event}' THEN {id_of(key)}" for event, key in SUBJECTS.items()) + " END"
+
+
+def _dashed(hex_id: str) -> str:
+    """SQLite: a UUID's 32 hex digits (as the store keeps ids) with the dashes of its text form."""
+    return (f"lower(substr({hex_id}, 1, 8) || '-' || substr({hex_id}, 9, 4) || '-' || substr({hex_id}, 13, 4) "
+            f"|| '-' || substr({hex_id}, 17, 4) || '-' || substr({hex_id}, 21))")
+
+
 # From each stored event: its type's qualified name (the topic's part after ':'), split at its last dot
 # into the aggregate's class and the event's; the moment in whole microseconds since the epoch.
 _POSTGRES = f"""
-INSERT INTO {{table}} ({", ".join(COLUMNS)})
+INSERT INTO {{table}} ({", ".join(COLUMNS + ABOUT)})
 SELECT notification_id,
        (extract(epoch FROM (s -> 'timestamp' ->> '_data_')::timestamptz) * 1000000)::bigint,
        originator_id::text, coalesce(substring(q FROM '^(.*)\\.[^.]*$'), ''), originator_version,
        substring(q FROM '[^.]*$'), s -> 'actor' ->> 'user', s -> 'actor' ->> 'role',
-       ({_withheld("postgres", "substring(q FROM '[^.]*$')")} - ARRAY[{", ".join(f"'{key}'" for key in NOT_FACTS)}])::text
+       ({_withheld("postgres", "substring(q FROM '[^.]*$')")} - ARRAY[{", ".join(f"'{key}'" for key in NOT_FACTS)}])::text,
+       {_subject("postgres", "substring(q FROM '[^.]*$')")}, s -> 'delivery_id' ->> '_data_'
 FROM (SELECT notification_id, originator_id, originator_version, split_part(topic, ':', 2) AS q,
              convert_from(state, 'UTF8')::jsonb AS s
       FROM {{events}} WHERE notification_id BETWEEN %s AND %s
       OFFSET 0) AS e  -- not flattened into the outer query, which would parse each state once per use
 """
 _SQLITE = f"""
-INSERT INTO {{table}} ({", ".join(COLUMNS)})
+INSERT INTO {{table}} ({", ".join(COLUMNS + ABOUT)})
 SELECT rowid,
        -- the whole seconds from the moment without its fraction (strftime would round .9995 up)
        CAST(strftime('%s', CASE WHEN substr(t, 20, 1) = '.' THEN substr(t, 1, 19) || substr(t, 27) ELSE t END)
             AS INTEGER) * 1000000
            + CASE WHEN substr(t, 20, 1) = '.' THEN CAST(substr(t, 21, 6) AS INTEGER) ELSE 0 END,
-       lower(substr(h, 1, 8) || '-' || substr(h, 9, 4) || '-' || substr(h, 13, 4) || '-' || substr(h, 17, 4)
-             || '-' || substr(h, 21)),
+       {_dashed("h")},
        CASE WHEN k = '' THEN '' ELSE substr(k, 1, length(k) - 1) END, originator_version, substr(q, length(k) + 1),
        json_extract(s, '$.actor.user'), json_extract(s, '$.actor.role'),
-       json_remove({_withheld("sqlite", "substr(q, length(k) + 1)")}, {", ".join(f"'$.{key}'" for key in NOT_FACTS)})
+       json_remove({_withheld("sqlite", "substr(q, length(k) + 1)")}, {", ".join(f"'$.{key}'" for key in NOT_FACTS)}),
+       {_subject("sqlite", "substr(q, length(k) + 1)")}, json_extract(s, '$.delivery_id._data_')
 FROM (SELECT rowid, originator_version, originator_id AS h, q, rtrim(q, replace(q, '.', '')) AS k, s,
              json_extract(s, '$.timestamp._data_') AS t
       FROM (SELECT rowid, originator_id, originator_version, substr(topic, instr(topic, ':') + 1) AS q,
@@ -79,18 +102,20 @@ FROM (SELECT rowid, originator_version, originator_id AS h, q, rtrim(q, replace(
 
 class AuditView(View):
     name = "audit"
+    # 6: the case or client an event is about, and the delivery (searched by case);
     # 5: no class versions, nor the values older events kept before they were declared personal;
     # 4: no request fingerprints among the facts; 3: on SQLite, `at` no longer a second late for a fraction of .9995 and more;
     # 2: facts in the library's transcoding, copied by the database (1: re-encoded in Python)
-    revision = 5
+    revision = 6
     stored = True  # nothing decoded: the batch is copied from the events table by the database
     tables = (
         Table(
             "audit_events",
             "position BIGINT PRIMARY KEY, at BIGINT NOT NULL, aggregate_id TEXT NOT NULL, "
             "aggregate_type TEXT NOT NULL, version BIGINT NOT NULL, type TEXT NOT NULL, "
-            "actor_user TEXT, actor_role TEXT, data TEXT NOT NULL",
-            indexes=("aggregate_id, position", "actor_user, position", "at, position"),
+            "actor_user TEXT, actor_role TEXT, data TEXT NOT NULL, subject TEXT, delivery TEXT",
+            indexes=("aggregate_id, position", "actor_user, position", "at, position",
+                     "subject, position WHERE subject IS NOT NULL", "delivery WHERE delivery IS NOT NULL"),
         ),
     )
 
@@ -121,17 +146,32 @@ def version_at(tx: Tx, aggregate_id: str, at: int) -> int:
     return row[0] or 0
 
 
+# An aggregate's own events, the events about it, and those about the deliveries reported for it.
+_ABOUT = ("aggregate_id = ?", "subject = ?",
+          "delivery IN (SELECT delivery FROM view_audit_events WHERE subject = ? AND type = 'DeliveryReported')")
+
+
 def search(tx: Tx, after: int, limit: int, aggregate_id: str | None = None, actor: str | None = None,
            start: int | None = None, end: int | None = None) -> list[dict]:
-    """Events after position `after`, oldest first, matching every filter given."""
+    """Events after position `after`, oldest first, matching every filter given; `aggregate_id`: the
+    aggregate's events and those about it (a read of a case shown to someone, a delivery billed for
+    it and its review). Each of those three is its own index's ordered scan, its first `limit` taken
+    before they are merged: as one OR, PostgreSQL walked the whole log in position order instead."""
     clauses, params = ["position > ?"], [after]
-    for clause, value in (("aggregate_id = ?", aggregate_id), ("actor_user = ?", actor),
-                          ("at >= ?", start), ("at < ?", end)):
+    for clause, value in (("actor_user = ?", actor), ("at >= ?", start), ("at < ?", end)):
         if value is not None:
             clauses.append(clause)
             params.append(value)
+    where = " AND ".join(clauses)
+    if aggregate_id is None:
+        chosen, chosen_params = where, params
+    else:
+        firsts = " UNION ALL ".join(
+            f"SELECT position FROM (SELECT position FROM view_audit_events WHERE {about} AND {where} "
+            f"ORDER BY position LIMIT ?) AS about_{i}" for i, about in enumerate(_ABOUT))
+        chosen, chosen_params = f"position IN ({firsts})", [p for _ in _ABOUT for p in (aggregate_id, *params, limit)]
     rows = tx.execute(
-        f"SELECT {', '.join(COLUMNS)} FROM view_audit_events WHERE {' AND '.join(clauses)} ORDER BY position LIMIT ?",
-        [*params, limit],
+        f"SELECT {', '.join(COLUMNS)} FROM view_audit_events WHERE {chosen} ORDER BY position LIMIT ?",
+        [*chosen_params, limit],
     ).fetchall()
     return [dict(zip(COLUMNS, r)) for r in rows]

@@ -286,6 +286,27 @@ class TestDeliveryList:
         bad = api.client.get(f"{base}/deliveries", params={"month": "2026-13"}, headers=market["contractor"])
         assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "month"
 
+    def test_an_auditor_searching_a_case_finds_what_was_billed_for_it_and_who_was_shown_it(self, api, desk, market):
+        """Who did what on every case and every paid delivery (DOMAIN.md): the contract's events about
+        the case's deliveries, and the reads of it, are found by the case's id."""
+        case, other = referred_case(desk, market), referred_case(desk, market)
+        deliver(api, market, other["id"], "O-1")
+        deliver(api, market, case["id"], "C-1")
+        contract_url = f"/v1/contracts/{market['contract']['id']}/deliveries"
+        accepted = api.client.post(f"{contract_url}/{delivery_id(UUID(market['contract']['id']), 'C-1')}/review",
+                                   json={"accepted": True}, headers=market["supervisor"])
+        assert accepted.status_code == 200, accepted.text
+        api.client.get(f"/v1/cases/{case['id']}", headers=market["supervisor"])
+        last = api.client.post(f"/v1/cases/{other['id']}/notes", json={"text": "x"}, headers=market["supervisor"])
+        items = api.client.get("/v1/audit/events", headers=api.token("auditor"), params={
+            "case_id": case["id"], "min_position": last.headers["x-position"]}).json()["items"]
+        found = [(i["type"], i["actor"]["user"]) for i in items if i["aggregate_type"] != "ServiceCase"]
+        supervisor = found[-1][1]
+        assert [t for t, _ in found if t.startswith("Deliver")] == ["DeliveryReported", "DeliveryAccepted"]
+        assert ("PersonalDataRead", supervisor) in found
+        assert all(i["data"].get("case_id", case["id"]) == case["id"] for i in items)
+        assert all(i["data"].get("resource_id", case["id"]) == case["id"] for i in items)
+
     def test_a_delivery_whose_case_the_view_has_not_reached_is_listed_all_the_same(self, api, desk, market):
         """The list must agree with the contract's ledger, which the contract itself keeps."""
         case = referred_case(desk, market)

@@ -230,8 +230,10 @@ class TestAuditSearch:
         auditor = api.token("auditor")
         params = {"case_id": case["id"], "min_position": last.headers["x-position"]}
         items = api.client.get("/v1/audit/events", params=params, headers=auditor).json()["items"]
-        assert [i["type"] for i in items] == ["CaseOpened", "NoteAdded"]
-        assert items[1]["actor"] == {"user": "li-worker", "role": "case_worker"}
+        # each answer showed the case worker the person's values: recorded, and found by the case too
+        assert [i["type"] for i in items] == ["CaseOpened", "PersonalDataRead", "NoteAdded", "PersonalDataRead"]
+        assert {i["data"]["resource_id"] for i in items if i["type"] == "PersonalDataRead"} == {case["id"]}
+        assert items[2]["actor"] == {"user": "li-worker", "role": "case_worker"}
         assert "病情说明" not in str(items)
         by_actor = api.client.get("/v1/audit/events", params={"actor": "li-worker", "limit": 2}, headers=auditor).json()
         assert len(by_actor["items"]) == 2 and by_actor["next_cursor"]
