@@ -24,10 +24,9 @@ _AS_TEXT = orjson.OPT_PASSTHROUGH_DATETIME  # moments to default=str too, as the
 
 COLUMNS = ("position", "at", "aggregate_id", "aggregate_type", "version", "type", "actor_user", "actor_role", "data")
 # Besides: the case (or client) an event of another aggregate is about, so that a search by case finds
-# who was shown it and what was billed for it; and the delivery a contract's event is about, so that
-# the review of a delivery reported for the case is found with it.
+# who was shown it and what was billed for it; and the delivery an event is about (a contract's, or a
+# read of why it was rejected), so that what followed a delivery reported for the case is found with it.
 ABOUT = ("subject", "delivery")
-SUBJECTS = {"PersonalDataRead": "resource_id", "DeliveryReported": "case_id"}
 # Besides originator id and version, kept apart; a receipt's request fingerprint is no one's business.
 NOT_FACTS = ("originator_topic", "timestamp", "actor", "personal", "request_hash", "class_version")
 # Values that events of an older version kept as plain facts, before they were declared personal: left
@@ -48,15 +47,25 @@ def _withheld(dialect: str, event_type: str) -> str:
     return f"(CASE {event_type} {' '.join(cases)} ELSE s END)"
 
 
-def _subject(dialect: str, event_type: str) -> str:
-    """The SUBJECTS id of the state `s`, as the view writes ids (with dashes), as a SQL expression."""
+def _about(dialect: str, event_type: str) -> str:
+    """The ABOUT columns from the state `s`, as SQL expressions: ids of cases and clients as the view
+    writes ids (with dashes), those of deliveries in the store's hex (they are only compared)."""
+    if dialect == "postgres":
+        field, hex_id = "s ->> '{}'".format, "s -> '{}' ->> '_data_'".format
 
-    def id_of(key: str) -> str:
-        if dialect == "postgres":
-            return f"(s -> '{key}' ->> '_data_')::uuid::text"
-        return _dashed(f"json_extract(s, '$.{key}._data_')")
+        def dashed(key: str) -> str:
+            return f"({hex_id(key)})::uuid::text"
+    else:
+        field, hex_id = "json_extract(s, '$.{}')".format, "json_extract(s, '$.{}._data_')".format
 
-    return f"CASE {event_type}" + "".join(f" WHEN '{event}' THEN {id_of(key)}" for event, key in SUBJECTS.items()) + " END"
+        def dashed(key: str) -> str:
+            return _dashed(hex_id(key))
+    read = f"{event_type} = 'PersonalDataRead'"
+    subject = (f"CASE WHEN {read} AND {field('resource')} IN ('case', 'client') THEN {dashed('resource_id')} "
+               f"WHEN {event_type} = 'DeliveryReported' THEN {dashed('case_id')} END")
+    delivery = (f"CASE WHEN {read} AND {field('resource')} = 'delivery' THEN {hex_id('resource_id')} "
+                f"ELSE {hex_id('delivery_id')} END")
+    return f"{subject}, {delivery}"
 
 
 def _dashed(hex_id: str) -> str:
@@ -74,7 +83,7 @@ SELECT notification_id,
        originator_id::text, coalesce(substring(q FROM '^(.*)\\.[^.]*$'), ''), originator_version,
        substring(q FROM '[^.]*$'), s -> 'actor' ->> 'user', s -> 'actor' ->> 'role',
        ({_withheld("postgres", "substring(q FROM '[^.]*$')")} - ARRAY[{", ".join(f"'{key}'" for key in NOT_FACTS)}])::text,
-       {_subject("postgres", "substring(q FROM '[^.]*$')")}, s -> 'delivery_id' ->> '_data_'
+       {_about("postgres", "substring(q FROM '[^.]*$')")}
 FROM (SELECT notification_id, originator_id, originator_version, split_part(topic, ':', 2) AS q,
              convert_from(state, 'UTF8')::jsonb AS s
       FROM {{events}} WHERE notification_id BETWEEN %s AND %s
@@ -91,7 +100,7 @@ SELECT rowid,
        CASE WHEN k = '' THEN '' ELSE substr(k, 1, length(k) - 1) END, originator_version, substr(q, length(k) + 1),
        json_extract(s, '$.actor.user'), json_extract(s, '$.actor.role'),
        json_remove({_withheld("sqlite", "substr(q, length(k) + 1)")}, {", ".join(f"'$.{key}'" for key in NOT_FACTS)}),
-       {_subject("sqlite", "substr(q, length(k) + 1)")}, json_extract(s, '$.delivery_id._data_')
+       {_about("sqlite", "substr(q, length(k) + 1)")}
 FROM (SELECT rowid, originator_version, originator_id AS h, q, rtrim(q, replace(q, '.', '')) AS k, s,
              json_extract(s, '$.timestamp._data_') AS t
       FROM (SELECT rowid, originator_id, originator_version, substr(topic, instr(topic, ':') + 1) AS q,
@@ -102,11 +111,12 @@ FROM (SELECT rowid, originator_version, originator_id AS h, q, rtrim(q, replace(
 
 class AuditView(View):
     name = "audit"
+    # 7: a read of why a delivery was rejected is about that delivery;
     # 6: the case or client an event is about, and the delivery (searched by case);
     # 5: no class versions, nor the values older events kept before they were declared personal;
     # 4: no request fingerprints among the facts; 3: on SQLite, `at` no longer a second late for a fraction of .9995 and more;
     # 2: facts in the library's transcoding, copied by the database (1: re-encoded in Python)
-    revision = 6
+    revision = 7
     stored = True  # nothing decoded: the batch is copied from the events table by the database
     tables = (
         Table(

@@ -296,16 +296,23 @@ class TestDeliveryList:
         accepted = api.client.post(f"{contract_url}/{delivery_id(UUID(market['contract']['id']), 'C-1')}/review",
                                    json={"accepted": True}, headers=market["supervisor"])
         assert accepted.status_code == 200, accepted.text
+        deliver(api, market, case["id"], "C-2")
+        rejected = f"{contract_url}/{delivery_id(UUID(market['contract']['id']), 'C-2')}"
+        assert api.client.post(f"{rejected}/review", json={"accepted": False, "reason": "住院"},
+                               headers=market["supervisor"]).status_code == 200
+        assert api.client.get(rejected, headers=market["contractor"]).json()["reason"] == "住院"  # a read of it
         api.client.get(f"/v1/cases/{case['id']}", headers=market["supervisor"])
         last = api.client.post(f"/v1/cases/{other['id']}/notes", json={"text": "x"}, headers=market["supervisor"])
         items = api.client.get("/v1/audit/events", headers=api.token("auditor"), params={
             "case_id": case["id"], "min_position": last.headers["x-position"]}).json()["items"]
         found = [(i["type"], i["actor"]["user"]) for i in items if i["aggregate_type"] != "ServiceCase"]
         supervisor = found[-1][1]
-        assert [t for t, _ in found if t.startswith("Deliver")] == ["DeliveryReported", "DeliveryAccepted"]
-        assert ("PersonalDataRead", supervisor) in found
+        assert [t for t, _ in found if t.startswith("Deliver")] == [
+            "DeliveryReported", "DeliveryAccepted", "DeliveryReported", "DeliveryRejected"]
+        assert ("PersonalDataRead", supervisor) in found and ("PersonalDataRead", "ngo-a-staff") in found
         assert all(i["data"].get("case_id", case["id"]) == case["id"] for i in items)
-        assert all(i["data"].get("resource_id", case["id"]) == case["id"] for i in items)
+        theirs = {case["id"], str(delivery_id(UUID(market["contract"]["id"]), "C-2"))}  # the reason read
+        assert all(i["data"].get("resource_id", case["id"]) in theirs for i in items)
 
     def test_a_delivery_whose_case_the_view_has_not_reached_is_listed_all_the_same(self, api, desk, market):
         """The list must agree with the contract's ledger, which the contract itself keeps."""
