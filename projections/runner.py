@@ -33,6 +33,10 @@ from projections.store import Tx, ViewStore
 from projections.view import NEXT, View
 
 
+class ViewChanged(RuntimeError):
+    """A view's tables were made anew for another schema than this process's: it must not write them."""
+
+
 class Stop(Protocol):
     def is_set(self) -> bool: ...
     def wait(self, timeout: float | None = None) -> bool: ...
@@ -146,9 +150,22 @@ class Projector:
         with self.store.write() as tx:
             # A copy that another projector moved on since it was read is left to the next round.
             locked = self._positions(tx, list(starts), lock=True)
+            self._check_schemas(tx, copies)
             unmoved = [(v, t) for v, t in copies if locked[t] == starts[t]]
             self._apply(tx, unmoved, starts, stored, decoded)
         return len(stored)
+
+    def _check_schemas(self, tx: Tx, copies: Sequence[tuple[View, str]]) -> None:
+        """Refuses to write a view whose tables a newer version of lastmeter made anew since this process
+        set up (an upgrade while this process still runs): its rows would lack what the new schema keeps,
+        and the view, its fingerprint current, would never be rebuilt."""
+        names = [tracking for _, tracking in copies]
+        stored = dict(tx.execute(f"SELECT name, fingerprint FROM {POSITIONS} WHERE name IN "
+                                 f"({', '.join('?' * len(names))})", names).fetchall())
+        for view, tracking in copies:
+            if stored.get(tracking) != view.fingerprint():
+                raise ViewChanged(f"the view {tracking} was made anew by another version of lastmeter; "
+                                  "stop this process and start the current version")
 
     def _apply(self, tx: Tx, copies: Sequence[tuple[View, str]], starts: dict[str, int],
                stored: list[tuple[int, Any]], decoded: list[tuple[int, Any]]) -> None:

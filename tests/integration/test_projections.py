@@ -17,7 +17,7 @@ from domain.kinds import KINDS
 from projections import VIEWS
 from projections.audit import facts, search
 from projections.cases import CaseView
-from projections.runner import Projector, _fold_elsewhere
+from projections.runner import Projector, ViewChanged, _fold_elsewhere
 from projections.store import ViewStore
 from projections.timefmt import micros
 from projections.view import NEXT, Table, View
@@ -271,6 +271,19 @@ class TestChangedViews:
         assert projector.position("cases") == 0 and projector.position("audit") > 0
         projector.catch_up()
         assert snapshot(views) == before
+
+
+    def test_a_process_of_another_version_does_not_write_a_view_made_anew_for_this_one(self, lastmeter, views):
+        """A process of the earlier version still running through an upgrade: its rows would lack what
+        the new schema keeps, and the view, its fingerprint current, would never be rebuilt."""
+        projector = Projector(lastmeter, views, VIEWS)
+        projector.setup()
+        busy_city(lastmeter, cases=1)
+        with views.write() as tx:  # what a newer version's start leaves: its own fingerprint, position 0
+            tx.execute("UPDATE projection_positions SET fingerprint = 'newer', position = 0 WHERE name = 'audit'")
+        with pytest.raises(ViewChanged, match="view audit"):
+            projector.catch_up()
+        assert projector.position("audit") == 0
 
 
 def test_each_insert_wakes_a_projector_waiting_for_events(lastmeter, views):
