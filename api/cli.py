@@ -275,7 +275,7 @@ def read_digest(path: Path) -> dict:
         # anything else is no digest, never a log found altered
         if type(position) is int and 0 <= position < 2**63 and isinstance(head, str) and _HASH.fullmatch(head):
             return kept
-    except (ValueError, TypeError, KeyError):  # not JSON, not text, not an object, or a key missing
+    except (ValueError, TypeError, KeyError, RecursionError):  # not JSON (or too deep), not an object, ...
         pass
     raise InvalidInput("--digest", f"{path} is not a digest written by `lastmeter audit digest`")
 

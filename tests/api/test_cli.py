@@ -68,7 +68,7 @@ class TestDigests:
         head = '"' + "a" * 64 + '"'
         for text in ("not json", "[1, 2]", '{"position": "7", "head": "ab"}', '{"position": 7, "head": "ab"}',
                      f'{{"position": -5, "head": {head}}}', f'{{"position": true, "head": {head}}}',
-                     f'{{"position": 100000000000000000000, "head": {head}}}'):
+                     f'{{"position": 100000000000000000000, "head": {head}}}', "[" * 100_000 + "]" * 100_000):
             kept = tmp_path / "digest.json"
             kept.write_text(text)
             result = cli("audit", "verify", "--digest", str(kept))
