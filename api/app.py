@@ -8,6 +8,7 @@ from contextlib import asynccontextmanager
 from fastapi import FastAPI
 
 from api import metrics, openapi, problems
+from api.bodylimit import BodyLimit
 from api.routes import audit, cases, clients, contracts, health, reference, reports, workload
 from api.backend import open_backend
 from api.readside import ReadSide
@@ -85,7 +86,8 @@ def create_app(settings: Settings | None = None, settle_heap: bool = False) -> F
     )
     problems.install(app)
     openapi.install(app, ROUTERS)
-    app.state.metrics = metrics.install(app)
+    app.add_middleware(BodyLimit)
+    app.state.metrics = metrics.install(app)  # outside the limit: a request refused is counted too
     for router in ROUTERS:
         app.include_router(router)
     return app

@@ -4,6 +4,7 @@ headers), and lists of org units (CSV)."""
 import csv
 import io
 import re
+import zipfile
 from collections.abc import Iterator
 from datetime import date, datetime
 from typing import Any
@@ -22,6 +23,7 @@ HEADERS = {
     "reference": "reference", "报告编号": "reference",
 }
 MAX_ROWS = 50_000
+MAX_UNPACKED = 128 * 2**20  # bytes of a workbook unpacked: a sheet of MAX_ROWS rows, with many more columns
 ORG_COLUMNS = ("code", "name", "kind")
 WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")  # units as a cell may hold them; else the domain refuses the row
 
@@ -74,10 +76,20 @@ def _csv(content: bytes) -> Iterator[list[Any]]:
 
 
 def _xlsx(content: bytes) -> Iterator[list[Any]]:
-    """Rows read as they are needed: a workbook is parsed only as far as the import goes."""
+    """Rows read as they are needed: a workbook is parsed only as far as the import goes, each row
+    only as wide as the header. openpyxl reads the whole table of shared strings at once, and pads
+    every row to the width the sheet says it has: a small file that unpacks to a huge one, or that
+    says it reaches column XFD, held the server for minutes and took gigabytes."""
     try:
-        book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
-        for row in book.worksheets[0].iter_rows(values_only=True):
+        if sum(member.file_size for member in zipfile.ZipFile(io.BytesIO(content)).infolist()) > MAX_UNPACKED:
+            raise InvalidInput("file", f"unpacks to more than {MAX_UNPACKED // 2**20} MB; import it in parts")
+        sheet = load_workbook(io.BytesIO(content), read_only=True, data_only=True).worksheets[0]
+        sheet.reset_dimensions()  # rows as wide as their own cells, not as the sheet claims
+        header = next(sheet.iter_rows(values_only=True), None)
+        if header is None:
+            return
+        yield list(header)
+        for row in sheet.iter_rows(min_row=2, max_col=max(len(header), 1), values_only=True):
             yield list(row)
     except InvalidInput:
         raise

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Query, Request
 from fastapi.responses import Response
 
 from api.access import NOTHING, Principal
+from api.bodylimit import MAX_UPLOAD
 from api.deps import (App, Cursor, ExpectedVersion, Fresh, Idem, IdempotencyKey, ReadSideDep, WholeLimit, idempotency,
                       permit, principal_of)
 from api.imports import read_rows
@@ -26,7 +27,6 @@ from projections import cases as views
 
 router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
 DELIVERY_COLUMNS = ("reference", "id", "case_id", "delivered_on", "units", "amount", "status", "statement_id")
-MAX_UPLOAD = 20 * 1024 * 1024
 
 
 def visible_contract(app: LastMeter, principal: Principal, contract_id: UUID) -> Contract:
@@ -79,9 +79,6 @@ def report_delivery(contract_id: UUID, body: DeliveryIn, app: App,
 async def uploaded(request: Request) -> tuple[bytes, str]:
     """The file of an import: the request body (CSV or XLSX) or the multipart field `file`."""
     kind = request.headers.get("content-type", "")
-    declared = request.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > MAX_UPLOAD:
-        raise HTTPException(413, "the file is larger than 20 MB")
     if kind.startswith("multipart/form-data"):
         form = await request.form()
         upload = form.get("file")

@@ -171,6 +171,16 @@ class TestCommonCommands:
         r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "x", "colour": "red"})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "colour"
 
+    def test_a_body_past_a_megabyte_is_413_whoever_sends_it(self, api, desk):
+        """It is refused as it arrives: read whole and parsed, even without a token, it took memory."""
+        url = f"/v1/cases/{desk.open()['id']}/notes"
+        big = b'{"text": "' + b"x" * 1024 * 1024 + b'"}'
+        for caller in ({}, desk.auth):
+            for body in (big, iter([big[:4096]] * 300)):  # with its length declared, and chunked
+                r = api.client.post(url, content=body, headers={**caller, "Content-Type": "application/json"})
+                assert (r.status_code, r.headers["content-type"]) == (413, "application/problem+json")
+        assert desk.get(f"{url.removesuffix('/notes')}/history").json()["items"][-1]["type"] != "NoteAdded"
+
     def test_malformed_json_is_422(self, desk):
         case = desk.open()
         r = desk.http.post(f"/v1/cases/{case['id']}/notes", content=b"{not json",

@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import io
+import zipfile
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
 from uuid import UUID, uuid4
@@ -11,7 +12,9 @@ import pytest
 from openpyxl import Workbook, load_workbook
 
 from api.backend import open_backend
-from api.imports import read_rows
+from api.bodylimit import UPLOAD_BODY
+from api.imports import MAX_UNPACKED, _xlsx, read_rows
+from api.spreadsheet import XLSX
 from domain.actor import Actor
 from domain.clock import today
 from domain.commands import Idempotency
@@ -51,6 +54,12 @@ def referred_case(desk, market) -> dict:
     r = desk.post(f"/v1/cases/{case['id']}/referral", {"contract_id": market["contract"]["id"]})
     assert r.status_code == 200, r.text
     return case
+
+
+def workbook_bytes(book: Workbook) -> bytes:
+    data = io.BytesIO()
+    book.save(data)
+    return data.getvalue()
 
 
 def deliver(api, market, case_id: str, reference: str, units: int = 2, day: date | None = None):
@@ -443,6 +452,34 @@ class TestImport:
         r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import",
                             files={"file": ("deliveries.xlsx", data.getvalue())}, headers=market["contractor"])
         assert r.status_code == 200 and r.json()["recorded"] == 1
+
+    def test_a_sheet_that_claims_to_reach_its_last_row_and_column_is_read_as_wide_as_its_header(self, api, market):
+        """openpyxl pads each row to the sheet's claimed width: 16,384 cells a row held the server for minutes."""
+        book = Workbook()
+        book.active.append(["case_id", "delivered_on", "units", "reference"])
+        book.active.cell(row=40, column=16_384, value="far")
+        assert book.active.dimensions == "A1:XFD40"
+        rows = list(_xlsx(workbook_bytes(book)))
+        assert len(rows) == 40 and {len(row) for row in rows[1:]} == {4}
+        book.active.cell(row=1_048_576, column=16_384, value="farther")
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import",
+                            content=workbook_bytes(book), headers={**market["contractor"], "Content-Type": XLSX})
+        assert r.status_code == 200 and r.json()["items"] == []
+
+    def test_a_workbook_that_unpacks_past_its_limit_is_422(self, api, market):
+        """Its table of shared strings is read whole: 417 KB that unpacked to 170 MB took a gigabyte."""
+        packed = io.BytesIO(workbook_bytes(Workbook()))
+        with zipfile.ZipFile(packed, "a", zipfile.ZIP_DEFLATED) as archive:
+            archive.writestr("xl/padding.xml", b"\0" * (MAX_UNPACKED + 1))
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import", content=packed.getvalue(),
+                            headers={**market["contractor"], "Content-Type": XLSX})
+        assert r.status_code == 422 and "unpacks to more than" in r.json()["errors"][0]["reason"]
+
+    def test_an_upload_past_its_limit_is_413_though_sent_in_chunks(self, api, market):
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        chunks = iter([b"x" * 2**20] * (UPLOAD_BODY // 2**20 + 1))
+        r = api.client.post(url, content=chunks, headers={**market["contractor"], "Content-Type": "text/csv"})
+        assert (r.status_code, r.headers["content-type"]) == (413, "application/problem+json")
 
     def test_a_file_without_the_columns_is_422(self, api, market):
         r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import", content=b"a,b\n1,2\n",
