@@ -38,8 +38,10 @@ def _field(error: dict) -> str:
     if error["type"] == "json_invalid":
         return "body"
     loc = tuple(error["loc"])
-    parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
-    return ".".join(parts) or str(loc[-1] if loc else "body")
+    parts = [p for p in loc if p not in ("body", "query", "path", "header")]
+    # an item of a list as the domain names it too: org_units[0], not org_units.0
+    named = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in parts).removeprefix(".")
+    return named or str(loc[-1] if loc else "body")
 
 
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:

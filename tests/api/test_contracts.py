@@ -85,6 +85,13 @@ class TestContracts:
         assert r.status_code == 422
         assert r.json()["errors"][0]["field"].startswith(field)
 
+    def test_an_item_of_a_list_is_named_alike_whichever_check_refuses_it(self, api, market):
+        """The body's shape (pydantic) and the domain's rules name the same item the same way."""
+        for value in ([None], ["999999"]):
+            r = api.client.post("/v1/contracts", json={**market["body"], "org_units": value},
+                                headers=market["supervisor"])
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "org_units[0]", r.text
+
     def test_a_case_worker_may_not_create_one(self, api, desk, market):
         assert desk.post("/v1/contracts", market["body"]).status_code == 403
 
