@@ -12,7 +12,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from domain.clock import EARLIEST_DAY, LATEST_DAY, check_day
+from domain.clock import EARLIEST_DAY, LATEST_DAY, check_day, check_moment
 from domain.errors import InvalidInput
 
 _MONEY = re.compile(r"[0-9]{1,9}(\.[0-9]{1,2})?")
@@ -111,7 +111,7 @@ def parse_datetime(_: Field, value: Any, path: str) -> str:
         raise InvalidInput(path, "must carry a UTC offset, e.g. +08:00")
     if moment.utcoffset() % timedelta(minutes=1):  # Python reads +00:00:01; ISO 8601 has hours and minutes
         raise InvalidInput(path, "must carry an offset in hours and minutes, e.g. +08:00")
-    check_day(path, moment.date())
+    check_moment(path, moment)  # its day in Shanghai, as a visit's: not the day where it was sent from
     return moment.isoformat()
 
 

@@ -133,6 +133,12 @@ class TestScheduleAssessment:
         assert event.facts == {"scheduled_for": "2024-04-02T09:30:00+08:00"}
         assert event.personal == {}
 
+    def test_the_last_day_allowed_is_a_day_in_shanghai_whatever_offset_is_sent(self):
+        """As a visit's moment is: 2100-01-01 01:00 at +14:00 is still 2099-12-31 in Shanghai."""
+        case = case_at("certificate", "documents_verified")
+        take(case, "schedule_assessment", {"scheduled_for": "2100-01-01T01:00:00+14:00"})
+        assert case.stage == "assessment_scheduled"
+
     @pytest.mark.parametrize(
         "payload,field",
         [
@@ -142,6 +148,7 @@ class TestScheduleAssessment:
             ({"scheduled_for": "2024-04-02T09:30:00+00:00:01"}, "scheduled_for"),  # an offset ISO 8601 has not
             ({"scheduled_for": "2024-04-31T09:30:00+08:00"}, "scheduled_for"),
             ({"scheduled_for": "next week"}, "scheduled_for"),
+            ({"scheduled_for": "2099-12-31T23:59:59-14:00"}, "scheduled_for"),  # 2100-01-01 in Shanghai
             ({"scheduled_for": "2024-04-02T09:30:00+08:00", "room": "3"}, "room"),
         ],
     )
