@@ -42,25 +42,28 @@ def contract_state(contract: Contract) -> dict[str, Any]:
     return state
 
 
-def delivery_state(app: LastMeter, principal: Principal, contract: Contract, delivery: Delivery) -> dict[str, Any]:
+def delivery_state(app: LastMeter, principal: Principal, contract: Contract, delivery: Delivery,
+                   recorded: bool = False) -> dict[str, Any]:
+    """`recorded`: the answer was given before (a replay from its receipt), and its read recorded then."""
     return {
         "id": str(delivery.id), "contract_id": str(contract.id), "case_id": str(delivery.case_id),
         "delivered_on": delivery.delivered_on, "units": delivery.units, "reference": delivery.reference,
         "amount": yuan(delivery.amount), "status": delivery.status,
-        "reason": disclosed_reason(app, principal, delivery),
+        "reason": disclosed_reason(app, principal, delivery, recorded),
     }
 
 
-def disclosed_reason(app: LastMeter, principal: Principal, delivery: Delivery) -> str | None:
-    """Why the delivery was rejected, recorded as a disclosure: for callers shown personal values (the
-    contractor it was written for among them), and for no one once the person it may speak of was
-    erased (a copy of the contract cached before the erasure still holds it)."""
+def disclosed_reason(app: LastMeter, principal: Principal, delivery: Delivery, recorded: bool = False) -> str | None:
+    """Why the delivery was rejected, recorded as a disclosure (unless `recorded` already): for callers
+    shown personal values (the contractor it was written for among them), and for no one once the
+    person it may speak of was erased (a copy of the contract cached before the erasure still holds it)."""
     if delivery.reason is None or not shown_personal_data(principal):
         return None
     person = person_of(app, delivery)
     if app.was_erased(person):
         return None
-    disclose(app, principal, person, "delivery", delivery.id)
+    if not recorded:
+        disclose(app, principal, person, "delivery", delivery.id)
     return delivery.reason
 
 

@@ -40,7 +40,7 @@ def _contract(app: LastMeter, w: Written, _: Principal) -> tuple[Any, str]:
 
 def _delivery(app: LastMeter, w: Written, principal: Principal) -> tuple[Any, str]:
     contract = w.state if w.state is not None else app.get_contract(w.id, w.version)
-    state = delivery_state(app, principal, contract, contract.deliveries[w.item])
+    state = delivery_state(app, principal, contract, contract.deliveries[w.item], recorded=w.replayed)
     return state, f"/v1/contracts/{w.id}/deliveries/{w.item}"
 
 

@@ -330,6 +330,20 @@ class TestDeliveryList:
         theirs = {case["id"], str(delivery_id(UUID(market["contract"]["id"]), "C-2"))}  # the reason read
         assert all(i["data"].get("resource_id", case["id"]) in theirs for i in items)
 
+    def test_a_retried_rejection_answers_its_reason_again_and_appends_nothing(self, api, desk, market):
+        """Not even a read of the reason: a phone retrying N times would put N reads on the audit trail."""
+        case = referred_case(desk, market)
+        deliver(api, market, case["id"], "R-1")
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/{delivery_id(UUID(market['contract']['id']), 'R-1')}"
+        headers = {**market["supervisor"], "Idempotency-Key": "reject-r-1"}
+        first = api.client.post(f"{url}/review", json={"accepted": False, "reason": "住院"}, headers=headers)
+        assert first.status_code == 200 and first.json()["reason"] == "住院"
+        head = api.app.recorder.max_notification_id()
+        for _ in range(3):
+            again = api.client.post(f"{url}/review", json={"accepted": False, "reason": "住院"}, headers=headers)
+            assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+        assert api.app.recorder.max_notification_id() == head
+
     def test_a_delivery_whose_case_the_view_has_not_reached_is_listed_all_the_same(self, api, desk, market):
         """The list must agree with the contract's ledger, which the contract itself keeps."""
         case = referred_case(desk, market)
