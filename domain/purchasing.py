@@ -94,7 +94,9 @@ class PurchasedServices:
         written = self._run(idem, "import", 200, attempt)
         if written.answer is None:  # a replay under a receipt that kept no results
             return written, self._judge(actor, self.get_contract(contract_id, written.since), rows)
-        return written, [RowResult(row, result, _reference(rows[row]), delivery, reason)
+        # A row the file no longer has as read now (before 2026-11-30 an XLSX row was read as wide as
+        # its cells, a note beside the columns made it a row) is answered as kept, with no reference.
+        return written, [RowResult(row, result, _reference(rows[row]) if row in rows else None, delivery, reason)
                          for row, result, delivery, reason in written.answer]
 
     def _judge(self, actor: Actor, contract: Contract, rows: dict[int, DeliveryRow]) -> list[RowResult]:

@@ -22,6 +22,7 @@ from domain.case import ServiceCase
 from domain.contract import Contract, PaymentStatement, delivery_id
 from domain.receipt import CommandReceipt
 from domain.orgs import OrgUnit
+from domain.purchasing import DeliveryRow
 from tests.conftest import ADMIN
 from tests.helpers import at_once
 
@@ -661,6 +662,19 @@ class TestImportRetries:
         assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
         ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
         assert ledger["delivered_units"] == 0
+
+    def test_a_retry_whose_file_now_reads_without_a_row_it_answered_still_answers_it(self, api, desk, market):
+        """An XLSX row holding only a note beside the columns was a row before 2026-11-30, refused; it now
+        reads as blank: the retry of such an import must answer as the first time, not fail."""
+        case = referred_case(desk, market)
+        key, contractor = Idempotency("ngo-a-staff", "gone-row", "fingerprint"), Actor("ngo-a-staff", "contractor")
+        recorded = DeliveryRow(case["id"], TODAY.isoformat(), 1, "G-1")
+        first, answered = api.app.import_deliveries(contractor, key, UUID(market["contract"]["id"]),
+                                                    {2: recorded, 3: DeliveryRow(None, None, None, None)})
+        again, replayed = api.app.import_deliveries(contractor, key, UUID(market["contract"]["id"]), {2: recorded})
+        assert again.replayed and [(r.row, r.result, r.reference) for r in replayed] == [
+            (2, "recorded", "G-1"), (3, "refused", None)]
+        assert [r.reason for r in replayed] == [r.reason for r in answered]
 
     def test_a_receipt_that_kept_no_rows_has_them_judged_against_the_contract_as_it_stood(self, api, desk, market):
         """A receipt stored before 2026-11-30 kept no per-row results."""
