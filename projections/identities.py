@@ -46,16 +46,23 @@ class IdentityIndex:
             for event in app.recorded(Client.ClientRegistered)
             if event.personal.get("id_number")  # None once the person was erased
         ]))
-        self.store.once("person identities pending until saved", self._pending_column)
+        self.store.once("person identities pending until saved",
+                        lambda: self._pending_column(app.recorder.events_table_name))
         self.settle(app.is_registered)
 
-    def _pending_column(self) -> None:
-        """Rows added before rows were pending (NULL: saved) get the column; run again, nothing."""
+    def _pending_column(self, events: str) -> None:
+        """Rows added before rows were pending get the column, NULL (saved), but for those of persons
+        never saved, which go: a registration an earlier version cut short left one, unmarked. Whether
+        a person was saved, the log says (the store keeps it beside this table; it holds ids as uuid on
+        PostgreSQL, as hex on SQLite). Run again, it changes nothing."""
         with self.store.write() as tx:
             if "pending_since" not in tx.columns(IDENTITIES):
                 tx.execute(f"ALTER TABLE {IDENTITIES} ADD COLUMN pending_since BIGINT")
             tx.execute(f"CREATE INDEX IF NOT EXISTS {IDENTITIES}_pending ON {IDENTITIES} (pending_since) "
                        "WHERE pending_since IS NOT NULL")
+            person = "CAST(person_id AS uuid)" if tx.postgres else "replace(person_id, '-', '')"
+            tx.execute(f"DELETE FROM {IDENTITIES} WHERE pending_since IS NULL AND NOT EXISTS "
+                       f"(SELECT 1 FROM {events} WHERE originator_id = {person})")
 
     def _fill(self, rows: list[tuple[str, str]]) -> None:
         """Adds the rows of persons not erased: one erased since the log was read (by another process)
