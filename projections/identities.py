@@ -52,17 +52,18 @@ class IdentityIndex:
 
     def _pending_column(self, events: str) -> None:
         """Rows added before rows were pending get the column, NULL (saved), but for those of persons
-        never saved, which go: a registration an earlier version cut short left one, unmarked. Whether
-        a person was saved, the log says (the store keeps it beside this table; it holds ids as uuid on
-        PostgreSQL, as hex on SQLite). Run again, it changes nothing."""
+        the log does not hold (a registration an earlier version cut short left one, unmarked; or one
+        that a process of that version is saving still), which are pending from now: settled an hour
+        on, dropped unless saved by then. The log is beside this table in the store (its ids uuid on
+        PostgreSQL, hex on SQLite). Run again, it changes nothing."""
         with self.store.write() as tx:
             if "pending_since" not in tx.columns(IDENTITIES):
                 tx.execute(f"ALTER TABLE {IDENTITIES} ADD COLUMN pending_since BIGINT")
             tx.execute(f"CREATE INDEX IF NOT EXISTS {IDENTITIES}_pending ON {IDENTITIES} (pending_since) "
                        "WHERE pending_since IS NOT NULL")
             person = "CAST(person_id AS uuid)" if tx.postgres else "replace(person_id, '-', '')"
-            tx.execute(f"DELETE FROM {IDENTITIES} WHERE pending_since IS NULL AND NOT EXISTS "
-                       f"(SELECT 1 FROM {events} WHERE originator_id = {person})")
+            tx.execute(f"UPDATE {IDENTITIES} SET pending_since = ? WHERE pending_since IS NULL AND NOT EXISTS "
+                       f"(SELECT 1 FROM {events} WHERE originator_id = {person})", (_micros(time.time()),))
 
     def _fill(self, rows: list[tuple[str, str]]) -> None:
         """Adds the rows of persons not erased: one erased since the log was read (by another process)
