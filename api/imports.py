@@ -23,7 +23,7 @@ HEADERS = {
     "reference": "reference", "报告编号": "reference",
 }
 MAX_ROWS = 50_000
-MAX_UNPACKED = 128 * 2**20  # bytes of a workbook unpacked: a sheet of MAX_ROWS rows, with many more columns
+MAX_UNPACKED = 128 * 2**20  # bytes of what a workbook keeps beside its sheets, unpacked: strings of MAX_ROWS wide rows
 ORG_COLUMNS = ("code", "name", "kind")
 WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")  # units as a cell may hold them; else the domain refuses the row
 
@@ -76,20 +76,25 @@ def _csv(content: bytes) -> Iterator[list[Any]]:
 
 
 def _xlsx(content: bytes) -> Iterator[list[Any]]:
-    """Rows read as they are needed: a workbook is parsed only as far as the import goes, each row
-    only as wide as the header. openpyxl reads the whole table of shared strings at once, and pads
-    every row to the width the sheet says it has: a small file that unpacks to a huge one, or that
-    says it reaches column XFD, held the server for minutes and took gigabytes."""
+    """Rows read as they are needed: a workbook is parsed only as far as the import goes, each row only
+    as wide as the header's last known column. openpyxl reads the parts beside the sheets (the table
+    of shared strings) whole, and pads every row to the width the sheet claims or the header reaches:
+    a small file unpacking to a huge table, or claiming column XFD, held the server for minutes."""
     try:
-        if sum(member.file_size for member in zipfile.ZipFile(io.BytesIO(content)).infolist()) > MAX_UNPACKED:
-            raise InvalidInput("file", f"unpacks to more than {MAX_UNPACKED // 2**20} MB; import it in parts")
+        beside = sum(member.file_size for member in zipfile.ZipFile(io.BytesIO(content)).infolist()
+                     if not member.filename.startswith("xl/worksheets/"))  # sheets are read as a stream
+        if beside > MAX_UNPACKED:
+            raise InvalidInput("file", f"unpacks to more than {MAX_UNPACKED // 2**20} MB beside its sheets "
+                                       "(shared strings, styles); import it in parts")
         sheet = load_workbook(io.BytesIO(content), read_only=True, data_only=True).worksheets[0]
         sheet.reset_dimensions()  # rows as wide as their own cells, not as the sheet claims
         header = next(sheet.iter_rows(values_only=True), None)
         if header is None:
             return
-        yield list(header)
-        for row in sheet.iter_rows(min_row=2, max_col=max(len(header), 1), values_only=True):
+        known = [i for i, title in enumerate(header) if _column_of(title)]
+        width = known[-1] + 1 if known else 1  # a note far right of the titles widens nothing
+        yield list(header[:width])
+        for row in sheet.iter_rows(min_row=2, max_col=width, values_only=True):
             yield list(row)
     except InvalidInput:
         raise
@@ -97,10 +102,16 @@ def _xlsx(content: bytes) -> Iterator[list[Any]]:
         raise InvalidInput("file", "is not a readable XLSX workbook") from None
 
 
+def _column_of(title: Any) -> str | None:
+    """The column a header title names (English or Chinese, any case), if any."""
+    text = str(title or "").strip()
+    return HEADERS.get(text.lower()) or HEADERS.get(text)
+
+
 def _columns(header: list[Any]) -> dict[str, int]:
     found = {}
     for i, title in enumerate(header):
-        name = HEADERS.get(str(title or "").strip().lower()) or HEADERS.get(str(title or "").strip())
+        name = _column_of(title)
         if name:
             found[name] = i
     for name in ("case_id", "delivered_on", "units", "reference"):

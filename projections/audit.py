@@ -61,7 +61,7 @@ def _about(dialect: str, event_type: str) -> str:
         def dashed(key: str) -> str:
             return _dashed(hex_id(key))
     read = f"{event_type} = 'PersonalDataRead'"
-    subject = (f"CASE WHEN {read} AND {field('resource')} IN ('case', 'client') THEN {dashed('resource_id')} "
+    subject = (f"CASE WHEN {read} AND {field('resource')} <> 'delivery' THEN {dashed('resource_id')} "
                f"WHEN {event_type} = 'DeliveryReported' THEN {dashed('case_id')} END")
     delivery = (f"CASE WHEN {read} AND {field('resource')} = 'delivery' THEN {hex_id('resource_id')} "
                 f"ELSE {hex_id('delivery_id')} END")
@@ -111,7 +111,8 @@ FROM (SELECT rowid, originator_version, originator_id AS h, q, rtrim(q, replace(
 
 class AuditView(View):
     name = "audit"
-    # 7: a read of why a delivery was rejected is about that delivery;
+    # 7: a read of why a delivery was rejected is about that delivery (a read of a case, its history or
+    # a client, about the case or client);
     # 6: the case or client an event is about, and the delivery (searched by case);
     # 5: no class versions, nor the values older events kept before they were declared personal;
     # 4: no request fingerprints among the facts; 3: on SQLite, `at` no longer a second late for a fraction of .9995 and more;

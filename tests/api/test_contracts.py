@@ -318,6 +318,7 @@ class TestDeliveryList:
         assert api.client.post(f"{rejected}/review", json={"accepted": False, "reason": "住院"},
                                headers=market["supervisor"]).status_code == 200
         assert api.client.get(rejected, headers=market["contractor"]).json()["reason"] == "住院"  # a read of it
+        api.client.get(f"/v1/cases/{case['id']}/history", headers=market["supervisor"])
         api.client.get(f"/v1/cases/{case['id']}", headers=market["supervisor"])
         last = api.client.post(f"/v1/cases/{other['id']}/notes", json={"text": "x"}, headers=market["supervisor"])
         items = api.client.get("/v1/audit/events", headers=api.token("auditor"), params={
@@ -327,6 +328,7 @@ class TestDeliveryList:
         assert [t for t, _ in found if t.startswith("Deliver")] == [
             "DeliveryReported", "DeliveryAccepted", "DeliveryReported", "DeliveryRejected"]
         assert ("PersonalDataRead", supervisor) in found and ("PersonalDataRead", "ngo-a-staff") in found
+        assert {"case", "history", "delivery"} <= {i["data"]["resource"] for i in items if i["type"] == "PersonalDataRead"}
         assert all(i["data"].get("case_id", case["id"]) == case["id"] for i in items)
         theirs = {case["id"], str(delivery_id(UUID(market["contract"]["id"]), "C-2"))}  # the reason read
         assert all(i["data"].get("resource_id", case["id"]) in theirs for i in items)
@@ -483,6 +485,9 @@ class TestImport:
         assert book.active.dimensions == "A1:XFD40"
         rows = list(_xlsx(workbook_bytes(book)))
         assert len(rows) == 40 and {len(row) for row in rows[1:]} == {4}
+        book.active.cell(row=1, column=16_384, value="备注")  # a note far right of the titles widens nothing
+        rows = list(_xlsx(workbook_bytes(book)))
+        assert {len(row) for row in rows} == {4}
         book.active.cell(row=1_048_576, column=16_384, value="farther")
         r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import",
                             content=workbook_bytes(book), headers={**market["contractor"], "Content-Type": XLSX})
