@@ -1,13 +1,17 @@
 """The app as assembled: what /openapi.json tells a client developer, and how `serve` runs it."""
 
+import asyncio
 import os
 import subprocess
 import sys
 import textwrap
 
+import pytest
+from fastapi import HTTPException
 from fastapi.testclient import TestClient
 
 from api.app import create_app
+from api.bodylimit import JSON_BODY, BodyLimit
 from api.render import Json
 from api.settings import Settings
 from api.spreadsheet import XLSX
@@ -79,3 +83,25 @@ def test_the_access_log_names_fastapi_own_routes_and_never_an_unmatched_path(api
         api.client.get(f"/v1/nothing/{case_id}")
     lines = [r.getMessage().rsplit(" ", 2)[0] for r in caplog.records if r.name == "lastmeter.access"]
     assert lines == ["GET /openapi.json 200", "GET /v1/cases/{case_id} 404", "GET unmatched 404"]
+
+
+def test_a_body_sent_in_chunks_is_refused_as_soon_as_it_passes_the_limit_not_once_read_whole():
+    """Counted as it arrives: the app (here one reading the body as FastAPI does) never gets the rest."""
+    pulled = 0
+
+    async def receive():
+        nonlocal pulled
+        pulled += 1
+        return {"type": "http.request", "body": b"x" * 2**19, "more_body": pulled < 40}  # 20 MB by halves
+
+    async def reads_it_all(scope, receive, send):
+        while (await receive()).get("more_body"):
+            pass
+
+    async def send(message):
+        raise AssertionError("nothing is sent before the refusal")
+
+    scope = {"type": "http", "path": "/v1/cases", "headers": [(b"transfer-encoding", b"chunked")]}
+    with pytest.raises(HTTPException) as refused:
+        asyncio.run(BodyLimit(reads_it_all)(scope, receive, send))
+    assert refused.value.status_code == 413 and pulled == JSON_BODY // 2**19 + 1
