@@ -21,7 +21,7 @@ from eventsourcing.persistence import PersistenceError
 from pydantic import ValidationError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from api.access import Principal
 from api.backend import Backend, open_backend
@@ -32,6 +32,7 @@ from domain.actor import Actor
 from domain.clock import SHANGHAI
 from domain.errors import DomainError, InvalidInput
 from projections import chain
+from projections.privacy import WrongMasterKey
 
 cli = typer.Typer(help="lastmeter: need-to-service cases for the disability-service network.", no_args_is_help=True)
 tokens_cli = typer.Typer(help="Access tokens.", no_args_is_help=True)
@@ -80,9 +81,10 @@ def opened() -> Iterator[Backend]:
     reason and exits 2."""
     try:
         backend = open_backend(configured())
-    except (OSError, sqlite3.Error, psycopg.Error, PersistenceError, DomainError) as error:
+    except (OSError, sqlite3.Error, psycopg.Error, PersistenceError, DomainError, WrongMasterKey, ValueError) as error:
         # a SQLite store or key file in a folder that does not exist, a PostgreSQL that does not answer,
-        # an upgrade's pass refused (one that kept losing races, say)
+        # an upgrade's pass refused (one that kept losing races, say), a master key that is not this
+        # store's or no key at all (not base64, not 32 bytes), a database URL whose port is no number
         console.print(f"[red]error:[/red] cannot open the store: {error}")
         raise typer.Exit(2) from None
     try:
@@ -105,8 +107,8 @@ def read_side() -> Iterator[ReadSide]:
 @cli.command()
 def serve(
     host: str = "127.0.0.1",
-    port: int = 8000,
-    workers: int = 1,
+    port: Annotated[int, typer.Option(min=1, max=65535)] = 8000,
+    workers: Annotated[int, typer.Option(min=1)] = 1,
     demo: Annotated[bool, typer.Option(help="seed the demo city on first start, print demo tokens")] = False,
 ) -> None:
     """Serves the API (and docs at /docs) on the configured store."""
@@ -143,8 +145,11 @@ def show_demo_tokens(settings: Settings) -> None:
         tokens = seed_demo(backend.lastmeter)
     if tokens is not None:
         lines = [f"{user:<16} {role:<12} {org_unit or '-':<10} {secret}" for user, role, org_unit, secret in tokens]
-        tokens_file.write_text("\n".join(lines) + "\n")
-        tokens_file.chmod(0o600)
+        # the demo admin's secret among them: the file is its owner's alone from the moment it exists
+        descriptor = os.open(tokens_file, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        os.fchmod(descriptor, 0o600)  # one left by an earlier start keeps the mode it had
+        with os.fdopen(descriptor, "w") as out:
+            out.write("\n".join(lines) + "\n")
         console.print("[green]demo city seeded[/green]")
     if tokens_file.exists():
         console.print(f"demo tokens (kept in {tokens_file}, for the demo only):")
@@ -158,9 +163,10 @@ def demo_tokens_file(settings: Settings) -> Path:
 
 
 def redact(url: str) -> str:
+    """The URL without its user and password (which may hold an @ itself: the host follows the last)."""
     if "@" in url and "://" in url:
         scheme, rest = url.split("://", 1)
-        return f"{scheme}://***@{rest.split('@', 1)[1]}"
+        return f"{scheme}://***@{rest.rsplit('@', 1)[1]}"
     return url
 
 
@@ -186,10 +192,15 @@ def tokens_list() -> None:
     """Every token issued: its id (for revoking), user, role, scope, and whether it is revoked."""
     with opened() as backend:
         tokens = backend.lastmeter.tokens()
-    table = Table("id", "user", "role", "scope", "issued", "revoked")
-    for t in tokens:
-        scope = t.org_unit or t.provider or ("personal data" if t.reads_personal else "-")
-        table.add_row(str(t.id), t.user, t.role, scope, moment(t.created_on), "yes" if t.revoked else "")
+    rows = [(str(t.id), t.user, t.role, t.org_unit or t.provider or ("personal data" if t.reads_personal else "-"),
+             moment(t.created_on), "yes" if t.revoked else "") for t in tokens]
+    if not console.is_terminal:  # piped to grep or awk: whole values, one token a line (a table cut the ids)
+        for row in rows:
+            print("\t".join(row))
+        return
+    table = Table(Column("id", no_wrap=True, min_width=36), "user", "role", "scope", "issued", "revoked")
+    for row in rows:
+        table.add_row(*row)
     console.print(table)
 
 

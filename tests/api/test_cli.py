@@ -1,10 +1,16 @@
 """The command line's imports, tokens and digests, against the test's store. Input a command cannot
 use is answered with the reason and exit code 2, never a traceback (exit code 1)."""
 
+import base64
+import os
 import re
+import stat
 import uuid
 
 import pytest
+
+from api.cli import configured, redact, show_demo_tokens
+from api.settings import get_settings
 
 
 def said(result) -> str:
@@ -91,6 +97,16 @@ class TestTokens:
         assert lastmeter.repository.get(token.id).revoked
         assert lastmeter.find_token(secret) is None
 
+    def test_the_list_piped_to_a_script_gives_ids_whole_that_revoke_takes(self, cli, lastmeter, monkeypatch):
+        """A table at the terminal's width cut the ids short: `grep USER | cut -f1` found no id."""
+        monkeypatch.setenv("COLUMNS", "80")
+        assert cli("tokens", "create", "--user", "qian-supervisor-of-a-long-name", "--role", "supervisor",
+                   "--org-unit", "350502").exit_code == 0
+        line = next(line for line in cli("tokens", "list").output.splitlines() if "qian-supervisor-of-a-long-name" in line)
+        token_id = line.split("\t")[0]
+        assert cli("tokens", "revoke", token_id).exit_code == 0
+        assert next(t for t in lastmeter.tokens() if str(t.id) == token_id).revoked
+
     def test_revoking_a_token_that_does_not_exist_is_refused(self, cli):
         result = cli("tokens", "revoke", str(uuid.uuid4()))
         assert result.exit_code == 2 and "not found" in said(result), result.output
@@ -121,3 +137,44 @@ class TestAuditReplay:
         whole = cli("audit", "replay", case["id"], "--json")
         document = json.loads(whole.output)  # as an auditor without personal-data rights reads it
         assert document["history"] == history and document["state"]["version"] == 2
+
+
+class TestConfiguration:
+    @pytest.mark.parametrize("key", [base64.b64encode(bytes(32)).decode(),  # a key, not this store's
+                                     "notbase64x", base64.b64encode(b"abc").decode()])
+    def test_a_master_key_that_cannot_open_the_store_is_named_without_a_traceback(self, cli, monkeypatch, key):
+        cli("tokens", "list")  # the store exists, its keys wrapped with the test's master key
+        monkeypatch.setenv("LASTMETER_MASTER_KEY", key)
+        get_settings.cache_clear()
+        result = cli("tokens", "list")
+        assert result.exit_code == 2 and "cannot open the store" in said(result), result.output
+
+    @pytest.mark.parametrize("option", [("--port", "99999"), ("--port", "0"), ("--workers", "0")])
+    def test_serve_refuses_a_port_or_a_number_of_workers_that_cannot_be(self, cli, option):
+        result = cli("serve", *option)
+        assert result.exit_code == 2 and option[0] in said(result), result.output
+
+
+def test_the_store_s_url_is_shown_without_any_part_of_its_password():
+    assert redact("postgresql://postgres:Pa@ssw0rd@127.0.0.1:5432/lm") == "postgresql://***@127.0.0.1:5432/lm"
+
+
+def test_the_demo_tokens_file_is_its_owners_alone_from_the_moment_it_exists(tmp_path, monkeypatch):
+    """It holds the demo admin's secret: created readable by others, then narrowed, it was readable between."""
+    created = {}
+    real_open = os.open
+
+    def watching(path, flags, mode=0o777, *args, **kwargs):
+        created[os.fspath(path)] = mode
+        return real_open(path, flags, mode, *args, **kwargs)
+
+    monkeypatch.setenv("LASTMETER_DATABASE_URL", f"sqlite:///{tmp_path / 'demo.db'}")
+    monkeypatch.setenv("LASTMETER_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
+    get_settings.cache_clear()
+    monkeypatch.setattr(os, "open", watching)
+    try:
+        show_demo_tokens(configured())
+    finally:
+        get_settings.cache_clear()
+    tokens_file = tmp_path / "demo.demo-tokens"
+    assert created[os.fspath(tokens_file)] == 0o600 and stat.S_IMODE(tokens_file.stat().st_mode) == 0o600
