@@ -33,6 +33,7 @@ from domain.clock import SHANGHAI
 from domain.errors import DomainError, InvalidInput
 from projections import chain
 from projections.privacy import WrongMasterKey
+from projections.runner import RebuildRunning
 
 cli = typer.Typer(help="lastmeter: need-to-service cases for the disability-service network.", no_args_is_help=True)
 tokens_cli = typer.Typer(help="Access tokens.", no_args_is_help=True)
@@ -390,6 +391,9 @@ def projections_rebuild(name: Annotated[Optional[str], typer.Argument(help="one 
             except chain.ChainBroken as broken:
                 console.print(f"[red]error:[/red] {broken}; nothing was swapped in")
                 raise typer.Exit(1) from None
+            except RebuildRunning as busy:
+                console.print(f"[red]error:[/red] {busy}")
+                raise typer.Exit(2) from None
         elapsed = time.perf_counter() - started
         console.print(f"rebuilt {', '.join(names)}: the log up to position {position:,} in {elapsed:.1f} s "
                       f"({position / elapsed:,.0f} log events/s)")

@@ -33,6 +33,10 @@ from projections.store import Tx, ViewStore
 from projections.view import NEXT, View
 
 
+class RebuildRunning(RuntimeError):
+    """Another process is rebuilding views of this store: two would drop each other's fresh copies."""
+
+
 class ViewChanged(RuntimeError):
     """A view's tables were made anew for another schema than this process's: it must not write them."""
 
@@ -237,7 +241,14 @@ class Projector:
         aggregate by aggregate, so each of its rows is written once rather than once per batch that
         touches it; then every copy follows the log in order from where it stands.
         `progress(done, total)` counts events folded and positions read, from either of two threads.
+        One rebuild at a time in a store (RebuildRunning for a second): two dropped each other's copies.
         """
+        with self.store.rebuilding() as alone:
+            if not alone:
+                raise RebuildRunning("another process is rebuilding the views of this store; wait for it to end")
+            return self._rebuild(names, progress)
+
+    def _rebuild(self, names: Sequence[str], progress: Callable[[int, int], None]) -> int:
         fresh = [(self._view(name, NEXT), name + NEXT) for name in names]
         build = uuid.uuid4().hex[:8]
         with self.store.write() as tx:

@@ -7,6 +7,7 @@ Writers serialise on the database write lock (SQLite: BEGIN IMMEDIATE) or on
 their projection's tracking row (PostgreSQL: SELECT ... FOR UPDATE).
 """
 
+import fcntl
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -24,6 +25,7 @@ def prefixed(column: str, prefix: str) -> tuple[str, list[str]]:
 
 
 SETUP_LOCK = 0x1A57_3E7E  # the advisory lock id held while creating tables
+REBUILD_LOCK = 0x1A57_4EB1  # held, with the schema's hash, by the one rebuild at a time
 UPGRADES = "upgrades_done"  # the names of the one-off passes (ViewStore.once) this store has had
 
 
@@ -167,6 +169,32 @@ class ViewStore:
                 yield
             finally:
                 conn.execute("SELECT pg_advisory_unlock(%s)", (SETUP_LOCK,))
+
+    @contextmanager
+    def rebuilding(self) -> Iterator[bool]:
+        """Whether this process is the only one rebuilding views in this store, for as long as it holds
+        the context: a lock the database (PostgreSQL) or the kernel (on the SQLite store's file, apart
+        from SQLite's own locks) releases however the process ends."""
+        if self.postgres:
+            with self._outside_transactions() as conn:
+                lock = (REBUILD_LOCK,)
+                alone = conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", lock).fetchone()[0]
+                try:
+                    yield alone
+                finally:
+                    if alone:
+                        conn.execute("SELECT pg_advisory_unlock(%s, hashtext(current_schema()))", lock)
+            return
+        if self._path == ":memory:" or self._path.startswith("file:"):
+            yield True  # no file, or one named in a URI: no other process reaches it by this path
+            return
+        with open(self._path, "rb") as store:
+            try:
+                fcntl.flock(store, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                alone = True
+            except BlockingIOError:
+                alone = False
+            yield alone
 
     def purge(self, *tables: str) -> None:
         """Leaves no copy of deleted rows of `tables` in the database's files: on PostgreSQL the dead
