@@ -123,12 +123,19 @@ class Projector:
     def _positions(self, tx: Tx, trackings: Sequence[str], lock: bool = False) -> dict[str, int]:
         """The positions of several copies in one statement; `lock`: locked for this transaction, in
         the order of their names whoever asks, so that projectors never deadlock (SQLite has one
-        writer at a time anyway)."""
+        writer at a time anyway), and refused (ViewChanged) for a copy whose tables a newer version
+        of lastmeter made anew since this process set up (an upgrade while it still runs): its rows
+        would lack what the new schema keeps, and the view, its fingerprint current, would never be
+        rebuilt."""
         names = sorted(set(trackings))
         locking = " ORDER BY name FOR UPDATE" if lock and self.store.postgres else ""
-        rows = tx.execute(f"SELECT name, position FROM {POSITIONS} WHERE name IN ({', '.join('?' * len(names))})"
-                          f"{locking}", names).fetchall()
-        return {name: position for name, position in rows}
+        rows = tx.execute(f"SELECT name, position, fingerprint FROM {POSITIONS} "
+                          f"WHERE name IN ({', '.join('?' * len(names))}){locking}", names).fetchall()
+        for name, _, fingerprint in rows if lock else ():
+            if fingerprint != self.views[name.removesuffix(NEXT)].fingerprint():
+                raise ViewChanged(f"the view {name} was made anew by another version of lastmeter; "
+                                  "stop this process and start the current version")
+        return {name: position for name, position, _ in rows}
 
     def _read(self, copies: Sequence[tuple[View, str]], starts: dict[str, int],
               limit: int) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
@@ -154,22 +161,9 @@ class Projector:
         with self.store.write() as tx:
             # A copy that another projector moved on since it was read is left to the next round.
             locked = self._positions(tx, list(starts), lock=True)
-            self._check_schemas(tx, copies)
             unmoved = [(v, t) for v, t in copies if locked[t] == starts[t]]
             self._apply(tx, unmoved, starts, stored, decoded)
         return len(stored)
-
-    def _check_schemas(self, tx: Tx, copies: Sequence[tuple[View, str]]) -> None:
-        """Refuses to write a view whose tables a newer version of lastmeter made anew since this process
-        set up (an upgrade while this process still runs): its rows would lack what the new schema keeps,
-        and the view, its fingerprint current, would never be rebuilt."""
-        names = [tracking for _, tracking in copies]
-        stored = dict(tx.execute(f"SELECT name, fingerprint FROM {POSITIONS} WHERE name IN "
-                                 f"({', '.join('?' * len(names))})", names).fetchall())
-        for view, tracking in copies:
-            if stored.get(tracking) != view.fingerprint():
-                raise ViewChanged(f"the view {tracking} was made anew by another version of lastmeter; "
-                                  "stop this process and start the current version")
 
     def _apply(self, tx: Tx, copies: Sequence[tuple[View, str]], starts: dict[str, int],
                stored: list[tuple[int, Any]], decoded: list[tuple[int, Any]]) -> None:
