@@ -15,18 +15,16 @@ and at most hourly while registrations come in: kept if the person was saved, el
 
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta, timezone
 from typing import Any
 from uuid import UUID
 
 from domain.client import Client
 from projections.privacy import KEYS, KeyRing
+from projections.timefmt import micros
 
 IDENTITIES = "person_identities"
 SETTLED_AFTER = 3600.0  # seconds: no registration is still being saved an hour after it added its row
-
-
-def _micros(seconds: float) -> int:
-    return int(seconds * 1_000_000)
 
 
 class IdentityIndex:
@@ -63,7 +61,8 @@ class IdentityIndex:
                        "WHERE pending_since IS NOT NULL")
             person = "CAST(person_id AS uuid)" if tx.postgres else "replace(person_id, '-', '')"
             tx.execute(f"UPDATE {IDENTITIES} SET pending_since = ? WHERE pending_since IS NULL AND NOT EXISTS "
-                       f"(SELECT 1 FROM {events} WHERE originator_id = {person})", (_micros(time.time()),))
+                       f"(SELECT 1 FROM {events} WHERE originator_id = {person})",
+                       (micros(datetime.now(timezone.utc)),))
 
     def _fill(self, rows: list[tuple[str, str]]) -> None:
         """Adds the rows of persons not erased: one erased since the log was read (by another process)
@@ -82,7 +81,7 @@ class IdentityIndex:
         """The row of a registration about to be saved: pending until `saved`."""
         with self.store.write() as tx:
             tx.execute(f"INSERT INTO {IDENTITIES} (fingerprint, person_id, pending_since) VALUES (?, ?, ?) "
-                       "ON CONFLICT DO NOTHING", (fingerprint, str(person), _micros(time.time())))
+                       "ON CONFLICT DO NOTHING", (fingerprint, str(person), micros(datetime.now(timezone.utc))))
 
     def saved(self, person: UUID) -> None:
         with self.store.write() as tx:
@@ -97,7 +96,7 @@ class IdentityIndex:
         self._settled_at = time.monotonic()
         with self.store.read() as tx:
             stale = tx.execute(f"SELECT DISTINCT person_id FROM {IDENTITIES} WHERE pending_since < ?",
-                               (_micros(time.time() - SETTLED_AFTER),)).fetchall()
+                               (micros(datetime.now(timezone.utc) - timedelta(seconds=SETTLED_AFTER)),)).fetchall()
         for person in (UUID(row[0]) for row in stale):
             (self.saved if registered(person) else self.forget)(person)
 
