@@ -26,6 +26,7 @@ def prefixed(column: str, prefix: str) -> tuple[str, list[str]]:
 
 SETUP_LOCK = 0x1A57_3E7E  # the advisory lock id held while creating tables
 REBUILD_LOCK = 0x1A57_4EB1  # held, with the schema's hash, by the one rebuild at a time
+CONNECT_TIMEOUT = 10  # seconds a first connection to PostgreSQL may take before the store is said unreachable
 UPGRADES = "upgrades_done"  # the names of the one-off passes (ViewStore.once) this store has had
 
 
@@ -92,17 +93,19 @@ class ViewStore:
         self.postgres = env.get("PERSISTENCE_MODULE") == "eventsourcing.postgres"
         if self.postgres:
             schema = env.get("POSTGRES_SCHEMA") or "public"
-            self._pool = ConnectionPool(
-                kwargs={
-                    "dbname": env["POSTGRES_DBNAME"], "host": env["POSTGRES_HOST"],
-                    "port": env.get("POSTGRES_PORT", "5432"), "user": env["POSTGRES_USER"],
-                    "password": env.get("POSTGRES_PASSWORD", ""),
-                    # Custom plans: a generic plan cannot see a filter's values (org-unit ranges).
-                    "options": f"-c search_path={schema} -c idle_in_transaction_session_timeout=5s "
-                               "-c plan_cache_mode=force_custom_plan",
-                },
-                min_size=1, max_size=int(env.get("POSTGRES_POOL_SIZE", "4")), open=True,
-            )
+            kwargs = {
+                "dbname": env["POSTGRES_DBNAME"], "host": env["POSTGRES_HOST"],
+                "port": env.get("POSTGRES_PORT", "5432"), "user": env["POSTGRES_USER"],
+                "password": env.get("POSTGRES_PASSWORD", ""),
+                # Custom plans: a generic plan cannot see a filter's values (org-unit ranges).
+                "options": f"-c search_path={schema} -c idle_in_transaction_session_timeout=5s "
+                           "-c plan_cache_mode=force_custom_plan",
+            }
+            # A store that cannot be reached is said at once, with PostgreSQL's reason: a pool retries
+            # in silence for 30 s before it gives up, and then says only that it got no connection.
+            psycopg.connect(**kwargs, connect_timeout=CONNECT_TIMEOUT).close()
+            self._pool = ConnectionPool(kwargs=kwargs, min_size=1, max_size=int(env.get("POSTGRES_POOL_SIZE", "4")),
+                                        open=True)
         else:
             self._path = env["SQLITE_DBNAME"]
             self._local = threading.local()

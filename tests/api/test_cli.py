@@ -4,7 +4,9 @@ use is answered with the reason and exit code 2, never a traceback (exit code 1)
 import base64
 import os
 import re
+import socket
 import stat
+import time
 import uuid
 
 import pytest
@@ -68,6 +70,21 @@ class TestFilesThatAreNotThere:
         monkeypatch.setenv("LASTMETER_DATABASE_URL", f"sqlite:///{tmp_path / 'missing' / 'lastmeter.db'}")
         result = cli("projections", "status")
         assert result.exit_code == 2 and "cannot open the store" in said(result), result.output
+
+    def test_nor_a_postgresql_that_does_not_answer_and_at_once(self, cli, settings, monkeypatch):
+        """The pool retried for 30 s, then said only that it got no connection."""
+        if not settings.is_postgres:
+            pytest.skip("a PostgreSQL store")
+        with socket.socket() as closed:  # a port no one listens on
+            closed.bind(("127.0.0.1", 0))
+            port = closed.getsockname()[1]
+        monkeypatch.setenv("LASTMETER_DATABASE_URL", f"postgresql://postgres@127.0.0.1:{port}/test")
+        get_settings.cache_clear()
+        began = time.monotonic()
+        result = cli("tokens", "list")
+        assert result.exit_code == 2 and "cannot open the store" in said(result), result.output
+        assert "Connection refused" in said(result) and time.monotonic() - began < 10, result.output
+
 
 class TestDigests:
     def test_a_file_that_is_not_a_digest_is_refused(self, cli, tmp_path):
