@@ -15,12 +15,16 @@ router = APIRouter(tags=["operations"])
 FAILURES_NOT_READY = 3  # one failure is a store restarting; three in a row, a second apart, is not
 
 
+# Probes ask with HEAD as often as with GET (load balancers, uptime checks): both are answered; the
+# API's description keeps one operation each.
+@router.head("/healthz", include_in_schema=False)
 @router.get("/healthz")
 def healthz():
     """The process is up."""
     return {"status": "ok"}
 
 
+@router.head("/readyz", include_in_schema=False)
 @router.get("/readyz")
 def readyz(app: App, readside: ReadSideDep, settings: SettingsDep):
     """Ready when the store answers, the projector runs and no view is far behind."""

@@ -415,3 +415,12 @@ class TestReferenceData:
 @pytest.mark.parametrize("path", ["/healthz", "/readyz"])
 def test_health_endpoints_answer(api, path):
     assert api.client.get(path).status_code == 200
+    probed = api.client.head(path)  # as load balancers and uptime checks ask
+    assert probed.status_code == 200 and probed.content == b"", probed.text
+
+
+def test_a_head_of_a_case_is_not_allowed(api, desk):
+    """A HEAD of a read would record a disclosure of values no one was shown."""
+    case = desk.open()
+    probed = api.client.head(f"/v1/cases/{case['id']}", headers=desk.auth)
+    assert probed.status_code == 405
