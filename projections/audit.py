@@ -108,6 +108,21 @@ FROM (SELECT rowid, originator_version, originator_id AS h, q, rtrim(q, replace(
             FROM {{events}} WHERE rowid BETWEEN ? AND ?))
 """
 
+# Each delivery a statement listed (a contract's DeliveriesStated lists many), so that a search by case
+# finds the statement that billed the deliveries reported for it.
+_STATED_POSTGRES = """
+INSERT INTO {table} (position, delivery)
+SELECT notification_id, d ->> '_data_'
+FROM {events}, jsonb_array_elements(convert_from(state, 'UTF8')::jsonb -> 'deliveries') AS d
+WHERE notification_id BETWEEN %s AND %s AND topic LIKE '%%:Contract.DeliveriesStated'
+"""
+_STATED_SQLITE = """
+INSERT INTO {table} (position, delivery)
+SELECT e.rowid, json_extract(d.value, '$._data_')
+FROM {events} AS e, json_each(CAST(e.state AS TEXT), '$.deliveries') AS d
+WHERE e.rowid BETWEEN ? AND ? AND e.topic LIKE '%:Contract.DeliveriesStated'
+"""
+
 
 class AuditView(View):
     name = "audit"
@@ -128,13 +143,15 @@ class AuditView(View):
             indexes=("aggregate_id, position", "actor_user, position", "at, position",
                      "subject, position WHERE subject IS NOT NULL", "delivery WHERE delivery IS NOT NULL"),
         ),
+        Table("audit_stated", "position BIGINT NOT NULL, delivery TEXT NOT NULL", indexes=("delivery",)),
     )
 
     def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
         """The batch is every event between its first and last position (a batch is a stretch of the log)."""
-        statement = (_POSTGRES if tx.postgres else _SQLITE).format(table=self.table("audit_events"),
-                                                                   events=self.events_table)
-        tx.execute(statement, (events[0][0], events[-1][0]))
+        stretch = (events[0][0], events[-1][0])
+        for name, statements in (("audit_events", (_POSTGRES, _SQLITE)), ("audit_stated", (_STATED_POSTGRES, _STATED_SQLITE))):
+            statement = statements[0] if tx.postgres else statements[1]
+            tx.execute(statement.format(table=self.table(name), events=self.events_table), stretch)
 
 
 def facts(transcoder: Transcoder, data: str) -> dict[str, Any]:
@@ -157,16 +174,18 @@ def version_at(tx: Tx, aggregate_id: str, at: int) -> int:
     return row[0] or 0
 
 
-# An aggregate's own events, the events about it, and those about the deliveries reported for it.
-_ABOUT = ("aggregate_id = ?", "subject = ?",
-          "delivery IN (SELECT delivery FROM view_audit_events WHERE subject = ? AND type = 'DeliveryReported')")
+# An aggregate's own events, the events about it, those about the deliveries reported for it, and the
+# statements that listed those.
+_REPORTED = "SELECT delivery FROM view_audit_events WHERE subject = ? AND type = 'DeliveryReported'"
+_ABOUT = ("aggregate_id = ?", "subject = ?", f"delivery IN ({_REPORTED})",
+          f"position IN (SELECT position FROM view_audit_stated WHERE delivery IN ({_REPORTED}))")
 
 
 def search(tx: Tx, after: int, limit: int, aggregate_id: str | None = None, actor: str | None = None,
            start: int | None = None, end: int | None = None) -> list[dict]:
     """Events after position `after`, oldest first, matching every filter given; `aggregate_id`: the
     aggregate's events and those about it (a read of a case shown to someone, a delivery billed for
-    it and its review). Each of those three is its own index's ordered scan, its first `limit` taken
+    it, its review and the statement that listed it). Each of those four is its own index's ordered scan, its first `limit` taken
     before they are merged: as one OR, PostgreSQL walked the whole log in position order instead."""
     clauses, params = ["position > ?"], [after]
     for clause, value in (("actor_user = ?", actor), ("at >= ?", start), ("at < ?", end)):

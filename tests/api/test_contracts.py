@@ -310,9 +310,13 @@ class TestDeliveryList:
         deliver(api, market, other["id"], "O-1")
         deliver(api, market, case["id"], "C-1")
         contract_url = f"/v1/contracts/{market['contract']['id']}/deliveries"
-        accepted = api.client.post(f"{contract_url}/{delivery_id(UUID(market['contract']['id']), 'C-1')}/review",
-                                   json={"accepted": True}, headers=market["supervisor"])
-        assert accepted.status_code == 200, accepted.text
+        for reference in ("O-1", "C-1"):
+            accepted = api.client.post(f"{contract_url}/{delivery_id(UUID(market['contract']['id']), reference)}/review",
+                                       json={"accepted": True}, headers=market["supervisor"])
+            assert accepted.status_code == 200, accepted.text
+        stated = api.client.post(f"/v1/contracts/{market['contract']['id']}/statements",  # lists O-1 and C-1
+                                 json={"period": TODAY.strftime("%Y-%m")}, headers=market["supervisor"])
+        assert stated.status_code == 201, stated.text
         deliver(api, market, case["id"], "C-2")
         rejected = f"{contract_url}/{delivery_id(UUID(market['contract']['id']), 'C-2')}"
         assert api.client.post(f"{rejected}/review", json={"accepted": False, "reason": "住院"},
@@ -326,7 +330,7 @@ class TestDeliveryList:
         found = [(i["type"], i["actor"]["user"]) for i in items if i["aggregate_type"] != "ServiceCase"]
         supervisor = found[-1][1]
         assert [t for t, _ in found if t.startswith("Deliver")] == [
-            "DeliveryReported", "DeliveryAccepted", "DeliveryReported", "DeliveryRejected"]
+            "DeliveryReported", "DeliveryAccepted", "DeliveriesStated", "DeliveryReported", "DeliveryRejected"]
         assert ("PersonalDataRead", supervisor) in found and ("PersonalDataRead", "ngo-a-staff") in found
         assert {"case", "history", "delivery"} <= {i["data"]["resource"] for i in items if i["type"] == "PersonalDataRead"}
         assert all(i["data"].get("case_id", case["id"]) == case["id"] for i in items)

@@ -13,7 +13,9 @@ import pytest
 from api.readside import IDLE_POLL, STOP_CHECK, projector_in_this_process, waking
 from domain.actor import Actor
 from domain.client import Client
+from domain.clock import today
 from domain.kinds import KINDS
+from domain.purchasing import DeliveryRow
 from projections import VIEWS
 from projections.audit import facts, search
 from projections.cases import CaseView
@@ -78,6 +80,24 @@ def busy_city(lastmeter, cases: int = 12) -> None:
             act(lambda c: c.assign(WORKER, "liaison-9"))
         if i % 5 == 2:
             act(lambda c: c.close(WORKER, "transferred"))
+    paid_for(lastmeter)
+
+
+def paid_for(lastmeter) -> None:
+    """A home-care case referred to a contract, two deliveries reported, accepted and stated."""
+    supervisor = Actor("li-supervisor", "supervisor")
+    client = lastmeter.register_client(WORKER, None, name="陈美玲", id_number=id_number(seed=777),
+                                       phone="13500000000", org_unit="350502")
+    case = lastmeter.open_case(WORKER, None, client_id=client.id, org_unit="350502", kind="home_care", need="托养")
+    contract = lastmeter.create_contract(supervisor, None, ["350502"], provider="ngo-p", service_kind="home_care",
+                                         unit="hour", unit_price="50.00", budget="5000.00",
+                                         starts_on=today() - timedelta(days=60), ends_on=today() + timedelta(days=60))
+    lastmeter.refer_case(supervisor, None, case.id, None, contract.id)
+    for reference in ("D-1", "D-2"):
+        delivery = lastmeter.report_delivery(Actor("ngo-p-staff", "contractor"), None, contract.id,
+                                             DeliveryRow(str(case.id), today(), 1, reference)).item
+        lastmeter.review_delivery(supervisor, None, contract.id, delivery, None, True, None, lambda case: None)
+    lastmeter.issue_statement(supervisor, None, contract.id, today().strftime("%Y-%m"))
 
 
 class TestLiveAndRebuilt:
@@ -90,7 +110,7 @@ class TestLiveAndRebuilt:
         live = snapshot(views)
         projector.rebuild(list(projector.views))
         assert snapshot(views) == live
-        assert len(live["cases"]) == 12 and len(live["liaison_spells"]) > 12
+        assert len(live["cases"]) == 13 and len(live["liaison_spells"]) > 12 and len(live["audit_stated"]) == 2
 
     def test_a_fold_in_another_process_builds_the_same_views(self, lastmeter, views):
         """On PostgreSQL the fold runs in a process of its own (on SQLite, in a thread)."""
