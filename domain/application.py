@@ -35,6 +35,7 @@ from domain.groupcommit import GroupCommit
 from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
 from domain.purchasing import PurchasedServices
 from domain.receipt import CommandReceipt
+from domain.roster import Roster
 
 MAX_ATTEMPTS = 200
 SNAPSHOT_INTERVAL = "CASE_SNAPSHOT_INTERVAL"  # env: a case or registration lot is snapshotted every this many events (0: never)
@@ -74,6 +75,7 @@ class LastMeter(PurchasedServices, Application):
         self.snapshotting_intervals = dict.fromkeys(snapshotted, interval) if interval and self.snapshots else {}
         self.snapshotting_projectors = dict.fromkeys(snapshotted, _project)
         self._orgs: OrgTree | None = None
+        self.roster = Roster(self)
         self._group_commit = GroupCommit(self.recorder)
         self._revoked = itertools.count(1)  # next() on a count is atomic: no revocation goes uncounted
         self.revocations = 0  # tokens revoked through this application

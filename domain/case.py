@@ -31,6 +31,7 @@ from domain.errors import (
 from domain.fields import clean_text, parse_payload
 from domain.kinds import CATEGORIES, KINDS, CaseKind, Step
 from domain.orgs import OrgTree
+from domain.roster import Roster
 
 SERVICE_MODES = ("centralised", "door_to_door", "proxy")
 PRIORITIES = ("normal", "high", "urgent")
@@ -239,12 +240,15 @@ class ServiceCase(Aggregate):
             personal={"need": _text("need", need)},
         )
 
-    def assign(self, actor: Actor, assignee: str) -> None:
+    def assign(self, actor: Actor, assignee: str, roster: Roster | None = None) -> None:
+        """`roster`: who may work cases where (domain/roster.py); without one, any staff user id."""
         if not isinstance(assignee, str) or not STAFF_ID.fullmatch(assignee):
             raise InvalidInput("assignee", "must be a staff user id: letters, digits, '.', '_' or '-', at most 64")
         self._require_not_closed()
         if assignee == self.assignee:
             raise CommandRefused(f"the case is already assigned to {assignee}")
+        if roster is not None:
+            roster.check_assignee(assignee, self.org_unit)
         self.trigger_event(self.CaseAssigned, actor=actor.as_dict(), assignee=assignee)
 
     def add_note(self, actor: Actor, text: str) -> None:

@@ -207,8 +207,8 @@ def read_history(
 
 @router.post("/{case_id}/assignment")
 def assign(body: AssignmentIn, command: Command):
-    """Assigns the case to a staff user."""
-    return command.run(lambda case, actor: case.assign(actor, body.assignee))
+    """Assigns the case to a staff user who may work cases in its org unit (or whom no token names yet)."""
+    return command.run(lambda case, actor: case.assign(actor, body.assignee, command.app.roster))
 
 
 @router.post("/{case_id}/notes")

@@ -10,6 +10,8 @@ import pytest
 
 from domain.actor import Actor
 from domain.commands import Idempotency
+from domain.orgs import OrgUnit
+from tests.conftest import ADMIN
 from tests.helpers import client_body
 
 
@@ -121,6 +123,22 @@ class TestCommonCommands:
         assert r.status_code == 200 and r.json()["assignee"] == "licheng:wang.2"
         r = desk.post(f"/v1/cases/{case['id']}/assignment", {"assignee": "w" * 65})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "assignee"
+
+    def test_a_case_is_not_assigned_to_a_known_user_who_could_not_see_it(self, api, desk):
+        """The case left every queue, and its liaison subsidy went to someone who never saw it."""
+        case = desk.open()  # in 350502
+        api.app.add_org_units(ADMIN, [OrgUnit("350502001", "海滨街道", "township")])
+        api.token("case_worker", "350502001", user="lin-worker")  # one township: the case lies above it
+        api.token("case_worker", "350503", user="zhou-worker")  # another district
+        api.token("auditor", user="wu-auditor")
+        url = f"/v1/cases/{case['id']}/assignment"
+        for assignee in ("zhou-worker", "wu-auditor", "lin-worker"):
+            r = desk.post(url, {"assignee": assignee})
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "assignee", (assignee, r.text)
+        assert desk.get(f"/v1/cases/{case['id']}").json()["assignee"] is None
+        api.token("supervisor", "350502", user="zhou-worker")  # moved here: issued after the refusal
+        r = desk.post(url, {"assignee": "zhou-worker"})
+        assert r.status_code == 200 and r.json()["assignee"] == "zhou-worker", r.text
 
     def test_a_visit_needs_a_known_mode_and_an_offset(self, desk):
         case = desk.open()
