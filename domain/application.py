@@ -424,6 +424,7 @@ class LastMeter(PurchasedServices, Application):
                 if prior is None:
                     raise
                 return [], prior
+            person = None
             if isinstance(outcome, Written):
                 saved, written = [], outcome
             else:
@@ -433,9 +434,10 @@ class LastMeter(PurchasedServices, Application):
                 written = Written(resource, target.id, target.version, status, None, item=done.item, since=done.since,
                                   disclosed=disclosure is not None, answer=done.answer)
                 saved = [*done.also, target] + ([disclosure] if disclosure else [])  # the target's event last
+                person = _about_whom(resource, target, done.item)
             if idem is None:
                 return saved, written
-            return saved + [CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written)], written
+            return saved + [CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written, person)], written
 
         return self._retrying(once)
 
@@ -473,10 +475,11 @@ class LastMeter(PurchasedServices, Application):
 
     def _receipt(self, idem: Idempotency) -> Written | None:
         try:
-            receipt = self.repository.get(CommandReceipt.id_for(idem.user, idem.key))
+            receipt = self._without_erased(self.repository.get(CommandReceipt.id_for(idem.user, idem.key)))
         except AggregateNotFoundError:
             return None
-        if receipt.request_hash not in (idem.request_hash, *idem.earlier_hashes):
+        # A fingerprint sealed for a person since erased is gone with their key: the key alone tells.
+        if receipt.request_hash is not None and receipt.request_hash not in (idem.request_hash, *idem.earlier_hashes):
             raise IdempotencyKeyReused()
         # A replay is the first answer again, to the same caller: the disclosure of its personal values
         # was recorded with the first (in its transaction), and a repeat appends nothing.
@@ -500,11 +503,24 @@ class LastMeter(PurchasedServices, Application):
     def _without_erased(self, aggregate: Any) -> Any:
         """The aggregate read afresh from the store if its person was erased (perhaps by another
         process) since a copy was cached: no decrypted value outlives the person's key."""
-        person = aggregate.id if isinstance(aggregate, Client) else getattr(aggregate, "client_id", None)
+        person = aggregate.id if isinstance(aggregate, Client) else \
+            getattr(aggregate, "client_id", None) or getattr(aggregate, "person", None)
         if person is None or not _holds_personal(aggregate) or not self.was_erased(person):
             return aggregate
         fresh = self.repository.get(aggregate.id, version=aggregate.version, projector_func=_project)
         return self.repository.replace(fresh)  # the copy without the values, from now on
+
+
+def _about_whom(resource: str, target: Aggregate, item: UUID | None) -> UUID | None:
+    """The person a command's request may speak of (a case's, a client, a rejection's): its receipt's
+    fingerprint is sealed under their key."""
+    if resource == "case":
+        return target.client_id
+    if resource == "client":
+        return target.id
+    if resource == "delivery" and item is not None:
+        return target.deliveries[item].person
+    return None
 
 
 def _project(aggregate: Any, events: Any) -> Any:

@@ -1,5 +1,6 @@
 """Erasure (PIPL): the person's key is destroyed; their values read as erased everywhere; facts remain."""
 
+import json
 import time
 from dataclasses import replace
 from datetime import datetime, timezone
@@ -10,9 +11,11 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.backend import open_backend
+from api.deps import canonical
 from projections.privacy import KEY_CACHE_SECONDS
 from domain.case import ServiceCase
 from domain.contract import Contract
+from domain.receipt import CommandReceipt
 from tests.conftest import ADMIN
 from tests.privacy.test_plaintext import (ID_NUMBER, NAME, NEED, NOTE, REJECTED, pending_delivery,
                                           step_values_and_a_rejected_delivery, write_everything)
@@ -253,6 +256,29 @@ def test_no_certificate_can_be_issued_once_the_id_number_it_carries_was_erased(a
     erase(api, desk, case["client_id"])
     r = desk.post(f"{base}/issue_certificate", {"certificate_number": case["_client"]["id_number"] + "42"})
     assert r.status_code == 409 and "erased" in r.json()["detail"]
+
+
+def test_a_receipt_confirms_no_guess_at_what_an_erased_person_s_request_held(api, desk):
+    """A receipt's fingerprint of its request is sealed under the person's key: kept under a key of
+    the system's, it let whoever holds the master key test guesses at an erased ID number (the rest
+    of a certificate number stays as plain facts) or a note. Once erased, a retry is judged by its key."""
+    case = desk.open()  # a certificate case
+    base = f"/v1/cases/{case['id']}/steps"
+    for step, payload in [("verify_documents", {}), ("schedule_assessment", {"scheduled_for": "2026-12-01T09:00:00+08:00"}),
+                          ("record_assessment", {"category": "physical", "grade": 2})]:
+        assert desk.post(f"{base}/{step}", payload).status_code == 200
+    certificate = {"certificate_number": case["_client"]["id_number"] + "42"}
+    key = {"Idempotency-Key": "certificate-1"}
+    assert desk.post(f"{base}/issue_certificate", certificate, **key).status_code == 200
+    other = desk.post(f"{base}/issue_certificate", {"certificate_number": "x"}, **key)
+    assert other.status_code == 422, other.text  # another request under the key, told apart while they live
+    request = f"POST {base}/issue_certificate\n".encode() + canonical(json.dumps(certificate).encode())
+    fingerprint = api.client.app.state.backend.keys.fingerprint(request)
+    assert fingerprint.encode() not in b"".join(n.state for n in api.app.recorder.select_notifications(1, 100_000))
+    assert erase(api, desk, case["client_id"]).status_code == 200
+    assert api.app.repository.get(CommandReceipt.id_for(desk.user, "certificate-1"), version=1).request_hash is None
+    again = desk.post(f"{base}/issue_certificate", certificate, **key)
+    assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true", again.text
 
 
 def test_an_erasure_needs_a_lawful_ground_not_free_text(api, desk):
