@@ -24,9 +24,11 @@ _AS_TEXT = orjson.OPT_PASSTHROUGH_DATETIME  # moments to default=str too, as the
 
 COLUMNS = ("position", "at", "aggregate_id", "aggregate_type", "version", "type", "actor_user", "actor_role", "data")
 # Besides: the case (or client) an event of another aggregate is about, so that a search by case finds
-# who was shown it and what was billed for it; and the delivery an event is about (a contract's, or a
-# read of why it was rejected), so that what followed a delivery reported for the case is found with it.
-ABOUT = ("subject", "delivery")
+# who was shown it and what was billed for it; the delivery an event is about (a contract's, or a
+# read of why it was rejected), so that what followed a delivery reported for the case is found with it;
+# and the person whose values an event holds or showed someone, so that a search by a client's id
+# answers who was shown their data, wherever it was read.
+ABOUT = ("subject", "delivery", "person")
 # Besides originator id and version, kept apart; a receipt's request fingerprint is no one's business.
 NOT_FACTS = ("originator_topic", "timestamp", "actor", "personal", "request_hash", "class_version")
 # Values that events of an older version kept as plain facts, before they were declared personal: left
@@ -65,7 +67,7 @@ def _about(dialect: str, event_type: str) -> str:
                f"WHEN {event_type} = 'DeliveryReported' THEN {dashed('case_id')} END")
     delivery = (f"CASE WHEN {read} AND {field('resource')} = 'delivery' THEN {hex_id('resource_id')} "
                 f"ELSE {hex_id('delivery_id')} END")
-    return f"{subject}, {delivery}"
+    return f"{subject}, {delivery}, {dashed('person')}"
 
 
 def _dashed(hex_id: str) -> str:
@@ -139,9 +141,10 @@ class AuditView(View):
             "audit_events",
             "position BIGINT PRIMARY KEY, at BIGINT NOT NULL, aggregate_id TEXT NOT NULL, "
             "aggregate_type TEXT NOT NULL, version BIGINT NOT NULL, type TEXT NOT NULL, "
-            "actor_user TEXT, actor_role TEXT, data TEXT NOT NULL, subject TEXT, delivery TEXT",
+            "actor_user TEXT, actor_role TEXT, data TEXT NOT NULL, subject TEXT, delivery TEXT, person TEXT",
             indexes=("aggregate_id, position", "actor_user, position", "at, position",
-                     "subject, position WHERE subject IS NOT NULL", "delivery WHERE delivery IS NOT NULL"),
+                     "subject, position WHERE subject IS NOT NULL", "delivery WHERE delivery IS NOT NULL",
+                     "person, position WHERE person IS NOT NULL"),
         ),
         Table("audit_stated", "position BIGINT NOT NULL, delivery TEXT NOT NULL", indexes=("delivery",)),
     )
@@ -174,18 +177,19 @@ def version_at(tx: Tx, aggregate_id: str, at: int) -> int:
     return row[0] or 0
 
 
-# An aggregate's own events, the events about it, those about the deliveries reported for it, and the
-# statements that listed those.
+# An aggregate's own events, the events about it, those about the deliveries reported for it, the
+# statements that listed those, and (for a client) the events about the person.
 _REPORTED = "SELECT delivery FROM view_audit_events WHERE subject = ? AND type = 'DeliveryReported'"
 _ABOUT = ("aggregate_id = ?", "subject = ?", f"delivery IN ({_REPORTED})",
-          f"position IN (SELECT position FROM view_audit_stated WHERE delivery IN ({_REPORTED}))")
+          f"position IN (SELECT position FROM view_audit_stated WHERE delivery IN ({_REPORTED}))", "person = ?")
 
 
 def search(tx: Tx, after: int, limit: int, aggregate_id: str | None = None, actor: str | None = None,
            start: int | None = None, end: int | None = None) -> list[dict]:
     """Events after position `after`, oldest first, matching every filter given; `aggregate_id`: the
     aggregate's events and those about it (a read of a case shown to someone, a delivery billed for
-    it, its review and the statement that listed it). Each of those four is its own index's ordered scan, its first `limit` taken
+    it, its review and the statement that listed it; for a client, every read of their values and every
+    event sealed with their key). Each of those five is its own index's ordered scan, its first `limit` taken
     before they are merged: as one OR, PostgreSQL walked the whole log in position order instead."""
     clauses, params = ["position > ?"], [after]
     for clause, value in (("actor_user = ?", actor), ("at >= ?", start), ("at < ?", end)):

@@ -33,7 +33,8 @@ class CaseView(View):
             "service_mode TEXT, priority TEXT NOT NULL, opened_by TEXT NOT NULL, opened_at BIGINT NOT NULL, "
             "updated_at BIGINT NOT NULL, due_at BIGINT, held_at BIGINT, closed_at BIGINT, reopens_to TEXT, "
             "notes BIGINT NOT NULL, visits BIGINT NOT NULL, opened_position BIGINT NOT NULL, providers TEXT NOT NULL",
-            indexes=("org_unit, opened_position", "assignee, opened_position", "opened_position",
+            indexes=("org_unit, opened_position", "assignee, opened_position", "client_id, opened_position",
+                     "opened_position",
                      "status, due_at", "closed_at",
                      # the workload reads only these two (small) parts of the table, from the index alone
                      "org_unit, assignee, kind, status, due_at WHERE status <> 'closed'",

@@ -115,6 +115,7 @@ def list_cases(
     app: App, readside: ReadSideDep, principal: Annotated[Principal, permit("list_cases")],
     org_unit: Annotated[str | None, Query(description="this unit and every unit below it")] = None,
     assignee: Annotated[str | None, Query(pattern=STAFF_ID.pattern)] = None,
+    client_id: Annotated[UUID | None, Query(description="only this person's cases")] = None,
     kind: str | None = None,
     stage: str | None = None,
     status: Annotated[Literal["open", "on_hold", "closed", "active"] | None,
@@ -147,8 +148,9 @@ def list_cases(
         prefix = principal.scope_prefix(app.org_tree(), org_unit)
     if unassigned and assignee is not None:
         raise InvalidInput("unassigned", "cannot be true with an assignee")
-    where = Where(datetime.now(timezone.utc), prefix, provider=principal.provider,
-                  assignee=assignee, kind=kind, stage=stage, status=None if status == "active" else status)
+    where = Where(datetime.now(timezone.utc), prefix, provider=principal.provider, assignee=assignee,
+                  client_id=str(client_id) if client_id else None, kind=kind, stage=stage,
+                  status=None if status == "active" else status)
     where.overdue, where.unassigned, where.active = overdue, unassigned, status == "active"
     with readside.store.read() as tx:
         rows = views.list_cases(tx, where, limit + 1, decode_cursor(cursor) if cursor else None)

@@ -33,6 +33,10 @@ class TestCaseList:
         assert [c["id"] for c in desk.get("/v1/cases", kind="home_care").json()["items"]] == [opened[1]["id"]]
         assert [c["id"] for c in desk.get("/v1/cases", assignee="chen").json()["items"]] == [opened[0]["id"]]
         assert desk.get("/v1/cases", status="closed").json()["items"] == []
+        mine = desk.get("/v1/cases", client_id=opened[1]["client_id"]).json()["items"]  # one person's cases
+        assert [c["id"] for c in mine] == [opened[1]["id"]]
+        bad = desk.get("/v1/cases", client_id="someone")
+        assert bad.status_code == 422 and bad.json()["errors"][0]["field"] == "client_id"
 
     def test_an_export_holds_every_case_up_to_ten_thousand_and_json_pages_hold_fifty(self, desk, api, monkeypatch):
         monkeypatch.setattr("api.routes.cases.PAGE_LIMIT", 2)  # the default page, made small

@@ -190,6 +190,23 @@ def test_every_read_of_personal_values_is_on_the_audit_trail(api, desk):
     assert {"person": case["client_id"], "resource": "client", "resource_id": case["client_id"]} in reads
 
 
+def test_an_audit_search_by_a_person_finds_every_read_of_their_values_wherever_it_was(api, desk):
+    """Who was shown this person's data (PIPL arts. 45, 54): reads of their cases and histories too,
+    not only of their client record."""
+    case, other = desk.open(), desk.open()
+    desk.get(f"/v1/cases/{case['id']}")
+    desk.get(f"/v1/cases/{case['id']}/history")
+    desk.get(f"/v1/clients/{case['client_id']}")
+    desk.get(f"/v1/cases/{other['id']}")
+    last = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "x"})
+    auditor = api.token("auditor")
+    events = api.client.get("/v1/audit/events", params={"case_id": case["client_id"], "min_position": last.headers[
+        "x-position"], "limit": 1000}, headers=auditor).json()["items"]
+    reads = [e["data"] for e in events if e["type"] == "PersonalDataRead"]
+    assert {r["resource"] for r in reads} == {"client", "case", "history"}, reads
+    assert {r["person"] for r in reads} == {case["client_id"]}
+
+
 def test_an_auditor_sees_personal_values_only_with_a_token_that_allows_it(api, desk):
     case = desk.open()
     plain = api.client.get(f"/v1/clients/{case['client_id']}", headers=api.token("auditor")).json()
