@@ -17,6 +17,7 @@ import base64
 import hashlib
 import hmac
 import json
+import logging
 import os
 import threading
 import time
@@ -34,8 +35,11 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from domain.errors import PersonErased
 from projections.store import ViewStore
 
+logger = logging.getLogger(__name__)
+
 KEYS = "person_keys"
-ERASURES_BEGUN = "person_erasures_begun"  # erasures asked for whose key may not be destroyed yet
+# Erasures asked for whose key may not be destroyed yet, or may still be left in the database's files.
+ERASURES_BEGUN = "person_erasures_begun"
 MASTER_CHECK = "master-key-check"  # a row whose value proves the master key is the store's own
 FINGERPRINTS = b"lastmeter request fingerprints"  # what the key derived for fingerprints is for
 
@@ -175,7 +179,7 @@ class KeyRing:
             yield
         finally:
             if erased(person):
-                self._finish_erasure(person)
+                self.finish_erasures(erased)  # this one, and any left with a copy of the key in the files
             else:  # refused: nothing to finish
                 self._forget_erasure(person)
 
@@ -189,23 +193,31 @@ class KeyRing:
             self._finish_erasure(person)
 
     def _finish_erasure(self, person: UUID) -> None:
-        self.destroy(person)
-        self._forget_erasure(person)
+        """Destroys the key; the mark stays until no copy of it can be left in the database's files, so
+        that the next start, or the next erasure, purges them again."""
+        if self.destroy(person):
+            self._forget_erasure(person)
+        else:
+            logger.warning("an erased person's key may stay in the store's files while transactions older "
+                           "than the erasure run; it is purged again at the next erasure or start")
 
     def _forget_erasure(self, person: UUID) -> None:
         with self.store.write() as tx:
             tx.execute(f"DELETE FROM {ERASURES_BEGUN} WHERE person_id = ?", (str(person),))
 
-    def destroy(self, person: UUID) -> None:
-        """Destroys the person's key, and with it every value sealed with it; leaves a tombstone."""
+    def destroy(self, person: UUID) -> bool:
+        """Destroys the person's key, and with it every value sealed with it; leaves a tombstone. False
+        when a copy of the key may still be left in the database's files (ViewStore.purge)."""
         with self.store.write() as tx:
             tx.execute(f"INSERT INTO {KEYS} (person_id, wrapped) VALUES (?, NULL) "
                        "ON CONFLICT (person_id) DO UPDATE SET wrapped = NULL", (str(person),))
             for table in self.erased_with_the_key:
                 tx.execute(f"DELETE FROM {table} WHERE person_id = ?", (str(person),))
-        self.store.purge(KEYS, *self.erased_with_the_key)  # no copy of the key, nor of the rest, in freed pages
+            deleted_by = self.store.deleter(tx)
         with self._lock:
             self._cache[person] = (time.monotonic(), True, None)
+        # no copy of the key, nor of the rest, in the files
+        return self.store.purge(KEYS, *self.erased_with_the_key, deleted_by=deleted_by)
 
 
 def person_of(state: dict[str, Any], originator_id: UUID) -> UUID:

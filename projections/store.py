@@ -86,6 +86,19 @@ class Tx:
         return self._cursor.fetchone()
 
 
+# Whether any snapshot that may not yet see the deletions of transaction %s (its 64-bit id) is held,
+# so that VACUUM must keep the rows they deleted: a client's, a prepared transaction's, a standby's (its
+# feedback, or its slot). VACUUMs, whose own snapshots hold nothing back, are not clients.
+_OLDER_SNAPSHOTS = """
+WITH deleter AS (SELECT age(mod(%s::bigint, 4294967296)::text::xid) AS age)
+SELECT EXISTS (SELECT 1 FROM pg_stat_activity, deleter WHERE pid <> pg_backend_pid()
+                  AND backend_type IN ('client backend', 'walsender')
+                  AND (age(backend_xmin) >= deleter.age OR age(backend_xid) >= deleter.age))
+    OR EXISTS (SELECT 1 FROM pg_prepared_xacts, deleter WHERE age(transaction) >= deleter.age)
+    OR EXISTS (SELECT 1 FROM pg_replication_slots, deleter WHERE age(xmin) >= deleter.age)
+"""
+
+
 class ViewStore:
     """Connections for views, configured from the application's persistence settings."""
 
@@ -199,17 +212,25 @@ class ViewStore:
                 alone = False
             yield alone
 
-    def purge(self, *tables: str) -> None:
-        """Leaves no copy of deleted rows of `tables` in the database's files: on PostgreSQL the dead
-        tuples (VACUUM); on SQLite, whose freed pages are overwritten (secure_delete), its WAL file.
+    def deleter(self, tx: Tx) -> int | None:
+        """The id of the transaction `tx` on PostgreSQL, whose deletions `purge` is to remove."""
+        return int(tx.execute("SELECT pg_current_xact_id()::text").fetchone()[0]) if tx.postgres else None
+
+    def purge(self, *tables: str, deleted_by: int | None = None) -> bool:
+        """Leaves no copy of rows of `tables` deleted by transaction `deleted_by` (committed) in the
+        database's files: on PostgreSQL the dead tuples (VACUUM); on SQLite, whose freed pages are
+        overwritten (secure_delete), its WAL file. False when a reader may have kept one: a PostgreSQL
+        snapshot older than the deletion (VACUUM must keep the old row for it), a SQLite reader the
+        checkpoint could not pass; purging again once it has gone finishes the work.
         PostgreSQL's own write-ahead log keeps the old row until its segment is recycled, and WAL
         archives and replicas keep it as backups do (the README says what that means for erasure)."""
         if self.postgres:
             with self._outside_transactions() as conn:
                 for table in tables:
                     conn.execute(f"VACUUM {table}")
-            return
-        self._sqlite().execute("PRAGMA wal_checkpoint(TRUNCATE)")
+                return deleted_by is None or not conn.execute(_OLDER_SNAPSHOTS, (deleted_by,)).fetchone()[0]
+        busy, _, _ = self._sqlite().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        return not busy
 
     def refresh_statistics(self, tables: Sequence[str]) -> None:
         """Fresh planner statistics (and no dead rows) for tables just built."""
