@@ -48,8 +48,10 @@ def serving_app() -> FastAPI:
 def own_the_access_log() -> None:
     """However the app is served (`lastmeter serve`, or `uvicorn api.app:serving_app --factory` by
     hand), its access log is lastmeter's, which names each request's route: uvicorn's own writes the
-    path and query asked for, and with them any identifier a client put there."""
+    path and query asked for, and with them any identifier a client put there. uvicorn's error log
+    keeps the traceback of a server error, without the messages."""
     logging.getLogger("uvicorn.access").disabled = True
+    logging.getLogger("uvicorn.error").addFilter(problems.WITHOUT_MESSAGES)
     ours = logging.getLogger("lastmeter")
     if not ours.handlers:  # served by hand: on uvicorn's console, as `serve` configures it
         ours.handlers = list(logging.getLogger("uvicorn").handlers)

@@ -2,6 +2,7 @@
 
 import json
 import logging
+import traceback
 from collections.abc import Iterator
 from typing import Any
 
@@ -109,6 +110,31 @@ async def server_fault(request: Request, exc: Exception) -> JSONResponse:
     # Only the exception's type and the route's template: messages and paths may carry identifiers.
     log.error("unhandled %s on %s %s", type(exc).__name__, request.method, route_of(request.scope))
     return problem(500, "Server error", "the server failed; the request may be retried")
+
+
+class WithoutMessages(logging.Filter):
+    """Logs an exception's traceback without its message, nor those of the exceptions it chains:
+    Starlette re-raises what server_fault answered, and the server logs it again, message and all."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and record.exc_info[1] is not None:
+            record.exc_text = "".join(_without_messages(record.exc_info[1]))
+            record.exc_info = None
+        return True
+
+
+WITHOUT_MESSAGES = WithoutMessages()
+
+
+def _without_messages(exc: BaseException) -> Iterator[str]:
+    """The traceback of `exc` and of what it chains, oldest first, each exception named by its type."""
+    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    if cause is not None:
+        yield from _without_messages(cause)
+        yield "\nwhich led to:\n"
+    yield "Traceback (most recent call last):\n"
+    yield from traceback.format_tb(exc.__traceback__)
+    yield f"{type(exc).__module__}.{type(exc).__qualname__} (message withheld)\n"
 
 
 def install(app: FastAPI) -> None:

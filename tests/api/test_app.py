@@ -1,6 +1,8 @@
 """The app as assembled: what /openapi.json tells a client developer, and how `serve` runs it."""
 
 import asyncio
+import io
+import logging
 import os
 import subprocess
 import sys
@@ -12,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.bodylimit import JSON_BODY, BodyLimit
+from api.problems import WITHOUT_MESSAGES
 from api.render import Json
 from api.settings import Settings
 from api.spreadsheet import XLSX
@@ -64,10 +67,37 @@ def test_the_served_app_settles_its_heap_at_startup_and_a_test_app_does_not(tmp_
         with TestClient(serving_app()):
             assert gc.get_freeze_count() > 50_000, gc.get_freeze_count()
             assert gc.get_threshold() == GC_THRESHOLDS
+        import logging
+        from api.problems import WITHOUT_MESSAGES
+        assert WITHOUT_MESSAGES in logging.getLogger("uvicorn.error").filters  # see the test below
     """)
     env = {**os.environ, "LASTMETER_DATABASE_URL": f"sqlite:///{tmp_path / 'lastmeter.db'}", "LASTMETER_MASTER_KEY": ""}
     done = subprocess.run([sys.executable, "-c", code], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr
+
+
+def test_a_server_error_is_logged_again_with_its_traceback_and_without_any_message():
+    """Starlette re-raises what server_fault answered, and uvicorn logged it with its message (and
+    those it chained), which may carry an identifier or a personal value."""
+    logger, out = logging.getLogger("test.without-messages"), io.StringIO()
+    handler = logging.StreamHandler(out)
+    logger.addHandler(handler)
+    logger.addFilter(WITHOUT_MESSAGES)
+    number, who = "350502197506121435", "林晓 13800000000"  # a traceback shows the lines that raised
+    try:
+        try:
+            try:
+                raise KeyError(number)
+            except KeyError as error:
+                raise ValueError(who) from error
+        except ValueError:
+            logger.exception("Exception in ASGI application")
+    finally:
+        logger.removeHandler(handler)
+    logged = out.getvalue()
+    assert "350502197506121435" not in logged and "13800000000" not in logged and "林晓" not in logged
+    assert "builtins.KeyError (message withheld)" in logged and "builtins.ValueError (message withheld)" in logged
+    assert logged.index("KeyError") < logged.index("ValueError") and "test_app.py" in logged
 
 
 def test_json_answers_render_what_orjson_refuses_as_the_json_module_does():
