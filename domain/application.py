@@ -20,7 +20,7 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Repository
+from eventsourcing.application import AggregateNotFoundError, Application, LRUCache, ProcessingEvent, Repository
 from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import IntegrityError, Mapper, Notification, Recording
 from eventsourcing.utils import get_topic
@@ -495,6 +495,12 @@ class LastMeter(PurchasedServices, Application):
             raise NotFound(f"{what} {aggregate_id} not found")
         return self._without_erased(aggregate) if version is None else aggregate
 
+    def forget_cached(self, person: UUID) -> None:
+        """Drops from this process's cache what holds values of the person read with their key (their
+        record, their cases, receipts sealed for them): once the key is destroyed, no decrypted value
+        of theirs stays in memory here. Other processes drop theirs when next read (_without_erased)."""
+        self.repository.evict(lambda a: person in (a.id, getattr(a, "client_id", None), getattr(a, "person", None)))
+
     def was_erased(self, person: UUID) -> bool:
         """Whether the person's data was erased (perhaps by another process): a copy of their values
         cached before must no longer be shown."""
@@ -571,6 +577,19 @@ class LockingRepository(Repository):
                 return deepcopy(self.cache.get(aggregate_id))
             except KeyError:
                 return None
+
+    def evict(self, holds: Callable[[Any], bool]) -> None:
+        """Drops every cached aggregate `holds` picks: it is read afresh from the store when next asked for."""
+        if not self.cache:
+            return
+        with self.cache.lock:
+            picked = [key for key, link in self.cache.cache.items() if holds(link[LRUCache.RESULT])]
+        for key in picked:
+            with self._stripe(key):
+                try:
+                    self.cache.get(key, evict=True)
+                except KeyError:  # evicted meanwhile
+                    pass
 
     def saved(self, aggregate: Any) -> None:
         """Moves a cached aggregate on to the state just saved, if that is newer than the cached one."""

@@ -52,6 +52,7 @@ def erase_client(client_id: UUID, body: ErasureIn, app: App, backend: BackendDep
     # Once the erasure is recorded the key goes; also when it was recorded before, by an erasure cut short.
     with backend.keys.erasing(client_id, lambda person: app.get_client(person).erased):
         written = app.erase_client(principal.actor, idem, client_id, body.reason, expected)
+    app.forget_cached(client_id)
     # The client as saved still holds the values its key opened; the answer reads it again, without them.
     return answer(app, principal, replace(written, state=None))
 

@@ -163,6 +163,16 @@ def test_values_stored_unsealed_before_they_were_declared_personal_are_withheld_
     assert mapper.to_domain_event(old).personal == {"items": None}
 
 
+def test_an_erasure_leaves_no_value_of_the_person_decrypted_in_this_process_s_cache(api, desk):
+    """The cached case kept its need until it was next read, which may never come (a core dump, swap)."""
+    case = desk.open()
+    desk.get(f"/v1/cases/{case['id']}")
+    assert api.app.repository.cached(UUID(case["id"])).need == "需要办理残疾人证"
+    assert erase(api, desk, case["client_id"]).status_code == 200
+    for cached in (api.app.repository.cached(UUID(case["id"])), api.app.repository.cached(UUID(case["client_id"]))):
+        assert cached is None or not any([getattr(cached, "need", None), *getattr(cached, "personal", {}).values()])
+
+
 def test_erasure_is_for_admins_and_happens_once(api, desk):
     case = desk.open()
     assert desk.post(f"/v1/clients/{case['client_id']}/erasure", {"reason": "x"}).status_code == 403
