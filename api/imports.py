@@ -11,7 +11,7 @@ from typing import Any
 
 from openpyxl import load_workbook
 
-from api.spreadsheet import XLSX
+from api.spreadsheet import FORMULA_START, XLSX
 from domain.errors import InvalidInput
 from domain.orgs import OrgUnit
 from domain.purchasing import DeliveryRow
@@ -122,7 +122,7 @@ def _columns(header: list[Any]) -> dict[str, int]:
 
 
 def _row(row: list[Any], columns: dict[str, int]) -> DeliveryRow:
-    cell = {name: row[i] if i < len(row) else None for name, i in columns.items()}
+    cell = {name: _unescaped(row[i]) if i < len(row) else None for name, i in columns.items()}
     day = cell["delivered_on"]
     units = cell["units"]
     if isinstance(units, float) and units.is_integer():
@@ -135,6 +135,14 @@ def _row(row: list[Any], columns: dict[str, int]) -> DeliveryRow:
         units=units,
         reference=_text(cell["reference"]),
     )
+
+
+def _unescaped(value: Any) -> Any:
+    """A cell as sent before the CSV export kept it from reading as a formula (an apostrophe before
+    it): a contractor's own export, imported back, names its deliveries by the references recorded."""
+    if isinstance(value, str) and value.startswith("'") and value[1:].startswith(FORMULA_START):
+        return value[1:]
+    return value
 
 
 def _text(value: Any) -> Any:

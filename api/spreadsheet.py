@@ -16,7 +16,8 @@ XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 Format = Literal["json", "csv", "xlsx"]
 # What a spreadsheet takes a typed cell beginning with for a formula: a contractor's reference such as
-# =HYPERLINK("http://...?"&C2) would run in the reviewer's spreadsheet and send the row away.
+# =HYPERLINK("http://...?"&C2) would run in the reviewer's spreadsheet and send the row away. An import
+# (api/imports.py) takes off the apostrophe that the CSV export puts before such a cell.
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
 

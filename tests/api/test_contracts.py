@@ -63,6 +63,14 @@ def workbook_bytes(book: Workbook) -> bytes:
     return data.getvalue()
 
 
+def csv_as_workbook(content: bytes) -> bytes:
+    """A CSV as a spreadsheet that keeps each cell's text as it reads saves it as a workbook."""
+    book = Workbook()
+    for row in csv.reader(io.StringIO(content.decode("utf-8-sig"))):
+        book.active.append(row)
+    return workbook_bytes(book)
+
+
 def deliver(api, market, case_id: str, reference: str, units: int = 2, day: date | None = None):
     return api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries",
                            json={"case_id": case_id, "delivered_on": (day or TODAY).isoformat(), "units": units,
@@ -480,6 +488,24 @@ class TestImport:
         r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import",
                             files={"file": ("deliveries.xlsx", data.getvalue())}, headers=market["contractor"])
         assert r.status_code == 200 and r.json()["recorded"] == 1
+
+    @pytest.mark.parametrize("fmt,saved", [("csv", None), ("xlsx", None), ("csv", csv_as_workbook)],
+                             ids=["csv", "xlsx", "csv saved as xlsx"])
+    def test_the_contractors_own_export_imported_back_records_nothing_again(self, api, desk, market, fmt, saved):
+        """The CSV export puts an apostrophe before a reference a spreadsheet would take for a formula;
+        imported back, as downloaded or saved as a workbook keeping the apostrophe, each row must find
+        its delivery by the reference sent, not record it again."""
+        case = referred_case(desk, market)
+        references = ["+3", "-2", "=1+1", "@SUM(A1)", "P-1"]  # as the export orders them
+        for reference in references:
+            assert deliver(api, market, case["id"], reference, units=1).status_code == 201
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries"
+        exported = api.client.get(url, params={"format": fmt}, headers=market["contractor"]).content
+        content, kind = (saved(exported), XLSX) if saved else (exported, XLSX if fmt == "xlsx" else "text/csv")
+        r = api.client.post(f"{url}/import", content=content, headers={**market["contractor"], "Content-Type": kind})
+        assert [(i["reference"], i["result"]) for i in r.json()["items"]] == [(ref, "duplicate") for ref in references]
+        ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
+        assert ledger["delivered_units"] == len(references)
 
     def test_a_sheet_that_claims_to_reach_its_last_row_and_column_is_read_as_wide_as_its_header(self, api, market):
         """openpyxl pads each row to the sheet's claimed width: 16,384 cells a row held the server for minutes."""
