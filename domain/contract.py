@@ -190,6 +190,9 @@ class Contract(Aggregate):
         if found in self.deliveries:
             self._check_resent(self.deliveries[found], case_id, delivered_on, units)
             raise DuplicateDelivery(found)
+        if reference.startswith("'"):  # one recorded before this rule is still found above
+            raise InvalidInput("reference", "must not begin with an apostrophe: a spreadsheet takes it for the "
+                                            "mark of a text, and drops it")
         if delivered_on > today:
             raise InvalidInput("delivered_on", "must not be in the future")
         if not self.covers_day(delivered_on):

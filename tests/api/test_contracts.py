@@ -202,6 +202,20 @@ class TestDeliveries:
         ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
         assert (ledger["delivered_units"], ledger["remaining"]) == (2, "1840.00")
 
+    def test_a_new_reference_may_not_begin_with_an_apostrophe(self, api, desk, market):
+        """A spreadsheet takes a leading apostrophe for the mark of a text, and an import takes off the one
+        the CSV export puts before a formula: '-2, exported and imported back, would come back as -2."""
+        case = referred_case(desk, market)
+        r = deliver(api, market, case["id"], "'-2")
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reference"
+        contract = api.app.get_contract(UUID(market["contract"]["id"]))  # one recorded before the rule
+        contract.trigger_event(Contract.DeliveryReported, actor=ADMIN.as_dict(), delivery_id=delivery_id(
+            contract.id, "'-2"), reference="'-2", case_id=UUID(case["id"]), delivered_on=TODAY.isoformat(), units=2,
+                               amount="160.00")
+        api.app.save(contract)
+        resent = deliver(api, market, case["id"], "'-2")
+        assert resent.status_code == 201 and resent.json()["reference"] == "'-2"
+
     @pytest.mark.parametrize("day", [1763596800, "1763596800", "20261120"])
     def test_the_day_delivered_is_iso_8601_text(self, api, desk, market, day):
         case = referred_case(desk, market)
