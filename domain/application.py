@@ -244,7 +244,7 @@ class LastMeter(PurchasedServices, Application):
 
         def attempt() -> Client:
             client = self.get_client(client_id)
-            check_version(client, expected)
+            check_version(client.version, expected)
             client.erase(actor, reason)
             return client
 
@@ -284,7 +284,7 @@ class LastMeter(PurchasedServices, Application):
             try:
                 if guard is not None:
                     guard(case)
-                check_version(case, expected_version)
+                check_version(case.version, expected_version)
                 action(case)
             except DomainError:
                 if not trusting[0]:

@@ -55,7 +55,7 @@ class Outcome:
     also: tuple = ()  # other aggregates it changed, saved in the same transaction
 
 
-def check_version(aggregate: Any, expected: int | None) -> None:
-    """If-Match: the version the caller named must still be the aggregate's."""
-    if expected is not None and aggregate.version != expected:
-        raise StaleVersion(expected, aggregate.version)
+def check_version(version: int, expected: int | None) -> None:
+    """If-Match: the version the caller named must still be the aggregate's (`version`)."""
+    if expected is not None and version != expected:
+        raise StaleVersion(expected, version)

@@ -172,6 +172,10 @@ class Contract(Aggregate):
     def remaining(self) -> Decimal:
         return self.budget - self.committed
 
+    def delivery_by(self, reference: Any) -> Delivery | None:
+        """The delivery recorded under this contractor's reference, if any."""
+        return self.deliveries.get(delivery_id(self.id, reference)) if isinstance(reference, str) else None
+
     def covers_day(self, day: date) -> bool:
         return self.starts_on <= day.isoformat() <= self.ends_on
 

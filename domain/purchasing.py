@@ -60,11 +60,13 @@ class PurchasedServices:
 
     def report_delivery(self, actor: Actor, idem: Idempotency | None, contract_id: UUID, row: DeliveryRow,
                         expected: int | None = None):
-        """Records one delivery; a reference already recorded answers the first answer again."""
+        """Records one delivery; a reference already recorded answers the first answer again, whatever
+        If-Match names (a phone re-sending its report after a timeout sends the version it had)."""
 
         def attempt() -> Outcome | Written:
             contract = self.get_contract(contract_id)
-            check_version(contract, expected)
+            if contract.delivery_by(row.reference) is None:  # sent again, it answers as a receipt does
+                check_version(contract.version, expected)
             try:
                 return Outcome(contract, self._record_row(actor, contract, row))
             except DuplicateDelivery as duplicate:  # the first answer; under a key, the key is bound to it
@@ -75,6 +77,8 @@ class PurchasedServices:
     def import_deliveries(self, actor: Actor, idem: Idempotency | None, contract_id: UUID,
                           rows: dict[int, DeliveryRow], expected: int | None = None) -> tuple[Written, list[RowResult]]:
         """Records every acceptable row (by its number in the file) in one transaction; answers each row.
+        If-Match applies only to an import that records a row: one re-sent after a timeout finds each
+        of its rows recorded, and answers them as duplicates.
 
         A repeat under the same Idempotency-Key answers as the first time, from the results its
         receipt keeps: judged again, a row refused as not yet referred, or dated tomorrow, would now
@@ -84,11 +88,12 @@ class PurchasedServices:
 
         def attempt() -> Outcome:
             contract = self.get_contract(contract_id)
-            check_version(contract, expected)
             since = contract.version
             # Not the references: one refused as malformed may be anything (a name in a shifted column),
             # and the receipt is not sealed. A replay comes with the same file, and takes them from it.
             kept = [(r.row, r.result, r.delivery_id, r.reason) for r in self._judge(actor, contract, rows)]
+            if contract.version != since:  # If-Match guards what it records: recording nothing, it changes nothing
+                check_version(since, expected)
             return Outcome(contract, since=since, answer=kept)
 
         written = self._run(idem, "import", 200, attempt)
@@ -108,7 +113,7 @@ class PurchasedServices:
                         may_review: Callable[[ServiceCase], None]):
         def attempt() -> Outcome:
             contract = self.get_contract(contract_id)
-            check_version(contract, expected)
+            check_version(contract.version, expected)
             found = contract.deliveries.get(delivery)
             if found is None:
                 raise NotFound(f"delivery {delivery} not found")
@@ -123,7 +128,7 @@ class PurchasedServices:
                         expected: int | None = None):
         def attempt() -> Outcome:
             contract = self.get_contract(contract_id)
-            check_version(contract, expected)
+            check_version(contract.version, expected)
             return Outcome(PaymentStatement.issue(actor, contract, period), also=(contract,))
 
         return self._run(idem, "statement", 201, attempt)

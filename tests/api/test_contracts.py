@@ -825,3 +825,30 @@ class TestIfMatchOnContracts:
         r = api.client.post(f"/v1/contracts/{market['contract']['id']}/statements", headers=current,
                             json={"period": TODAY.strftime("%Y-%m")})
         assert r.status_code == 201
+
+    def test_a_resent_report_answers_the_first_answer_whatever_its_if_match(self, api, desk, market):
+        """The reference is the contractor's idempotency key: a phone re-sending its report after a timeout,
+        If-Match and all, must hear that it was recorded, not that the contract moved on."""
+        case = referred_case(desk, market)
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries"
+        body = {"case_id": case["id"], "delivered_on": TODAY.isoformat(), "units": 1, "reference": "IM-1"}
+        headers = {**market["contractor"], "If-Match": f'"{market["contract"]["version"]}"'}
+        first, again = (api.client.post(url, json=body, headers=headers) for _ in range(2))
+        assert (first.status_code, again.status_code, again.json()) == (201, 201, first.json())
+        assert api.client.post(url, json={**body, "reference": "IM-2"}, headers=headers).status_code == 412
+
+    def test_a_resent_import_answers_each_row_as_a_duplicate_whatever_its_if_match(self, api, desk, market):
+        """An import that records nothing changes nothing, so a stale version cannot matter to it; one
+        that would record a row is 412."""
+        case = referred_case(desk, market)
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        headers = {**market["contractor"], "Content-Type": "text/csv",
+                   "If-Match": f'"{market["contract"]["version"]}"'}
+        content = csv_file([(case["id"], TODAY, 1, "IMP-1")])
+        assert api.client.post(url, content=content, headers=headers).json()["recorded"] == 1
+        again = api.client.post(url, content=content, headers=headers)
+        assert again.status_code == 200 and again.json()["duplicate"] == 1
+        more = csv_file([(case["id"], TODAY, 1, "IMP-1"), (case["id"], TODAY, 1, "IMP-2")])
+        assert api.client.post(url, content=more, headers=headers).status_code == 412
+        ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
+        assert ledger["delivered_units"] == 1
