@@ -113,7 +113,8 @@ class DeliveryIn(Body):
 
 class ReviewIn(Body):
     accepted: StrictBool
-    reason: str | None = Field(default=None, min_length=1, max_length=2000)
+    reason: str | None = Field(default=None, min_length=1, max_length=2000,
+                               description="why it is rejected: required with a rejection, 422 with an acceptance")
 
 
 class StatementIn(Body):

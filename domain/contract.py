@@ -238,6 +238,8 @@ class Contract(Aggregate):
                erased: bool = False) -> None:
         """Accepts or rejects a pending delivery; `person` is the client of the delivery's case.
         Once their data was `erased` a rejection records no reason: it may speak of them."""
+        if accepted and reason is not None:  # an acceptance records none: it would be dropped unsaid
+            raise InvalidInput("reason", "is only given with a rejection")
         found = self.deliveries.get(delivery)
         if found is None:
             raise InvalidInput("delivery_id", "no such delivery on this contract")

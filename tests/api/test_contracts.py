@@ -427,6 +427,14 @@ class TestReview:
         assert (ledger["accepted"], ledger["rejected"], ledger["pending"], ledger["remaining"]) == (
             "240.00", "80.00", "0.00", "1760.00")
 
+    def test_a_reason_is_given_only_with_a_rejection(self, api, desk, market):
+        """An acceptance records no reason: one sent with it would be dropped without a word."""
+        case = referred_case(desk, market)
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/{deliver(api, market, case['id'], 'AR-1').json()['id']}"
+        r = desk.post(f"{url}/review", {"accepted": True, "reason": "家属代签，材料不全"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason"
+        assert api.client.get(url, headers=market["supervisor"]).json()["status"] == "pending"
+
     def test_a_rejection_stored_before_reasons_were_sealed_still_reads(self, api):
         """Version 1 of DeliveryRejected kept the reason as a plain fact; it is upcast on reading."""
         mapper = api.app.mapper
