@@ -95,6 +95,16 @@ class Principal:
         the deliveries of cases in their scope (a contract may span units they do not cover)."""
         return self.role == "contractor" or self.covers(tree, case_org_unit)
 
+    def sees_statement(self, tree: OrgTree, org_units: Iterable[str]) -> bool:
+        """A contractor sees every statement of its contract (the contract was checked first); staff,
+        those of a contract their scope covers whole, as for issuing one: a statement pays for the
+        whole contract and reads the same to everyone, so it cannot leave out what they may not see."""
+        return self.role == "contractor" or not self.uncovered(tree, org_units)
+
+    def uncovered(self, tree: OrgTree, org_units: Iterable[str]) -> list[str]:
+        """The units of `org_units` this principal's scope does not reach."""
+        return [unit for unit in org_units if not self.covers(tree, unit)]
+
     def covers(self, tree: OrgTree, org_unit: str) -> bool:
         """Whether this principal's scope reaches `org_unit`."""
         if self.role in ("admin", "auditor"):

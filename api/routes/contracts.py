@@ -179,8 +179,7 @@ def issue_statement(contract_id: UUID, body: StatementIn, app: App,
     """Freezes a payment statement for a month, from the contract as it is now (`If-Match`: its version):
     its accepted deliveries that no earlier statement lists. It pays for the whole contract, so only
     one whose scope covers every unit of the contract may issue it."""
-    contract, tree = visible_contract(app, principal, contract_id), app.org_tree()
-    outside = [unit for unit in contract.org_units if not principal.covers(tree, unit)]
+    outside = principal.uncovered(app.org_tree(), visible_contract(app, principal, contract_id).org_units)
     if outside:
         raise HTTPException(403, f"a statement pays for the whole contract: org units {', '.join(outside)} "
                                  "are outside your scope")
@@ -190,9 +189,10 @@ def issue_statement(contract_id: UUID, body: StatementIn, app: App,
 @router.get("/{contract_id}/statements/{statement_id}")
 def read_statement(contract_id: UUID, statement_id: UUID, app: App,
                    principal: Annotated[Principal, permit("read_statement")]):
-    """The statement, byte for byte as it was issued, however much was recorded since."""
-    visible_contract(app, principal, contract_id)
+    """The statement, byte for byte as it was issued, however much was recorded since: for the contractor,
+    and for staff whose scope covers the whole contract (it lists deliveries of cases anywhere in it)."""
+    contract = visible_contract(app, principal, contract_id)
     statement, document = statement_bytes(app, statement_id)
-    if statement.contract_id != contract_id:
+    if statement.contract_id != contract_id or not principal.sees_statement(app.org_tree(), contract.org_units):
         raise NotFound(f"statement {statement_id} not found")
     return Response(document, media_type="application/json")

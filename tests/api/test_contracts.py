@@ -650,6 +650,24 @@ class TestStatements:
         city = api.client.post(url, json={"period": period}, headers=api.token("supervisor", "350500"))
         assert city.status_code == 201
 
+    def test_scoped_staff_read_one_only_of_a_contract_their_scope_covers_whole(self, api, desk, market):
+        """A statement pays for the whole contract and reads the same to everyone, so it is not filtered
+        per reader: a township's supervisor, who sees the district's contract but not its deliveries
+        outside the township, would read them in it."""
+        api.app.add_org_units(ADMIN, [OrgUnit("350502001", "海滨街道", "township")])
+        case = referred_case(desk, market)  # in Licheng (350502), outside the township
+        delivered = deliver(api, market, case["id"], "ST-1", units=1).json()
+        desk.post(f"/v1/contracts/{market['contract']['id']}/deliveries/{delivered['id']}/review", {"accepted": True})
+        issued = api.client.post(f"/v1/contracts/{market['contract']['id']}/statements",
+                                 json={"period": TODAY.strftime("%Y-%m")}, headers=market["supervisor"])
+        township, made_up = api.token("supervisor", "350502001"), str(uuid4())
+        hidden, absent = (api.client.get(url, headers=township) for url in (
+            issued.headers["location"], issued.headers["location"].replace(issued.json()["id"], made_up)))
+        assert (hidden.status_code, absent.status_code) == (404, 404)
+        assert hidden.json()["detail"] == f"statement {issued.json()['id']} not found"  # as for one that is not
+        for reader in (market["supervisor"], market["contractor"], api.token("auditor"), api.token("admin")):
+            assert api.client.get(issued.headers["location"], headers=reader).content == issued.content
+
     def test_a_bad_period_is_422(self, api, market):
         r = api.client.post(f"/v1/contracts/{market['contract']['id']}/statements", json={"period": "2026-1"},
                             headers=market["supervisor"])
