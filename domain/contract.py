@@ -17,6 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
+from domain.client import id_number_check_digit
 from domain.clock import check_day, check_month
 from domain.errors import CommandRefused, InvalidInput, PersonErased
 from domain.fields import clean_text, parse_money
@@ -25,6 +26,19 @@ from domain.kinds import KINDS
 UNITS = ("session", "hour", "household", "device")
 PENDING, ACCEPTED, REJECTED = "pending", "accepted", "rejected"
 _REFERENCE = re.compile(r"[\x21-\x7e]{1,64}")
+_DIGIT_RUN = re.compile(r"[0-9]+[Xx]?")
+
+
+def holds_contact_or_id(text: str) -> bool:
+    """Whether `text` holds a run of digits that is a resident ID number (its check digit right) or a
+    mainland mobile number (with or without +86): what contractors key their own records by."""
+    for run in _DIGIT_RUN.findall(text):
+        run = run.upper()
+        if len(run) == 18 and run[0] != "0" and run[:17].isdigit() and id_number_check_digit(run[:17]) == run[17]:
+            return True
+        if run.isdigit() and re.fullmatch(r"(86)?1[3-9][0-9]{9}", run):
+            return True
+    return False
 PROVIDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
@@ -197,6 +211,9 @@ class Contract(Aggregate):
         if reference.startswith("'"):  # one recorded before this rule is still found above
             raise InvalidInput("reference", "must not begin with an apostrophe: a spreadsheet takes it for the "
                                             "mark of a text, and drops it")
+        if holds_contact_or_id(reference):  # likewise
+            raise InvalidInput("reference", "must not hold a resident ID number or a mobile number: a reference "
+                                            "is kept as a plain fact, and would outlive the person's erasure")
         if delivered_on > today:
             raise InvalidInput("delivered_on", "must not be in the future")
         if not self.covers_day(delivered_on):

@@ -202,6 +202,16 @@ class TestDeliveries:
         ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
         assert (ledger["delivered_units"], ledger["remaining"]) == (2, "1840.00")
 
+    def test_a_reference_may_not_hold_the_person_s_id_number_or_phone(self, api, desk, market):
+        """A reference is a plain fact in the log, the views, frozen statements and exports: contractors
+        key their own records by ID number or phone, which would outlive the person's erasure."""
+        case = referred_case(desk, market)
+        person = case["_client"]
+        for reference in (person["id_number"], f"HC-{person['id_number']}", "13812345678", "+86-13812345678"):
+            r = deliver(api, market, case["id"], reference)
+            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reference", (reference, r.text)
+        assert deliver(api, market, case["id"], "HC-2026-11-0001").status_code == 201
+
     def test_a_new_reference_may_not_begin_with_an_apostrophe(self, api, desk, market):
         """A spreadsheet takes a leading apostrophe for the mark of a text, and an import takes off the one
         the CSV export puts before a formula: '-2, exported and imported back, would come back as -2."""
