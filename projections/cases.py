@@ -40,6 +40,8 @@ class CaseView(View):
                      "org_unit, assignee, kind, status, due_at WHERE status <> 'closed'",
                      "closed_at, org_unit, assignee, kind WHERE status = 'closed'"),
         ),
+        # Every unit a case was ever opened in: the workload by unit has a row for each, zeros and all.
+        Table("case_units", "org_unit TEXT PRIMARY KEY"),
     )
 
     def apply(self, tx: Tx, events: Sequence[tuple[int, Any]]) -> None:
@@ -54,10 +56,21 @@ class CaseView(View):
             f"ON CONFLICT (id) DO UPDATE SET {updates}",
             rows,
         )
+        self._add_units(tx, {e.org_unit for _, e in batch if isinstance(e, ServiceCase.CaseOpened)})
 
     def fold(self, events: Sequence[tuple[int, Any]]) -> Callable[[Tx], None]:
         rows = _folded([(p, e) for p, e in events if isinstance(e, CASE_EVENTS)], {})
-        return lambda tx: tx.insert(self.table("cases"), COLUMNS, rows)
+        units = {row[COLUMNS.index("org_unit")] for row in rows}
+
+        def write(tx: Tx) -> None:
+            tx.insert(self.table("cases"), COLUMNS, rows)
+            self._add_units(tx, units)
+
+        return write
+
+    def _add_units(self, tx: Tx, units: set[str]) -> None:
+        tx.executemany(f"INSERT INTO {self.table('case_units')} (org_unit) VALUES (?) ON CONFLICT (org_unit) DO NOTHING",
+                       [(unit,) for unit in sorted(units)])  # sorted: two writers take their rows' locks in one order
 
     def _load(self, tx: Tx, ids: set[UUID]) -> dict[UUID, tuple[ServiceCase, dict]]:
         found = tx.select_in(f"SELECT {', '.join(COLUMNS)} FROM {self.table('cases')} WHERE id IN ({{}})",
@@ -181,13 +194,14 @@ def workload(tx: Tx, by: str, where: Where, month_start: datetime) -> list[tuple
     Only cases not closed and cases closed this month count, so the two are read apart, each from a
     partial index that holds just them (a city's old closed cases, most of the table, are never
     touched), and counted together in one aggregate (COUNT of a column is a BIGINT count, where
-    PostgreSQL would sum integers as NUMERIC). A key whose figures would all be zero has no row.
+    PostgreSQL would sum integers as NUMERIC). A key whose figures would all be zero has no row,
+    but for a unit any case was opened in (by its prefix alone: the workload takes no other filter).
     """
     key = WORKLOAD_KEYS[by]
     clauses, params = where.sql(tx.postgres)
     scope = "".join(f" AND {c}" for c in clauses)
     now, soon = micros(where.now), micros(where.now + timedelta(days=7))
-    return tx.execute(
+    rows = tx.execute(
         "SELECT figure_key, COUNT(pending), COUNT(overdue), COUNT(due_soon), COUNT(closed) FROM ("
         f"SELECT {key} AS figure_key, 1 AS pending, CASE WHEN status = 'open' AND due_at < ? THEN 1 END AS overdue, "
         "CASE WHEN status = 'open' AND due_at >= ? AND due_at < ? THEN 1 END AS due_soon, NULL AS closed "
@@ -196,3 +210,13 @@ def workload(tx: Tx, by: str, where: Where, month_start: datetime) -> list[tuple
         f"WHERE status = 'closed' AND closed_at >= ?{scope}"
         ") figures GROUP BY figure_key",
         [now, now, soon, *params, micros(month_start), *params]).fetchall()
+    if by != "org_unit":
+        return rows
+    counted = {row[0] for row in rows}
+    return rows + [(unit, 0, 0, 0, 0) for unit in units_with_cases(tx, where.prefix) if unit not in counted]
+
+
+def units_with_cases(tx: Tx, prefix: str | None) -> list[str]:
+    """The units any case was opened in, under `prefix` (None: every one)."""
+    clause, params = prefixed("org_unit", prefix) if prefix else ("1 = 1", [])
+    return [row[0] for row in tx.execute(f"SELECT org_unit FROM view_case_units WHERE {clause}", params).fetchall()]

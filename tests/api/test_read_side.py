@@ -111,6 +111,24 @@ class TestWorkload:
         assert "350500" not in rows  # above the case worker's scope
         assert set(rows["350502"]) == {"key", "open", "overdue", "due_soon", "closed_this_month"}
 
+    def test_a_unit_whose_cases_all_closed_before_this_month_keeps_a_row_of_zeros(self, desk, villages, monkeypatch):
+        """DESIGN.md: a row for every unit in the caller's scope that has cases at or below it (a
+        dashboard joining on units showed a village missing rather than at nought)."""
+        case = desk.open(org_unit="350502001001")
+        last = desk.post(f"/v1/cases/{case['id']}/closure", {"outcome": "withdrawn"})
+
+        class NextMonth(datetime):
+            @classmethod
+            def now(cls, tz=None):
+                return datetime.now(tz) + timedelta(days=40)
+
+        monkeypatch.setattr("api.routes.workload.datetime", NextMonth)
+        rows = {r["key"]: r for r in desk.get("/v1/workload", by="org_unit", **fresh(desk, last)).json()["items"]}
+        zeros = {"open": 0, "overdue": 0, "due_soon": 0, "closed_this_month": 0}
+        for unit in ("350502001001", "350502001", "350502"):
+            assert rows[unit] == {"key": unit, **zeros}, rows
+        assert "350502002" not in rows  # no case was ever opened there
+
     def test_a_village_alone_rolls_up_to_its_county(self, desk, villages):
         last = desk.open(org_unit="350502001001")
         rows = {r["key"]: r for r in desk.get("/v1/workload", by="org_unit", min_position=last["_position"]).json()["items"]}
