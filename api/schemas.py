@@ -9,18 +9,18 @@ from pydantic import AwareDatetime, BaseModel, BeforeValidator, ConfigDict, Fiel
 from pydantic_core import PydanticCustomError
 
 from domain.actor import STAFF_ID
+from domain.clock import DAY
 from domain.client import ERASURE_GROUNDS
 
 
 # Days and moments begin as ISO 8601 writes them (2026-03-01, 2026-03-01T09:30): pydantic reads a
 # number, or text of digits only (0, "1700000000", "20261120"), as seconds since 1970.
-_ISO_DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 _ISO_MOMENT = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}[Tt ][0-9]{2}:[0-9]{2}")
 
 
 def _day_as_text(value: object) -> object:
     """A day, or a moment at its midnight as some clients write days (2026-03-01T00:00:00Z)."""
-    if isinstance(value, str) and _ISO_DAY.match(value.strip()):
+    if isinstance(value, str) and DAY.match(value.strip()):
         return value.strip()
     raise PydanticCustomError("date_text", "must be a date as YYYY-MM-DD")
 

@@ -38,6 +38,20 @@ def check_month(field: str, value: object) -> str:
     return value
 
 
+DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
+
+
+def read_day(field: str, value: object) -> date:
+    """A day written YYYY-MM-DD, and no other way: Python 3.11's date.fromisoformat also reads the ISO
+    week (2026-W48-7) and basic (20261129) forms, which no one here writes a day in."""
+    try:
+        if DAY.fullmatch(value):
+            return date.fromisoformat(value)
+    except (TypeError, ValueError):  # not text, or no such day (2024-02-30)
+        pass
+    raise InvalidInput(field, "must be a date as YYYY-MM-DD")
+
+
 # The days a case's service or a contract can fall on. A visit in year 1 or works in 9999 is a slip of
 # the keyboard, not a record: refused with the window named, not stored for every report to carry.
 EARLIEST_DAY, LATEST_DAY = date(1950, 1, 1), date(2099, 12, 31)

@@ -8,11 +8,11 @@ records, or raises InvalidInput naming the field.
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from domain.clock import EARLIEST_DAY, LATEST_DAY, check_day, check_moment
+from domain.clock import EARLIEST_DAY, LATEST_DAY, check_day, check_moment, read_day
 from domain.errors import InvalidInput
 
 _MONEY = re.compile(r"[0-9]{1,9}(\.[0-9]{1,2})?")
@@ -95,11 +95,7 @@ def parse_text(f: Field, value: Any, path: str) -> str:
 
 
 def parse_date(_: Field, value: Any, path: str) -> str:
-    try:
-        day = date.fromisoformat(value)
-    except (TypeError, ValueError):
-        raise InvalidInput(path, "must be a date as YYYY-MM-DD") from None
-    return check_day(path, day).isoformat()
+    return check_day(path, read_day(path, value)).isoformat()
 
 
 def parse_datetime(_: Field, value: Any, path: str) -> str:

@@ -11,7 +11,7 @@ from uuid import UUID
 
 from domain.actor import Actor
 from domain.case import CLOSED, ServiceCase
-from domain.clock import local, today
+from domain.clock import local, read_day, today
 from domain.commands import Idempotency, Outcome, Written, check_version
 from domain.contract import Contract, Delivery, DuplicateDelivery, PaymentStatement, payable_in
 from domain.errors import CommandRefused, InvalidInput, NotFound
@@ -231,7 +231,4 @@ def _day(field: str, value: Any) -> date:
         return value.date()
     if isinstance(value, date):
         return value
-    try:
-        return date.fromisoformat(str(value).strip())
-    except ValueError:
-        raise InvalidInput(field, "must be a date as YYYY-MM-DD") from None
+    return read_day(field, str(value).strip())

@@ -106,6 +106,21 @@ class TestCertificateWorkflow:
         assert r.json()["errors"][0]["field"] == "step"
 
 
+class TestStepDays:
+    def counselled(self, desk) -> dict:
+        """A psychological counselling case at the stage where sessions are held."""
+        case = desk.open(kind="psychological_counselling")
+        assert desk.post(f"/v1/cases/{case['id']}/steps/assess", {"risk_level": "low"}).status_code == 200
+        return case
+
+    @pytest.mark.parametrize("held_on", ["2026-W48-7", "20261129", "2026-11-29T10:00:00+08:00"])
+    def test_a_step_day_is_written_as_yyyy_mm_dd(self, desk, held_on):
+        """As its refusal says, and as a contract's days are: Python 3.11 reads ISO week and basic forms."""
+        case = self.counselled(desk)
+        r = desk.post(f"/v1/cases/{case['id']}/steps/record_session", {"held_on": held_on})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "held_on", r.text
+
+
 class TestCommonCommands:
     def test_assign_note_and_visit(self, desk):
         case = desk.open()

@@ -503,6 +503,17 @@ class TestImport:
         assert [i["result"] for i in r.json()["items"]] == ["refused", "refused", "refused", "recorded"]
         assert all("units" in i["reason"] for i in r.json()["items"][:3])
 
+    def test_a_day_is_written_as_yyyy_mm_dd_in_a_file_too(self, api, desk, market):
+        """Python 3.11 reads an ISO week day or 20261129 as a day; the JSON deliveries refuse them."""
+        case = referred_case(desk, market)
+        week = TODAY.isocalendar()
+        rows = [(case["id"], day, 1, f"Y-{n}")
+                for n, day in enumerate([f"{week.year}-W{week.week:02}-{week.weekday}", TODAY.strftime("%Y%m%d")])]
+        r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries/import", content=csv_file(rows),
+                            headers={**market["contractor"], "Content-Type": "text/csv"})
+        assert [i["result"] for i in r.json()["items"]] == ["refused", "refused"], r.text
+        assert all(i["reason"].startswith("delivered_on") for i in r.json()["items"])
+
     def test_blank_rows_keep_the_numbers_of_the_rows_after_them(self, api, desk, market):
         case = referred_case(desk, market)
         content = csv_file([(case["id"], TODAY, 1, "N-1")]) + f"\n,,,\n{case['id']},{TODAY},two,N-2\n".encode()
