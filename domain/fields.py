@@ -12,7 +12,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from domain.clock import EARLIEST_DAY, LATEST_DAY, check_day, check_moment, read_day
+from domain.clock import EARLIEST_DAY, LATEST_DAY, check_day, check_moment, read_day, today
 from domain.errors import InvalidInput
 
 _MONEY = re.compile(r"[0-9]{1,9}(\.[0-9]{1,2})?")
@@ -29,6 +29,7 @@ class Field:
     maximum: int | None = None
     max_length: int = 2000
     personal: bool = False
+    past: bool = False  # a day of something that happened (a session held), not a plan: not after today
 
     def describe(self) -> dict[str, Any]:
         spec: dict[str, Any] = {
@@ -48,6 +49,7 @@ class Field:
             spec["max_length"] = self.max_length
         if self.type in ("date", "datetime"):
             spec["earliest"], spec["latest"] = EARLIEST_DAY.isoformat(), LATEST_DAY.isoformat()
+            spec["past"] = self.past  # and then not after today, in Asia/Shanghai
         return spec
 
     def parse(self, value: Any) -> Any:
@@ -94,8 +96,12 @@ def parse_text(f: Field, value: Any, path: str) -> str:
     return clean_text(path, value, f.max_length)
 
 
-def parse_date(_: Field, value: Any, path: str) -> str:
-    return check_day(path, read_day(path, value)).isoformat()
+def parse_date(f: Field, value: Any, path: str) -> str:
+    """A day; of something that happened, not after today in Shanghai, as a visit is not in the future."""
+    day = check_day(path, read_day(path, value))
+    if f.past and day > today():
+        raise InvalidInput(path, "must not be after today (days are in Asia/Shanghai)")
+    return day.isoformat()
 
 
 def parse_datetime(_: Field, value: Any, path: str) -> str:

@@ -82,8 +82,9 @@ def _reason(description: str = "why, in words") -> Field:
     return Field("reason", "text", description, personal=True)
 
 
-def _on(name: str, description: str, required: bool = True) -> Field:
-    return Field(name, "date", description, required=required)
+def _on(name: str, description: str, past: bool) -> Field:
+    """A day; `past` when it is of something that happened, not a plan."""
+    return Field(name, "date", description, past=past)
 
 
 def _findings(description: str, required: bool = False) -> Field:
@@ -153,7 +154,7 @@ REHABILITATION = CaseKind(
         ),
         Step(
             "record_session", "RehabilitationSessionHeld", "记录康复训练", ("planned", "in_sessions"), "in_sessions",
-            (_on("held_on", "the day of the session"),
+            (_on("held_on", "the day of the session", past=True),
              Field("minutes", "integer", "length of the session", minimum=5, maximum=480)),
         ),
         Step(
@@ -181,7 +182,7 @@ ASSISTIVE_DEVICE = CaseKind(
                    choices=("wheelchair", "walking_aid", "hearing_aid", "visual_aid", "prosthesis", "daily_living_aid", "other")),),
         ),
         Step("fit_device", "DeviceFitted", "辅具发放适配", ("assessed",), "fitted",
-             (_on("fitted_on", "the day the device was fitted"),)),
+             (_on("fitted_on", "the day the device was fitted", past=True),)),
         Step(
             "follow_up", "DeviceFollowedUp", "使用回访", ("fitted",), "followed_up",
             (Field("in_use", "boolean", "whether the person still uses the device"),),
@@ -206,7 +207,7 @@ HOME_MODIFICATION = CaseKind(
     ),
     steps=(
         Step("survey_home", "HomeSurveyed", "入户勘查", ("requested",), "surveyed",
-             (_on("surveyed_on", "the day of the survey"), _findings("what the survey found"))),
+             (_on("surveyed_on", "the day of the survey", past=True), _findings("what the survey found"))),
         Step(
             "quote_plan", "ModificationQuoted", "改造方案及报价", ("surveyed",), "quoted",
             (Field("items", "text", "the works planned at the person's home", max_length=4000, personal=True),
@@ -217,13 +218,14 @@ HOME_MODIFICATION = CaseKind(
             (Field("approved_amount", "money", "yuan approved; at most the quote"),),
         ),
         Step("decline_budget", "BudgetDeclined", "不予审批", ("quoted",), "declined", (_reason(),), closes_with="refused"),
-        Step("start_works", "WorksStarted", "开工", ("approved",), "in_works", (_on("started_on", "first day of works"),)),
+        Step("start_works", "WorksStarted", "开工", ("approved",), "in_works",
+             (_on("started_on", "first day of works", past=True),)),
         Step("complete_works", "WorksCompleted", "完工", ("in_works",), "works_completed",
-             (_on("completed_on", "last day of works"),)),
+             (_on("completed_on", "last day of works", past=True),)),
         Step("reject_works", "WorksRejected", "验收不合格", ("works_completed",), "in_works",
              (_reason("what must be redone"),)),
         Step("accept_works", "WorksAccepted", "验收合格", ("works_completed",), "accepted",
-             (_on("inspected_on", "the day of the inspection"),), closes_with="served"),
+             (_on("inspected_on", "the day of the inspection", past=True),), closes_with="served"),
     ),
 )
 
@@ -243,7 +245,7 @@ MARRIAGE_COUNSELLING = CaseKind(
              Field("provider", "text", "the contracted NGO", max_length=200)),
         ),
         Step("record_session", "CounsellingSessionHeld", "记录辅导", ("matched", "in_sessions"), "in_sessions",
-             (_on("held_on", "the day of the session"),
+             (_on("held_on", "the day of the session", past=True),
               Field("format", "choice", "how the session was held", choices=("individual", "couple", "group")))),
         Step(
             "record_outcome", "CounsellingConcluded", "辅导结果", ("in_sessions",), "concluded",
@@ -268,10 +270,10 @@ HOME_CARE = CaseKind(
              (Field("care_level", "integer", "1 light to 3 full care", minimum=1, maximum=3),
               _findings("what care is needed"))),
         Step("start_care", "CareStarted", "开始护理", ("assessed",), "in_care",
-             (_on("starts_on", "first day of care"),
+             (_on("starts_on", "first day of care", past=False),
               Field("hours_per_week", "integer", "care hours a week", minimum=1, maximum=168))),
         Step("end_care", "CareEnded", "结束护理", ("in_care",), "ended",
-             (_on("ended_on", "last day of care"),), closes_with="served"),
+             (_on("ended_on", "last day of care", past=True),), closes_with="served"),
     ),
 )
 
@@ -286,11 +288,13 @@ EMPLOYMENT_TRAINING = CaseKind(
     ),
     steps=(
         Step("enrol", "TraineeEnrolled", "报名", ("requested",), "enrolled",
-             (Field("course", "text", "the course", max_length=200, personal=True), _on("starts_on", "first day of the course"))),
+             (Field("course", "text", "the course", max_length=200, personal=True),
+              _on("starts_on", "first day of the course", past=False))),
         Step("complete_training", "TrainingCompleted", "结业", ("enrolled",), "trained",
-             (_on("completed_on", "last day"), Field("certified", "boolean", "whether a skills certificate was gained"))),
+             (_on("completed_on", "last day", past=True),
+              Field("certified", "boolean", "whether a skills certificate was gained"))),
         Step("record_placement", "JobPlacementRecorded", "就业安置", ("trained",), "placed",
-             (_on("starts_on", "first day at work"),
+             (_on("starts_on", "first day at work", past=False),
               Field("employment", "choice", "kind of work", choices=("employed", "self_employed", "sheltered", "public_welfare_post"))),
              closes_with="served"),
     ),
@@ -310,7 +314,7 @@ PSYCHOLOGICAL_COUNSELLING = CaseKind(
         Step("assess", "PsychologicalNeedsAssessed", "心理评估", ("requested",), "assessed",
              (Field("risk_level", "choice", "risk found", choices=("low", "medium", "high")), _findings("the assessment"))),
         Step("record_session", "PsychologicalSessionHeld", "记录疏导", ("assessed", "in_sessions"), "in_sessions",
-             (_on("held_on", "the day of the session"),)),
+             (_on("held_on", "the day of the session", past=True),)),
         Step("conclude", "PsychologicalCounsellingConcluded", "结案评估", ("in_sessions",), "concluded",
              (Field("result", "choice", "how it ended", choices=("improved", "stable", "referred_on")),),
              closes_with="served"),
@@ -331,7 +335,7 @@ HEALTH_CHECK = CaseKind(
              (Field("scheduled_for", "datetime", "when the check takes place"),
               Field("door_to_door", "boolean", "whether the doctor visits the home"))),
         Step("record_check", "HealthCheckRecorded", "记录查体", ("scheduled",), "checked",
-             (_on("checked_on", "the day of the check"), _findings("the doctor's findings"))),
+             (_on("checked_on", "the day of the check", past=True), _findings("the doctor's findings"))),
         Step("update_health_record", "HealthRecordUpdated", "更新健康档案", ("checked",), "recorded",
              (Field("medicine_delivered", "boolean", "whether medicine was delivered to the door"),),
              closes_with="served"),

@@ -5,6 +5,7 @@ import hashlib
 import time
 from datetime import datetime, timedelta, timezone
 from uuid import UUID
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -119,6 +120,15 @@ class TestStepDays:
         case = self.counselled(desk)
         r = desk.post(f"/v1/cases/{case['id']}/steps/record_session", {"held_on": held_on})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "held_on", r.text
+
+    def test_a_session_is_not_held_after_today_in_shanghai(self, desk):
+        """As a visit in the future is refused; today is Shanghai's, wherever the phone is."""
+        case = self.counselled(desk)
+        today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+        r = desk.post(f"/v1/cases/{case['id']}/steps/record_session", {"held_on": str(today + timedelta(days=1))})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "held_on", r.text
+        r = desk.post(f"/v1/cases/{case['id']}/steps/record_session", {"held_on": str(today)})
+        assert r.status_code == 200 and r.json()["details"]["held_on"] == str(today)
 
 
 class TestCommonCommands:
@@ -437,6 +447,14 @@ class TestReferenceData:
         assert len(items) == 9
         certificate = next(k for k in items if k["name"] == "certificate")
         assert [s["name"] for s in certificate["stages"]][:4] == ["applied", "documents_verified", "assessment_scheduled", "assessed"]
+
+    def test_case_kinds_says_which_days_are_of_what_happened(self, api):
+        """A client can check before sending that a session held is not after today, and that a plan may be."""
+        items = api.client.get("/v1/case-kinds", headers=api.token("auditor")).json()["items"]
+        days = {(k["name"], s["name"], p["name"]): p for k in items for s in k["steps"] for p in s["payload"]}
+        assert days[("rehabilitation", "record_session", "held_on")]["past"] is True
+        assert days[("home_care", "start_care", "starts_on")]["past"] is False
+        assert days[("certificate", "schedule_assessment", "scheduled_for")]["past"] is False
 
     def test_org_units_lists_the_built_in_tree(self, api):
         items = api.client.get("/v1/org-units", headers=api.token("auditor")).json()["items"]

@@ -3,6 +3,8 @@ step can be taken with a payload built from its fields, and every kind can be
 walked to closure as served."""
 
 import json
+from datetime import datetime, timedelta
+from zoneinfo import ZoneInfo
 
 import pytest
 
@@ -40,6 +42,7 @@ def field_of(kind: str, step: str, name: str):
 
 
 REQUIRED_FIELDS = [(k, s, f) for k, s, f in FIELDS if field_of(k, s, f).required]
+DAYS = [(k, s, f) for k, s, f in FIELDS if field_of(k, s, f).type == "date"]
 ids = "-".join
 
 
@@ -156,6 +159,22 @@ class TestDeclarations:
             if field.minimum is not None and field.maximum is not None:
                 assert field.minimum <= field.maximum
 
+    # The days of what happened (a session held, a device fitted, works completed), by the step's
+    # past-tense fact; the other days are plans: care, a course or a job that starts on a day.
+    HAPPENED = {("rehabilitation", "record_session", "held_on"), ("assistive_device", "fit_device", "fitted_on"),
+                ("home_modification", "survey_home", "surveyed_on"),
+                ("home_modification", "start_works", "started_on"),
+                ("home_modification", "complete_works", "completed_on"),
+                ("home_modification", "accept_works", "inspected_on"),
+                ("marriage_counselling", "record_session", "held_on"), ("home_care", "end_care", "ended_on"),
+                ("employment_training", "complete_training", "completed_on"),
+                ("psychological_counselling", "record_session", "held_on"),
+                ("health_check", "record_check", "checked_on")}
+
+    def test_the_days_of_what_happened_are_declared_past_and_only_they(self):
+        assert {(k, s, f) for k, s, f in FIELDS if field_of(k, s, f).past} == self.HAPPENED
+        assert all(field_of(*f).type == "date" for f in self.HAPPENED)
+
     # Free text about a person's service is theirs: sealed with their key, erased with it. The
     # exceptions name staff and organisations, not the person.
     NAMES_NOT_PEOPLE = {("marriage_counselling", "match_counsellor", "counsellor"),
@@ -182,9 +201,9 @@ class TestDeclarations:
             assert [(p["name"], p["type"], p["required"], p["personal"]) for p in spec["payload"]] == [
                 (f.name, f.type, f.required, f.personal) for f in step.fields
             ]
-            for p in spec["payload"]:  # a client can check a day before sending it
+            for f, p in zip(step.fields, spec["payload"]):  # a client can check a day before sending it
                 if p["type"] in ("date", "datetime"):
-                    assert (p["earliest"], p["latest"]) == ("1950-01-01", "2099-12-31")
+                    assert (p["earliest"], p["latest"], p["past"]) == ("1950-01-01", "2099-12-31", f.past)
         assert described["serves_from"] == list(declaration.serves_from)
 
 
@@ -284,6 +303,23 @@ class TestPayloadValidation:
                 take(case, step, payload)
             assert excinfo.value.field == field, bad
         assert state_of(case) == before
+
+    @pytest.mark.parametrize("kind,step,field", DAYS, ids=[ids(p) for p in DAYS])
+    def test_a_day_of_what_happened_is_not_after_today_in_shanghai_and_a_plan_may_be(self, kind, step, field):
+        declared = KINDS[kind].step(step)
+        today = datetime.now(ZoneInfo("Asia/Shanghai")).date()
+        case = case_at(kind, step_starts(KINDS[kind], declared)[0])
+        before = state_of(case)
+        tomorrow = {**valid_payload(declared, case), field: (today + timedelta(days=1)).isoformat()}
+        if field_of(kind, step, field).past:
+            with pytest.raises(InvalidInput) as excinfo:
+                take(case, step, tomorrow)
+            assert excinfo.value.field == field
+            assert state_of(case) == before
+            take(case, step, {**tomorrow, field: today.isoformat()})
+        else:
+            take(case, step, tomorrow)
+        assert case.version == before["version"] + 1
 
     @pytest.mark.parametrize("kind,step", STEPS, ids=[ids(p) for p in STEPS])
     def test_an_unknown_field_is_named(self, kind, step):

@@ -107,8 +107,9 @@ class CaseMachine(RuleBasedStateMachine):
             return data.draw(MONEY)
         if field.type == "text":
             return data.draw(GOOD_TEXT)
-        if field.type == "date":
-            return data.draw(st.dates(EARLIEST_DAY, LATEST_DAY)).isoformat()
+        if field.type == "date":  # a day of what happened is not after today in Shanghai
+            latest = datetime.now(timezone(SHANGHAI_OFFSET)).date() if field.past else LATEST_DAY
+            return data.draw(st.dates(EARLIEST_DAY, latest)).isoformat()
         if field.type == "datetime":
             return data.draw(st.datetimes(datetime.combine(EARLIEST_DAY, time.min), datetime.combine(LATEST_DAY, time.max),
                                           timezones=st.just(timezone(SHANGHAI_OFFSET)))).isoformat()
