@@ -57,7 +57,7 @@ class CaseIn(Body):
     org_unit: str
     need: str = Field(min_length=1, max_length=4000, description="the need, as recorded in the needs list")
     service_mode: str | None = Field(default=None, description="centralised, door_to_door or proxy")
-    priority: str = Field(default="normal", description="normal, high or urgent")
+    priority: str | None = Field(default=None, description="normal (the default, also for null), high or urgent")
 
 
 class AssignmentIn(Body):

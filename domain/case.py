@@ -221,8 +221,9 @@ class ServiceCase(Aggregate):
         org_unit: str,
         need: str,
         service_mode: str | None = None,
-        priority: str = "normal",
+        priority: str | None = None,
     ) -> "ServiceCase":
+        priority = "normal" if priority is None else priority
         if kind not in KINDS:
             raise InvalidInput("kind", f"must be one of {', '.join(KINDS)}")
         if service_mode is not None and service_mode not in SERVICE_MODES:

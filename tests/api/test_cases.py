@@ -25,6 +25,14 @@ class TestOpenCase:
         assert (case["stage"], case["status"], case["outcome"], case["version"]) == ("applied", "open", None, 1)
         assert case["due_at"].endswith("+08:00")
 
+    def test_null_for_an_optional_field_takes_its_default(self, desk):
+        """Phone forms send every field, null for one not chosen."""
+        case = desk.open(service_mode=None, priority=None)
+        assert (case["service_mode"], case["priority"]) == (None, "normal")
+        r = desk.post("/v1/cases", {"kind": "certificate", "client_id": case["client_id"], "org_unit": "350502",
+                                    "need": "x", "priority": "whenever"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "priority"
+
     def test_refuses_an_unknown_kind(self, desk):
         client = desk.register()
         r = desk.post("/v1/cases", {"kind": "haircut", "client_id": client["id"], "org_unit": "350502", "need": "x"})
