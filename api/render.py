@@ -40,11 +40,15 @@ def moment(value: datetime | None) -> str | None:
     return None if value is None else local(value).isoformat()
 
 
+def shown(values: dict[str, Any], personal: bool) -> dict[str, Any]:
+    """Personal values as a caller sees them: each under its name, null where withheld. The names
+    say only what was recorded (findings, a note), never what it says."""
+    return values if personal else dict.fromkeys(values)
+
+
 def case_state(case: ServiceCase, principal: Principal) -> dict[str, Any]:
     personal = principal.sees_personal_data()
-    details = dict(case.details)
-    if personal:
-        details.update(case.personal)
+    details = {**case.details, **shown(case.personal, personal)}
     return {
         "id": str(case.id),
         "kind": case.kind,
@@ -91,8 +95,7 @@ def visit_contact(client: Client) -> dict[str, Any]:
 
 def history_entry(event: ServiceCase.Event, principal: Principal) -> dict[str, Any]:
     data = {k: v for k, v in vars(event).items() if k not in _EVENT_META}
-    if principal.sees_personal_data():
-        data.update(getattr(event, "personal", {}))
+    data.update(shown(getattr(event, "personal", {}), principal.sees_personal_data()))
     return {
         "version": event.originator_version,
         "type": type(event).__name__,

@@ -393,11 +393,24 @@ class TestHistory:
         r = desk.get(f"/v1/cases/{case['id']}/history", cursor=digits_not_ours)
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "cursor"
 
-    def test_an_auditor_sees_history_without_personal_text(self, desk, api):
+    def test_an_auditor_sees_history_with_personal_text_withheld(self, desk, api):
         case = desk.open()
         desk.post(f"/v1/cases/{case['id']}/notes", {"text": "病情说明"})
         items = api.client.get(f"/v1/cases/{case['id']}/history", headers=api.token("auditor")).json()["items"]
-        assert "text" not in items[1]["data"] and items[1]["type"] == "NoteAdded"
+        assert items[1]["data"] == {"text": None} and items[1]["type"] == "NoteAdded"
+
+    def test_withheld_step_values_stay_in_the_shape_as_null(self, desk, api):
+        """Withheld is null, as the need is: a reader tells "withheld" from "none recorded" (the plan's goals)."""
+        case = desk.open(kind="rehabilitation")
+        desk.post(f"/v1/cases/{case['id']}/steps/assess", {"function_level": "mild", "findings": "left arm weak"})
+        desk.post(f"/v1/cases/{case['id']}/steps/plan", {"sessions_planned": 10})
+        auditor = api.token("auditor")
+        state = api.client.get(f"/v1/cases/{case['id']}", headers=auditor).json()
+        assert state["details"] == {"function_level": "mild", "findings": None, "sessions_planned": 10}
+        assert desk.get(f"/v1/cases/{case['id']}").json()["details"]["findings"] == "left arm weak"
+        items = api.client.get(f"/v1/cases/{case['id']}/history", headers=auditor).json()["items"]
+        assert items[0]["data"]["need"] is None
+        assert [e["data"].get("findings", "absent") for e in items[1:]] == [None, "absent"]
 
 
 class TestScope:
