@@ -15,7 +15,7 @@ from fastapi.security import HTTPBearer
 
 from api.access import Principal
 from domain.application import Idempotency, LastMeter
-from domain.errors import InvalidInput
+from domain.errors import InvalidInput, a_or_an
 
 _KEY = re.compile(r"[\x21-\x7e]{1,200}")
 _ETAG = re.compile(r'(W/)?"?([0-9]{1,18})"?')  # any version a store can hold; one not current is 412
@@ -62,7 +62,7 @@ class Permit(HTTPBearer):
     async def __call__(self, request: Request) -> Principal:
         principal = await principal_of(request)
         if not principal.may(self.action):
-            raise HTTPException(403, f"a {principal.role} may not {self.action.replace('_', ' ')}")
+            raise HTTPException(403, f"{a_or_an(principal.role)} may not {self.action.replace('_', ' ')}")
         return principal
 
 

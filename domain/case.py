@@ -27,6 +27,7 @@ from domain.errors import (
     InvalidInput,
     PersonErased,
     StepNotAllowed,
+    a_or_an,
 )
 from domain.fields import clean_text, parse_payload
 from domain.kinds import CATEGORIES, KINDS, CaseKind, Step
@@ -282,7 +283,7 @@ class ServiceCase(Aggregate):
         self._require_not_closed()
         if outcome == "served" and self.stage not in self.declaration.serves_from:
             raise CommandRefused(
-                f"a {self.kind} case can be closed as served only from "
+                f"{a_or_an(self.kind)} case can be closed as served only from "
                 f"{', '.join(self.declaration.serves_from) or 'its own closing step'}; it is at {self.stage}"
             )
         personal = {"reason": _text("reason", reason)} if reason is not None else {}
@@ -311,7 +312,7 @@ class ServiceCase(Aggregate):
         """Takes a step of the case's kind; `id_number` is needed to check a certificate number."""
         step = self.declaration.step(step_name)
         if step is None:
-            raise InvalidInput("step", f"a {self.kind} case has no step {step_name!r}")
+            raise InvalidInput("step", f"{a_or_an(self.kind)} case has no step {step_name!r}")
         self._require_open()
         if not step.allowed_from(self.stage):
             raise StepNotAllowed(f"{step_name} is not allowed from stage {self.stage}")

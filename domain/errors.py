@@ -5,6 +5,11 @@ CommandRefused → 409, StaleVersion → 412, NotFound → 404.
 """
 
 
+def a_or_an(noun: str) -> str:
+    """The noun after its article, as messages name a role or a kind: "an auditor", "a supervisor"."""
+    return f"{'an' if noun[:1] in 'aeiou' else 'a'} {noun}"
+
+
 class DomainError(Exception):
     """Base of every error a command can raise."""
 

@@ -430,7 +430,8 @@ class TestScope:
         case = desk.open()
         auditor = api.token("auditor")
         assert api.client.get(f"/v1/cases/{case['id']}", headers=auditor).status_code == 200
-        assert api.client.post(f"/v1/cases/{case['id']}/notes", json={"text": "x"}, headers=auditor).status_code == 403
+        r = api.client.post(f"/v1/cases/{case['id']}/notes", json={"text": "x"}, headers=auditor)
+        assert (r.status_code, r.json()["detail"]) == (403, "an auditor may not update case")
 
     def test_a_role_that_may_not_act_is_told_so_before_anything_about_its_headers(self, desk, api):
         case, auditor = desk.open(), api.token("auditor")

@@ -362,6 +362,11 @@ class TestClose:
         case = case_at(kind, stage)
         refuses_unchanged(case, CommandRefused, case.close, WORKER, "served")
 
+    def test_a_refusal_names_the_kind_as_english_does(self):
+        case = open_case("assistive_device")
+        refused = refuses_unchanged(case, CommandRefused, case.close, WORKER, "served")
+        assert str(refused).startswith("an assistive_device case can be closed as served only from fitted")
+
     @pytest.mark.parametrize("outcome", ["done", "", None, "Served"])
     def test_refuses_an_unknown_outcome(self, outcome):
         case = open_case()
