@@ -18,7 +18,9 @@ from domain.application import Idempotency, LastMeter
 from domain.errors import InvalidInput, a_or_an
 
 _KEY = re.compile(r"[\x21-\x7e]{1,200}")
-_ETAG = re.compile(r'(W/)?"?([0-9]{1,18})"?')  # any version a store can hold; one not current is 412
+# An entity tag, weak too (a proxy may weaken it), or a bare version; any version a store can hold (one not
+# current is 412), but never with one quote: "1 is no tag, nor a version.
+_ETAG = re.compile(r'(?:W/)?"([0-9]{1,18})"|([0-9]{1,18})')
 
 
 async def get_lastmeter(request: Request) -> LastMeter:
@@ -112,7 +114,7 @@ def expected_version(if_match: str | None) -> int | None:
     match = _ETAG.fullmatch(if_match.strip())
     if match is None:
         raise InvalidInput("If-Match", 'must be a version as an entity tag, e.g. "3"')
-    return int(match.group(2))
+    return int(match.group(1) or match.group(2))
 
 
 async def get_idempotency(request: Request, idempotency_key: IdempotencyKey = None) -> Idempotency | None:

@@ -256,10 +256,18 @@ class TestConcurrencyHeaders:
         far = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "c"}, **{"If-Match": '"12345678901"'})
         assert far.status_code == 412
 
-    def test_a_malformed_if_match_is_422(self, desk):
+    @pytest.mark.parametrize("if_match", ["yesterday", '"1', '1"', 'W/"1', "W/1"])
+    def test_a_malformed_if_match_is_422(self, desk, if_match):
         case = desk.open()
-        r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "a"}, **{"If-Match": "yesterday"})
+        r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "a"}, **{"If-Match": if_match})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "If-Match"
+
+    @pytest.mark.parametrize("if_match", ['"1"', 'W/"1"', "1", " 1 "])
+    def test_if_match_takes_a_version_quoted_weak_or_bare(self, desk, if_match):
+        """A proxy may weaken the ETag it passed on; some clients send the version bare."""
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "a"}, **{"If-Match": if_match})
+        assert r.status_code == 200 and r.headers["etag"] == '"2"'
 
     def test_x_position_grows_with_each_write(self, desk):
         case = desk.open()
