@@ -7,6 +7,7 @@ records, or raises InvalidInput naming the field.
 """
 
 import re
+import unicodedata
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from decimal import Decimal, InvalidOperation
@@ -79,7 +80,7 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
 
 def clean_text(field: str, value: Any, max_length: int) -> str:
     """Free text as people write it: non-empty, printable, valid Unicode, bounded."""
-    if not isinstance(value, str) or not value.strip():
+    if not isinstance(value, str) or not _shows_something(value):
         raise InvalidInput(field, "must be a non-empty string")
     if len(value) > max_length:
         raise InvalidInput(field, f"must be at most {max_length} characters")
@@ -90,6 +91,12 @@ def clean_text(field: str, value: Any, max_length: int) -> str:
     except UnicodeEncodeError:
         raise InvalidInput(field, "must be valid Unicode text") from None
     return value.strip()
+
+
+def _shows_something(text: str) -> bool:
+    """Not spaces and format characters alone: str.strip() keeps U+200B (zero-width space), U+2060 and
+    U+FEFF, which show nothing either."""
+    return any(not c.isspace() and unicodedata.category(c) != "Cf" for c in text)
 
 
 def parse_text(f: Field, value: Any, path: str) -> str:

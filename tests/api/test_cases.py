@@ -140,6 +140,11 @@ class TestStepDays:
 
 
 class TestCommonCommands:
+    def test_a_note_of_zero_width_spaces_alone_is_422(self, desk):
+        case = desk.open()
+        r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "\u200b\u200b"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "text"
+
     def test_assign_note_and_visit(self, desk):
         case = desk.open()
         r = desk.post(f"/v1/cases/{case['id']}/assignment", {"assignee": "wang-liaison"})

@@ -93,7 +93,7 @@ def valid_value(field: Field, case: ServiceCase | None = None, id_number: str = 
 
 # One value per field type that the type must refuse, whatever the field.
 INVALID_VALUES: dict[str, list[Any]] = {
-    "text": ["", "   ", 42, ["a list"], "nul\x00byte", "bell\x07", "lone \ud800 surrogate"],
+    "text": ["", "   ", 42, ["a list"], "nul\x00byte", "bell\x07", "lone \ud800 surrogate", "\u200b\u200c"],
     "date": ["2024-13-01", "2024-02-30", "next tuesday", 20240301, "0001-01-01", "1949-12-31", "2100-01-01",
              "9999-12-31", "2024-W09-5", "20240301", "2024-03-01T00:00:00+08:00"],
     "datetime": ["2024-03-05T09:30:00", "soon", 1709600000, "0001-01-01T09:30:00+08:00",

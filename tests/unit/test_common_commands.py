@@ -164,7 +164,13 @@ class TestAddNote:
         assert event.personal == {"text": "daughter will attend the assessment"}
         assert "daughter" not in repr({k: v for k, v in vars(event).items() if k != "personal"})
 
-    @pytest.mark.parametrize("text", ["", "   ", None, 5, "x" * 4001])
+    def test_a_note_may_join_its_characters_with_zero_width_ones(self):
+        case = open_case()
+        case.add_note(WORKER, "family 👨\u200d👩\u200d👧 agreed")
+        assert case.collect_events()[-1].personal == {"text": "family 👨\u200d👩\u200d👧 agreed"}
+
+    # Zero-width and other format characters show nothing: a note of them alone is as empty as spaces.
+    @pytest.mark.parametrize("text", ["", "   ", None, 5, "x" * 4001, "\u200b", " \u200b\u2060\ufeff\u3000"])
     def test_refuses_an_empty_or_overlong_text(self, text):
         case = open_case()
         error = refuses_unchanged(case, InvalidInput, case.add_note, WORKER, text)
