@@ -335,6 +335,18 @@ class TestIdempotencyKey:
         assert again.json()["version"] == first.version == 2
         assert desk.post(path, {"text": "new"}, **{"Idempotency-Key": "old-1"}).status_code == 422
 
+    def test_a_refused_command_keeps_no_answer_so_its_repeat_is_judged_afresh(self, desk):
+        """README's example: a visit refused while its case was closed is recorded by a repeat once the case is
+        reopened (a note would not do: notes are taken on closed cases)."""
+        case = desk.open()
+        desk.post(f"/v1/cases/{case['id']}/closure", {"outcome": "withdrawn"})
+        visit = {"mode": "door_to_door", "visited_at": (datetime.now(timezone.utc) - timedelta(hours=1)).isoformat(),
+                 "summary": "入户"}
+        assert desk.post(f"/v1/cases/{case['id']}/visits", visit, **{"Idempotency-Key": "v-1"}).status_code == 409
+        desk.post(f"/v1/cases/{case['id']}/reopening", {"reason": "家属要求"})
+        r = desk.post(f"/v1/cases/{case['id']}/visits", visit, **{"Idempotency-Key": "v-1"})
+        assert r.status_code == 200 and r.json()["visits"] == 1 and "idempotent-replayed" not in r.headers
+
     def test_the_same_key_with_another_body_is_422(self, desk):
         case = desk.open()
         desk.post(f"/v1/cases/{case['id']}/notes", {"text": "one"}, **{"Idempotency-Key": "k"})
