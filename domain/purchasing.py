@@ -3,6 +3,7 @@
 A mixin of the LastMeter application, kept apart so that each module has one job.
 """
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
@@ -15,6 +16,8 @@ from domain.clock import local, read_day, today
 from domain.commands import Idempotency, Outcome, Written, check_version
 from domain.contract import Contract, Delivery, DuplicateDelivery, PaymentStatement, payable_in
 from domain.errors import CommandRefused, InvalidInput, NotFound
+
+_SLASHED = re.compile(r"([0-9]{4})/([0-9]{1,2})/([0-9]{1,2})")  # 2026/11/30, 2026/1/5
 
 
 Window = tuple[date | None, date | None]  # see PurchasedServices._window
@@ -231,4 +234,8 @@ def _day(field: str, value: Any) -> date:
         return value.date()
     if isinstance(value, date):
         return value
-    return read_day(field, str(value).strip())
+    text = str(value).strip()
+    slashed = _SLASHED.fullmatch(text)
+    if slashed:  # as a spreadsheet set to Chinese saves a day in CSV: every row of such a file was refused
+        text = f"{slashed[1]}-{int(slashed[2]):02d}-{int(slashed[3]):02d}"
+    return read_day(field, text)

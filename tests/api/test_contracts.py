@@ -487,6 +487,15 @@ class TestImport:
         second = api.client.post(url, content=csv_file(rows), headers=headers).json()
         assert (second["recorded"], second["duplicate"], second["refused"]) == (0, 2, 2)
 
+    def test_days_as_a_spreadsheet_set_to_chinese_saves_them_in_csv_are_read(self, api, desk, market):
+        case = referred_case(desk, market)
+        rows = [(case["id"], f"{TODAY.year}/{TODAY.month}/{TODAY.day}", 1, "Z-1"), (case["id"], "2026/13/1", 1, "Z-2")]
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        answered = api.client.post(url, content=csv_file(rows, chinese=True),
+                                   headers={**market["contractor"], "Content-Type": "text/csv"}).json()
+        assert [(i["row"], i["result"]) for i in answered["items"]] == [(2, "recorded"), (3, "refused")]
+        assert "delivered_on" in answered["items"][1]["reason"]
+
     @pytest.mark.parametrize("sent", [{"If-Match": "bogus"}, {"Idempotency-Key": "not a key"}, {}])
     def test_who_may_not_import_is_told_so_before_anything_sent_is_read(self, api, market, sent):
         url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
