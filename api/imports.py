@@ -25,6 +25,7 @@ HEADERS = {
 MAX_ROWS = 50_000
 MAX_UNPACKED = 128 * 2**20  # bytes of what a workbook keeps beside its sheets, unpacked: strings of MAX_ROWS wide rows
 ORG_COLUMNS = ("code", "name", "kind")
+OLD_EXCEL = bytes.fromhex("d0cf11e0a1b11ae1")  # how a compound file (an .xls workbook) begins
 WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")  # units as a cell may hold them; else the domain refuses the row
 
 
@@ -32,6 +33,8 @@ def read_rows(content: bytes, filename_or_type: str) -> dict[int, DeliveryRow]:
     """The deliveries of a CSV or XLSX file by their row in it (the header is row 1; blank rows are
     skipped but keep their numbers, so that an answer points at the row the contractor sees);
     422 for a file that is neither or lacks a column."""
+    if content.startswith(OLD_EXCEL):  # read as CSV it was "no case_id column", which told no one what to do
+        raise InvalidInput("file", "is an Excel 97-2003 workbook (.xls): save it as .xlsx or CSV")
     table = _xlsx(content) if content[:2] == b"PK" or filename_or_type.endswith(("xlsx", XLSX)) else _csv(content)
     header = next(table, None) or []
     columns = _columns(header)

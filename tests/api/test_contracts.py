@@ -487,6 +487,12 @@ class TestImport:
         second = api.client.post(url, content=csv_file(rows), headers=headers).json()
         assert (second["recorded"], second["duplicate"], second["refused"]) == (0, 2, 2)
 
+    def test_an_old_excel_workbook_is_named_with_what_to_do(self, api, market):
+        url = f"/v1/contracts/{market['contract']['id']}/deliveries/import"
+        r = api.client.post(url, content=bytes.fromhex("d0cf11e0a1b11ae1") + bytes(504),
+                            headers={**market["contractor"], "Content-Type": "application/vnd.ms-excel"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "file" and ".xlsx" in r.text, r.text
+
     def test_days_as_a_spreadsheet_set_to_chinese_saves_them_in_csv_are_read(self, api, desk, market):
         case = referred_case(desk, market)
         rows = [(case["id"], f"{TODAY.year}/{TODAY.month}/{TODAY.day}", 1, "Z-1"), (case["id"], "2026/13/1", 1, "Z-2")]
