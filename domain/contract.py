@@ -27,18 +27,19 @@ UNITS = ("session", "hour", "household", "device")
 PENDING, ACCEPTED, REJECTED = "pending", "accepted", "rejected"
 _REFERENCE = re.compile(r"[\x21-\x7e]{1,64}")
 _DIGIT_RUN = re.compile(r"[0-9]+[Xx]?")
+_WORD = re.compile(r"[0-9A-Za-z]+")
+_MOBILE = re.compile(r"(86)?1[3-9][0-9]{9}")
 
 
 def holds_contact_or_id(text: str) -> bool:
-    """Whether `text` holds a run of digits that is a resident ID number (its check digit right) or a
-    mainland mobile number (with or without +86): what contractors key their own records by."""
+    """Whether `text` holds a resident ID number (a run of digits whose check digit is right) or a
+    mainland mobile number (a word of its own, with or without 86 before it): what contractors key
+    their own records by. A mobile's 11 digits alone are not so rare inside a word (a hex serial)."""
     for run in _DIGIT_RUN.findall(text):
         run = run.upper()
         if len(run) == 18 and run[0] != "0" and run[:17].isdigit() and id_number_check_digit(run[:17]) == run[17]:
             return True
-        if run.isdigit() and re.fullmatch(r"(86)?1[3-9][0-9]{9}", run):
-            return True
-    return False
+    return any(_MOBILE.fullmatch(word) for word in _WORD.findall(text))
 PROVIDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
