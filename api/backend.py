@@ -33,9 +33,9 @@ def open_backend(settings: Settings) -> Backend:
     if not settings.is_postgres:
         owner_only(Path(env["SQLITE_DBNAME"]))
     views = ViewStore(env)
-    keys = KeyRing(views, master_key(settings))
     lastmeter = None
     try:
+        keys = KeyRing(views, master_key(settings))  # a key that is no key closes the views' pool too
         with views.setup_lock():  # the library's tables, ours and the org tree, once, whoever starts first
             keys.setup()
             identities = IdentityIndex(keys)
