@@ -5,8 +5,8 @@ for it. A user no token names yet may be assigned (their token may come later); 
 all lie elsewhere, or belong to roles that do not work cases, may not.
 
 Tokens are read from the log, where every process issues them: what a roster has read stays true (a
-token's user, role and scope never change), so only what was issued since is read again, before
-a refusal always and for a user not known yet at most once a second.
+token's user, role and scope never change), so only what was logged since is read again, before a
+refusal always and for a user not known yet at most once a second.
 """
 
 import threading
@@ -49,12 +49,16 @@ class Roster:
         return any(role in WORKS_CASES and tree.covers(unit, org_unit) for role, unit in scopes)
 
     def _read_issued(self) -> None:
+        """Reads the tokens issued since the last read, up to the log's head then: each read looks only
+        at the events since (a read from the last token on would walk the whole log after it). Every
+        position up to the head has committed: the store's inserts commit in position order."""
         topic = get_topic(AccessToken.TokenIssued)
         with self._lock:
-            started = time.monotonic()
-            while issued := self._app.recorder.select_notifications(self._next, 1000, topics=[topic]):
+            started, head = time.monotonic(), self._app.recorder.max_notification_id() or 0
+            while self._next <= head and (issued := self._app.recorder.select_notifications(
+                    self._next, 1000, stop=head, topics=[topic])):
                 for notification in issued:
                     token = self._app.mapper.to_domain_event(notification)
                     self._scopes.setdefault(token.user, set()).add((token.role, token.org_unit))
                 self._next = issued[-1].id + 1
-            self._read_at = started
+            self._next, self._read_at = head + 1, started
