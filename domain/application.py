@@ -435,6 +435,8 @@ class LastMeter(PurchasedServices, Application):
                                   disclosed=disclosure is not None, answer=done.answer)
                 saved = [*done.also, target] + ([disclosure] if disclosure else [])  # the target's event last
                 person = _about_whom(resource, target, done.item)
+                if person is not None and self.was_erased(person):  # no key to seal with; nothing of theirs
+                    person = None                                  # can be in a request recorded since
             if idem is None:
                 return saved, written
             return saved + [CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written, person)], written
@@ -446,7 +448,7 @@ class LastMeter(PurchasedServices, Application):
         viewer = SHOWN_TO.get()
         if viewer is None or resource not in ("case", "client"):
             return None
-        person = target.client_id if resource == "case" else target.id
+        person = _about_whom(resource, target, None)
         if getattr(target, "erased", False) or self.was_erased(person):  # none of their values is shown
             return None
         return Disclosure.record(viewer, person, resource, target.id)

@@ -309,6 +309,22 @@ def test_a_receipt_confirms_no_guess_at_what_an_erased_person_s_request_held(api
     assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true", again.text
 
 
+def test_a_fact_about_an_erased_person_is_recorded_with_an_idempotency_key_as_without(api, desk):
+    """A receipt sealed under a destroyed key could not be stored: a keyed assignment or rejection
+    (phones send a key with every command) was 409 where the same command without one was 200."""
+    case = desk.open()
+    client = desk.register()
+    path = pending_delivery(desk, client["id"])
+    for person in (case["client_id"], client["id"]):
+        assert erase(api, desk, person).status_code == 200
+    key = {"Idempotency-Key": "after-erasure"}
+    assigned = desk.post(f"/v1/cases/{case['id']}/assignment", {"assignee": "lin"}, **key)
+    assert assigned.status_code == 200, assigned.text
+    assert desk.post(f"/v1/cases/{case['id']}/assignment", {"assignee": "lin"}, **key).headers["idempotent-replayed"] == "true"
+    rejected = desk.post(f"{path}/review", {"accepted": False}, **{"Idempotency-Key": "reject-after-erasure"})
+    assert rejected.status_code == 200, rejected.text
+
+
 def test_an_erasure_needs_a_lawful_ground_not_free_text(api, desk):
     case = desk.open()
     r = api.client.post(f"/v1/clients/{case['client_id']}/erasure", json={"reason": "张三 13912345678 要求删除"},
