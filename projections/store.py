@@ -86,13 +86,12 @@ class Tx:
         return self._cursor.fetchone()
 
 
-# Whether any snapshot that may not yet see the deletions of transaction %s (its 64-bit id) is held,
-# so that VACUUM must keep the rows they deleted: a client's, a prepared transaction's, a standby's (its
-# feedback, or its slot). VACUUMs, whose own snapshots hold nothing back, are not clients.
+# Whether any snapshot that may not see the deletions of transaction %s is held, or may yet be taken:
+# a session's (a standby's feedback included) whose snapshot or transaction is that old, a prepared
+# transaction's, a replication slot's. Taken after, a snapshot sees them: VACUUM then removes the rows.
 _OLDER_SNAPSHOTS = """
-WITH deleter AS (SELECT age(mod(%s::bigint, 4294967296)::text::xid) AS age)
+WITH deleter AS (SELECT age(%s::text::xid) AS age)
 SELECT EXISTS (SELECT 1 FROM pg_stat_activity, deleter WHERE pid <> pg_backend_pid()
-                  AND backend_type IN ('client backend', 'walsender')
                   AND (age(backend_xmin) >= deleter.age OR age(backend_xid) >= deleter.age))
     OR EXISTS (SELECT 1 FROM pg_prepared_xacts, deleter WHERE age(transaction) >= deleter.age)
     OR EXISTS (SELECT 1 FROM pg_replication_slots, deleter WHERE age(xmin) >= deleter.age)
@@ -212,23 +211,29 @@ class ViewStore:
                 alone = False
             yield alone
 
-    def deleter(self, tx: Tx) -> int | None:
-        """The id of the transaction `tx` on PostgreSQL, whose deletions `purge` is to remove."""
-        return int(tx.execute("SELECT pg_current_xact_id()::text").fetchone()[0]) if tx.postgres else None
+    def writer_of(self, tx: Tx, table: str, key: str, value: Any) -> int | None:
+        """PostgreSQL: the transaction that wrote the row of `table` whose `key` is `value` (its xmin),
+        the one whose deletions `purge` is to remove."""
+        if not tx.postgres:
+            return None
+        return int(tx.execute(f"SELECT xmin::text FROM {table} WHERE {key} = ?", (value,)).fetchone()[0])
 
     def purge(self, *tables: str, deleted_by: int | None = None) -> bool:
         """Leaves no copy of rows of `tables` deleted by transaction `deleted_by` (committed) in the
         database's files: on PostgreSQL the dead tuples (VACUUM); on SQLite, whose freed pages are
-        overwritten (secure_delete), its WAL file. False when a reader may have kept one: a PostgreSQL
-        snapshot older than the deletion (VACUUM must keep the old row for it), a SQLite reader the
-        checkpoint could not pass; purging again once it has gone finishes the work.
+        overwritten (secure_delete), its WAL file. False, doing nothing more, while a reader may keep
+        a copy: a PostgreSQL snapshot older than the deletion (VACUUM keeps the old row for it; asked
+        first, since one taken after sees the deletion), a SQLite reader the checkpoint could not
+        pass; purging again once it has gone finishes the work.
         PostgreSQL's own write-ahead log keeps the old row until its segment is recycled, and WAL
         archives and replicas keep it as backups do (the README says what that means for erasure)."""
         if self.postgres:
             with self._outside_transactions() as conn:
+                if deleted_by is not None and conn.execute(_OLDER_SNAPSHOTS, (deleted_by,)).fetchone()[0]:
+                    return False
                 for table in tables:
                     conn.execute(f"VACUUM {table}")
-                return deleted_by is None or not conn.execute(_OLDER_SNAPSHOTS, (deleted_by,)).fetchone()[0]
+                return True
         busy, _, _ = self._sqlite().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
         return not busy
 
