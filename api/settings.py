@@ -24,8 +24,9 @@ class Settings(BaseSettings):
     """The master key (32 bytes, base64) that wraps every person's key; else read from master_key_file."""
     master_key_file: str = ""
     """Where the master key is kept (made on first start): default beside the SQLite file, or ./lastmeter.key."""
-    aggregate_cache_size: int = 10_000
-    """Aggregates kept in memory per process; each read still fetches any newer events (fast-forward)."""
+    aggregate_cache_size: int = Field(default=10_000, ge=0)
+    """Aggregates kept in memory per process (0: none); each read still fetches any newer events
+    (fast-forward). Not unbounded: an erasure drops what the cache holds of the person by its order."""
     case_snapshot_interval: int = Field(default=100, ge=0)
     """A case (and a lot of registrations) is snapshotted every this many events (0: never), so a long case
     reads without a full replay."""

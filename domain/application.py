@@ -499,9 +499,14 @@ class LastMeter(PurchasedServices, Application):
 
     def forget_cached(self, person: UUID) -> None:
         """Drops from this process's cache what holds values of the person read with their key (their
-        record, their cases, receipts sealed for them): once the key is destroyed, no decrypted value
-        of theirs stays in memory here. Other processes drop theirs when next read (_without_erased)."""
-        self.repository.evict(lambda a: person in (a.id, getattr(a, "client_id", None), getattr(a, "person", None)))
+        record, their cases, receipts sealed for them, contracts with a delivery rejected for them):
+        once the key is destroyed, no decrypted value of theirs stays in memory here. Other processes
+        drop theirs when they next read them."""
+        def holds(a: Any) -> bool:
+            return person in (a.id, getattr(a, "client_id", None), getattr(a, "person", None)) or \
+                any(d.person == person for d in getattr(a, "deliveries", {}).values())  # a rejection's reason
+
+        self.repository.evict(holds)
 
     def was_erased(self, person: UUID) -> bool:
         """Whether the person's data was erased (perhaps by another process): a copy of their values

@@ -139,6 +139,14 @@ def test_a_setting_that_is_not_valid_is_named_not_a_traceback(cli, monkeypatch):
         in said(result), result.output
 
 
+def test_an_unbounded_aggregate_cache_is_refused(cli, monkeypatch):
+    """-1 made the library's unbounded cache, which an erasure cannot sweep of the person's values."""
+    monkeypatch.setenv("LASTMETER_AGGREGATE_CACHE_SIZE", "-1")
+    get_settings.cache_clear()
+    result = cli("tokens", "list")
+    assert result.exit_code == 2 and "LASTMETER_AGGREGATE_CACHE_SIZE" in said(result), result.output
+
+
 class TestAuditReplay:
     def test_nothing_is_cut_short_on_a_narrow_terminal_and_json_gives_it_whole(self, api, desk, cli):
         import json

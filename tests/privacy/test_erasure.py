@@ -174,6 +174,17 @@ def test_an_erasure_leaves_no_value_of_the_person_decrypted_in_this_process_s_ca
         assert cached is None or not any([getattr(cached, "need", None), *getattr(cached, "personal", {}).values()])
 
 
+def test_an_erasure_leaves_no_rejection_reason_decrypted_in_a_cached_contract(api, desk):
+    client = desk.register()
+    rejected = step_values_and_a_rejected_delivery(desk, client["id"]).json()
+    contract_id, delivery = UUID(rejected["contract_id"]), UUID(rejected["id"])
+    api.app.get_contract(contract_id)  # cached, as every read of the ledger caches it
+    assert api.app.repository.cached(contract_id).deliveries[delivery].reason == REJECTED
+    assert erase(api, desk, client["id"]).status_code == 200
+    cached = api.app.repository.cached(contract_id)
+    assert cached is None or cached.deliveries[delivery].reason is None
+
+
 def test_erasure_is_for_admins_and_happens_once(api, desk):
     case = desk.open()
     assert desk.post(f"/v1/clients/{case['client_id']}/erasure", {"reason": "x"}).status_code == 403
