@@ -10,8 +10,10 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from domain.actor import Actor
+from domain.access import token_id
 from domain.commands import Idempotency
 from domain.orgs import OrgUnit
+from domain.roster import RECHECK as ROSTER_RECHECK
 from tests.conftest import ADMIN
 from tests.helpers import client_body
 
@@ -177,6 +179,18 @@ class TestCommonCommands:
         api.token("supervisor", "350502", user="zhou-worker")  # moved here: issued after the refusal
         r = desk.post(url, {"assignee": "zhou-worker"})
         assert r.status_code == 200 and r.json()["assignee"] == "zhou-worker", r.text
+
+    def test_nor_to_a_user_whose_only_token_for_its_unit_was_revoked(self, api, desk):
+        case = desk.open()  # in 350502
+        secret = api.app.issue_token(ADMIN, "gone-worker", "case_worker", "350502")
+        api.app.issue_token(ADMIN, "gone-worker", "case_worker", "350503")  # still works, elsewhere
+        url = f"/v1/cases/{case['id']}/assignment"
+        assert desk.post(url, {"assignee": "gone-worker"}).status_code == 200
+        api.app.revoke_token(ADMIN, token_id(secret))  # left Licheng
+        time.sleep(ROSTER_RECHECK)  # how stale an acceptance may be
+        assert desk.post(url, {"assignee": "lin"}).status_code == 200  # away from them, to assign again
+        r = desk.post(url, {"assignee": "gone-worker"})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "assignee", r.text
 
     def test_a_visit_needs_a_known_mode_and_an_offset(self, desk):
         case = desk.open()
