@@ -126,11 +126,12 @@ class WithoutMessages(logging.Filter):
 WITHOUT_MESSAGES = WithoutMessages()
 
 
-def _without_messages(exc: BaseException) -> Iterator[str]:
-    """The traceback of `exc` and of what it chains, oldest first, each exception named by its type."""
+def _without_messages(exc: BaseException, seen: frozenset[int] = frozenset()) -> Iterator[str]:
+    """The traceback of `exc` and of what it chains, oldest first, each exception named by its type
+    (a chain that loops back is followed once round, as the traceback module does)."""
     cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    if cause is not None:
-        yield from _without_messages(cause)
+    if cause is not None and id(cause) not in seen:
+        yield from _without_messages(cause, seen | {id(exc)})
         yield "\nwhich led to:\n"
     yield "Traceback (most recent call last):\n"
     yield from traceback.format_tb(exc.__traceback__)

@@ -98,6 +98,11 @@ def test_a_server_error_is_logged_again_with_its_traceback_and_without_any_messa
     assert "350502197506121435" not in logged and "13800000000" not in logged and "林晓" not in logged
     assert "builtins.KeyError (message withheld)" in logged and "builtins.ValueError (message withheld)" in logged
     assert logged.index("KeyError") < logged.index("ValueError") and "test_app.py" in logged
+    looped = ValueError(who)
+    looped.__cause__ = KeyError(number)
+    looped.__cause__.__cause__ = looped  # a chain made by hand may loop back
+    record = logging.LogRecord("test", logging.ERROR, __file__, 1, "failed", None, (ValueError, looped, None))
+    assert WITHOUT_MESSAGES.filter(record) and record.exc_text.count("message withheld") == 2
 
 
 def test_json_answers_render_what_orjson_refuses_as_the_json_module_does():
