@@ -180,8 +180,8 @@ class KeyRing:
         finally:
             if erased(person):
                 self._finish_erasure(person)
-                try:  # and those a copy of whose key was left in the files, as a start would
-                    self.finish_erasures(erased)
+                try:  # and those a copy of whose key was left in the files, as a start would (not this one again)
+                    self.finish_erasures(lambda other: other != person and erased(other))
                 except Exception as error:  # noqa: BLE001 - this erasure is done; the next start tries again
                     logger.warning("erasures left to purge were not purged again (%s)", type(error).__name__)
             else:  # refused: nothing to finish

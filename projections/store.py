@@ -26,6 +26,8 @@ def prefixed(column: str, prefix: str) -> tuple[str, list[str]]:
 
 SETUP_LOCK = 0x1A57_3E7E  # the advisory lock id held while creating tables
 REBUILD_LOCK = 0x1A57_4EB1  # held, with the schema's hash, by the one rebuild at a time
+PURGE_WAIT = 3.0  # seconds a purge waits for readers in its way before it is left to the next
+SQLITE_BUSY_TIMEOUT = 30  # seconds a SQLite statement waits for the write lock
 CONNECT_TIMEOUT = 10  # seconds a first connection to PostgreSQL may take before the store is said unreachable
 UPGRADES = "upgrades_done"  # the names of the one-off passes (ViewStore.once) this store has had
 
@@ -125,7 +127,8 @@ class ViewStore:
     def _sqlite(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self._path, isolation_level=None, timeout=30, check_same_thread=False)
+            conn = sqlite3.connect(self._path, isolation_level=None, timeout=SQLITE_BUSY_TIMEOUT,
+                                   check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA secure_delete=ON")  # deleted rows (erased keys) are overwritten
             self._local.conn = conn
@@ -221,20 +224,32 @@ class ViewStore:
     def purge(self, *tables: str, deleted_by: int | None = None) -> bool:
         """Leaves no copy of rows of `tables` deleted by transaction `deleted_by` (committed) in the
         database's files: on PostgreSQL the dead tuples (VACUUM); on SQLite, whose freed pages are
-        overwritten (secure_delete), its WAL file. False, doing nothing more, while a reader may keep
-        a copy: a PostgreSQL snapshot older than the deletion (VACUUM keeps the old row for it; asked
-        first, since one taken after sees the deletion), a SQLite reader the checkpoint could not
-        pass; purging again once it has gone finishes the work.
+        overwritten (secure_delete), its WAL file. False while a reader may keep a copy, within
+        PURGE_WAIT: a PostgreSQL snapshot older than the deletion (VACUUM keeps the old row for it;
+        asked first, since one taken after sees the deletion), a session holding a page pinned (a
+        plain VACUUM passes such a page by; one that freezes waits for it), a SQLite reader the
+        checkpoint could not pass. Purging again once they have gone finishes the work.
         PostgreSQL's own write-ahead log keeps the old row until its segment is recycled, and WAL
         archives and replicas keep it as backups do (the README says what that means for erasure)."""
         if self.postgres:
             with self._outside_transactions() as conn:
                 if deleted_by is not None and conn.execute(_OLDER_SNAPSHOTS, (deleted_by,)).fetchone()[0]:
                     return False
-                for table in tables:
-                    conn.execute(f"VACUUM {table}")
+                conn.execute(f"SET statement_timeout = {int(PURGE_WAIT * 1000)}")
+                try:
+                    for table in tables:
+                        conn.execute(f"VACUUM (FREEZE) {table}")
+                except psycopg.errors.QueryCanceled:
+                    return False
+                finally:
+                    conn.execute("RESET statement_timeout")
                 return True
-        busy, _, _ = self._sqlite().execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        conn = self._sqlite()
+        conn.execute(f"PRAGMA busy_timeout = {int(PURGE_WAIT * 1000)}")
+        try:
+            busy, _, _ = conn.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            conn.execute(f"PRAGMA busy_timeout = {SQLITE_BUSY_TIMEOUT * 1000}")
         return not busy
 
     def refresh_statistics(self, tables: Sequence[str]) -> None:
