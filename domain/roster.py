@@ -1,8 +1,9 @@
 """Who a case may be assigned to: the staff users the access tokens name, and where they may work.
 
 A case assigned to someone who cannot see it drops out of every queue, and its liaison is still paid
-for it. A user no token names yet may be assigned (their token may come later); a user whose tokens
-still in force all lie elsewhere, or belong to roles that do not work cases, may not.
+for it. A user no token names yet may be assigned (their token may come later); a user named by
+tokens may not unless one still in force works cases where the case lies (not one, once all are
+revoked).
 
 Tokens are read from the log, where every process issues and revokes them: what a roster has read
 stays true but for revocations, which it reads too, so only what was logged since is read again, at
@@ -34,14 +35,14 @@ class Roster:
         self._lock = threading.Lock()
 
     def check_assignee(self, assignee: str, org_unit: str) -> None:
-        """Refuses an assignee who holds tokens in force, none of which works cases in `org_unit`."""
-        read_at = self._read_at
-        if time.monotonic() - read_at >= RECHECK:
-            self._read_logged(read_at)
+        """Refuses an assignee who holds tokens, none in force of which works cases in `org_unit`."""
+        asked = time.monotonic()
+        if asked - self._read_at >= RECHECK:
+            self._read_logged(since=asked - RECHECK)
         elif self._may_work(assignee, org_unit):
             return
         if not self._may_work(assignee, org_unit):
-            self._read_logged(read_at)  # a token issued since may let them
+            self._read_logged(since=asked)  # a token issued before this request may let them
             if not self._may_work(assignee, org_unit):
                 raise InvalidInput("assignee", f"{assignee} holds no case worker's or supervisor's token for org "
                                                f"unit {org_unit}: they could not see the case")
@@ -54,13 +55,14 @@ class Roster:
         return any(role in WORKS_CASES and token not in self._revoked and tree.covers(unit, org_unit)
                    for token, role, unit in tokens)
 
-    def _read_logged(self, read_at: float) -> None:
+    def _read_logged(self, since: float) -> None:
         """Reads the tokens issued and revoked since the last read, up to the log's head then: each read
         looks only at the events since. Every position up to the head has committed: the store's
-        inserts commit in position order. A read another thread finished meanwhile is not repeated."""
+        inserts commit in position order. Unless a read begun at `since` or later has been done (by
+        another thread, while this one waited): it saw all this one would."""
         topics = [get_topic(AccessToken.TokenIssued), get_topic(AccessToken.TokenRevoked)]
         with self._lock:
-            if self._read_at != read_at:
+            if self._read_at >= since:
                 return
             started, head = time.monotonic(), self._app.recorder.max_notification_id() or 0
             while self._next <= head and (logged := self._app.recorder.select_notifications(

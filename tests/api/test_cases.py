@@ -2,6 +2,7 @@
 
 import base64
 import hashlib
+import threading
 import time
 from datetime import datetime, timedelta, timezone
 from uuid import UUID
@@ -12,6 +13,7 @@ import pytest
 from domain.actor import Actor
 from domain.access import token_id
 from domain.commands import Idempotency
+from domain.errors import InvalidInput
 from domain.orgs import OrgUnit
 from domain.roster import RECHECK as ROSTER_RECHECK
 from tests.conftest import ADMIN
@@ -179,6 +181,44 @@ class TestCommonCommands:
         api.token("supervisor", "350502", user="zhou-worker")  # moved here: issued after the refusal
         r = desk.post(url, {"assignee": "zhou-worker"})
         assert r.status_code == 200 and r.json()["assignee"] == "zhou-worker", r.text
+
+    def test_a_refusal_is_never_decided_on_a_read_begun_before_the_request(self, api, monkeypatch):
+        """A request waiting for another thread's read took that read for its own: one begun before a
+        token the request should see was issued, and refused the user that token lets in."""
+        app, roster = api.app, api.app.roster
+        app.issue_token(ADMIN, "mover", "case_worker", "350503")
+        with pytest.raises(InvalidInput):
+            roster.check_assignee("mover", "350502")  # known, elsewhere
+        head_of, sampled, release = app.recorder.max_notification_id, threading.Event(), threading.Event()
+
+        def slow_head():
+            head = head_of()
+            if threading.current_thread().name == "earlier-read":
+                sampled.set()
+                release.wait(5)
+            return head
+
+        monkeypatch.setattr(app.recorder, "max_notification_id", slow_head)
+        earlier = threading.Thread(target=roster._read_logged, args=(time.monotonic(),), name="earlier-read")
+        earlier.start()
+        assert sampled.wait(5)  # a read under way, its head taken
+        app.issue_token(ADMIN, "mover", "case_worker", "350502")  # moved here, before the request below
+        outcome = []
+
+        def request():
+            try:
+                roster.check_assignee("mover", "350502")
+                outcome.append("accepted")
+            except InvalidInput as error:
+                outcome.append(f"refused: {error}")
+
+        asked = threading.Thread(target=request)
+        asked.start()
+        time.sleep(0.3)  # it waits for the read under way
+        release.set()
+        earlier.join(5)
+        asked.join(5)
+        assert outcome == ["accepted"]
 
     def test_nor_to_a_user_whose_only_token_for_its_unit_was_revoked(self, api, desk):
         case = desk.open()  # in 350502
