@@ -126,16 +126,19 @@ class WithoutMessages(logging.Filter):
 WITHOUT_MESSAGES = WithoutMessages()
 
 
-def _without_messages(exc: BaseException, seen: frozenset[int] = frozenset()) -> Iterator[str]:
+def _without_messages(exc: BaseException) -> Iterator[str]:
     """The traceback of `exc` and of what it chains, oldest first, each exception named by its type
     (a chain that loops back is followed once round, as the traceback module does)."""
-    cause = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
-    if cause is not None and id(cause) not in seen:
-        yield from _without_messages(cause, seen | {id(exc)})
-        yield "\nwhich led to:\n"
-    yield "Traceback (most recent call last):\n"
-    yield from traceback.format_tb(exc.__traceback__)
-    yield f"{type(exc).__module__}.{type(exc).__qualname__} (message withheld)\n"
+    chain: list[BaseException] = []
+    while exc is not None and all(exc is not seen for seen in chain):
+        chain.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    for n, each in enumerate(reversed(chain)):
+        if n:
+            yield "\nwhich led to:\n"
+        yield "Traceback (most recent call last):\n"
+        yield from traceback.format_tb(each.__traceback__)
+        yield f"{type(each).__module__}.{type(each).__qualname__} (message withheld)\n"
 
 
 def install(app: FastAPI) -> None:

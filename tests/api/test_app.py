@@ -103,6 +103,15 @@ def test_a_server_error_is_logged_again_with_its_traceback_and_without_any_messa
     looped.__cause__.__cause__ = looped  # a chain made by hand may loop back
     record = logging.LogRecord("test", logging.ERROR, __file__, 1, "failed", None, (ValueError, looped, None))
     assert WITHOUT_MESSAGES.filter(record) and record.exc_text.count("message withheld") == 2
+    itself = ValueError(who)
+    itself.__cause__ = itself
+    deep = None
+    for _ in range(3000):  # deeper than the interpreter's recursion
+        cause, deep = deep, ValueError(who)
+        deep.__context__ = cause
+    for exc, told in ((itself, 1), (deep, 3000)):
+        record = logging.LogRecord("test", logging.ERROR, __file__, 1, "failed", None, (type(exc), exc, None))
+        assert WITHOUT_MESSAGES.filter(record) and record.exc_text.count("message withheld") == told
 
 
 def test_json_answers_render_what_orjson_refuses_as_the_json_module_does():
