@@ -589,8 +589,11 @@ class LockingRepository(Repository):
         """Drops every cached aggregate `holds` picks: it is read afresh from the store when next asked for."""
         if not self.cache:
             return
-        with self.cache.lock:
-            picked = [key for key, link in self.cache.cache.items() if holds(link[LRUCache.RESULT])]
+        if isinstance(self.cache, LRUCache):  # its entries are links of its queue
+            with self.cache.lock:
+                picked = [key for key, link in self.cache.cache.items() if holds(link[LRUCache.RESULT])]
+        else:  # unbounded (the library's AGGREGATE_CACHE_MAXSIZE below 0, from the environment)
+            picked = [key for key, aggregate in list(self.cache.cache.items()) if holds(aggregate)]
         for key in picked:
             with self._stripe(key):
                 try:

@@ -176,6 +176,21 @@ def test_an_erasure_leaves_no_value_of_the_person_decrypted_in_this_process_s_ca
         assert cached is None or not any([getattr(cached, "need", None), *getattr(cached, "personal", {}).values()])
 
 
+def test_an_erasure_sweeps_an_unbounded_cache_too(api, desk, monkeypatch):
+    """The library makes one of AGGREGATE_CACHE_MAXSIZE below 0 from the environment: the sweep,
+    written for the bounded one, answered the erasure 500 after the key was gone."""
+    from eventsourcing.application import Cache
+
+    case = desk.open()
+    unbounded = Cache()
+    monkeypatch.setattr(api.app.repository, "cache", unbounded)
+    desk.get(f"/v1/cases/{case['id']}")
+    assert unbounded.cache[UUID(case["id"])].need
+    assert erase(api, desk, case["client_id"]).status_code == 200
+    cached = unbounded.cache.get(UUID(case["id"]))
+    assert cached is None or cached.need is None
+
+
 def test_an_erasure_leaves_no_rejection_reason_decrypted_in_a_cached_contract(api, desk):
     client = desk.register()
     rejected = step_values_and_a_rejected_delivery(desk, client["id"]).json()
