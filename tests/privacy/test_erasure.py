@@ -483,14 +483,7 @@ def test_a_retried_purge_is_held_back_only_by_a_transaction_older_than_the_erasu
 def test_a_purge_is_done_only_when_its_vacuum_could_remove_the_key(api, desk, settings, monkeypatch):
     """Asked after VACUUM, the question missed a snapshot that ended in between: VACUUM had kept the
     key's old row for it, and the erasure was forgotten with the row still in the page."""
-    if not settings.is_postgres:
-        pytest.skip("PostgreSQL's pages")
-    url, options = settings.database_url, f"-c search_path={settings.postgres_schema}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect SCHEMA public")
-        except psycopg.Error:
-            pytest.skip("pageinspect is not installed")
+    url, options = pages_to_inspect(settings)
     case = desk.open()
     keys = api.client.app.state.backend.keys
     old = psycopg.connect(url, options=options)
@@ -518,23 +511,13 @@ def test_a_purge_is_done_only_when_its_vacuum_could_remove_the_key(api, desk, se
     monkeypatch.setattr(type(keys.store), "_outside_transactions", ending_the_old_reader_after_a_vacuum)
     assert erase(api, desk, case["client_id"]).status_code == 200
     old.close()
-    with psycopg.connect(url, options=options, autocommit=True) as conn:
-        rows = conn.execute(f"SELECT count(*) FROM public.heap_page_items(public.get_raw_page('{KEYS}', 0)) "
-                            "WHERE lp_flags = 1 AND length(t_data) > 90").fetchone()[0]  # a row holding a wrapped key
-    assert erasure_marked(keys, case["client_id"]) or rows == 0
+    assert erasure_marked(keys, case["client_id"]) or wrapped_keys_in_page(url, options) == 0
 
 
 def test_a_purge_is_not_done_while_a_reader_pins_the_key_s_page(api, desk, settings, monkeypatch):
     """A reader begun after the erasure passes the question, but its pin on the page made a plain
     VACUUM pass the page by: the erasure was forgotten with the key's row in the page."""
-    if not settings.is_postgres:
-        pytest.skip("PostgreSQL's pages")
-    url, options = settings.database_url, f"-c search_path={settings.postgres_schema}"
-    with psycopg.connect(url, autocommit=True) as conn:
-        try:
-            conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect SCHEMA public")
-        except psycopg.Error:
-            pytest.skip("pageinspect is not installed")
+    url, options = pages_to_inspect(settings)
     case = desk.open()
     keys = api.client.app.state.backend.keys
     young = psycopg.connect(url, options=options)
@@ -551,10 +534,7 @@ def test_a_purge_is_not_done_while_a_reader_pins_the_key_s_page(api, desk, setti
     monkeypatch.setattr(type(keys.store), "purge", pinned_while_it_purges)
     assert erase(api, desk, case["client_id"]).status_code == 200
     young.close()
-    with psycopg.connect(url, options=options, autocommit=True) as conn:
-        rows = conn.execute(f"SELECT count(*) FROM public.heap_page_items(public.get_raw_page('{KEYS}', 0)) "
-                            "WHERE lp_flags = 1 AND length(t_data) > 90").fetchone()[0]  # a row holding a wrapped key
-    assert erasure_marked(keys, case["client_id"]) or rows == 0
+    assert erasure_marked(keys, case["client_id"]) or wrapped_keys_in_page(url, options) == 0
 
 
 def test_an_erasure_waits_for_a_reader_in_its_way_once_and_briefly(api, desk, settings):
@@ -580,6 +560,26 @@ def test_an_erasure_waits_for_a_reader_in_its_way_once_and_briefly(api, desk, se
     assert len(purges) == 1 and took < PURGE_WAIT + 5 and erasure_marked(keys, case["client_id"]), (purges, took)
     open_backend(settings).close()  # the reader gone, the next start purges
     assert not erasure_marked(keys, case["client_id"])
+
+
+def pages_to_inspect(settings) -> tuple[str, str]:
+    """The store's URL and options, once pageinspect can read its pages (else the test is skipped)."""
+    if not settings.is_postgres:
+        pytest.skip("PostgreSQL's pages")
+    url, options = settings.database_url, f"-c search_path={settings.postgres_schema}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        try:
+            conn.execute("CREATE EXTENSION IF NOT EXISTS pageinspect SCHEMA public")
+        except psycopg.Error:
+            pytest.skip("pageinspect is not installed")
+    return url, options
+
+
+def wrapped_keys_in_page(url: str, options: str) -> int:
+    """Rows in the key table's first page long enough to hold a wrapped key, live or dead."""
+    with psycopg.connect(url, options=options, autocommit=True) as conn:
+        return conn.execute(f"SELECT count(*) FROM public.heap_page_items(public.get_raw_page('{KEYS}', 0)) "
+                            "WHERE lp_flags = 1 AND length(t_data) > 90").fetchone()[0]
 
 
 def erasure_marked(keys, person: str) -> bool:
