@@ -430,26 +430,24 @@ class LastMeter(PurchasedServices, Application):
             else:
                 done = outcome if isinstance(outcome, Outcome) else Outcome(outcome)
                 target = done.target
-                disclosure = self._disclosure(resource, target)
+                person = _about_whom(resource, target, done.item)
+                if person is not None and self.was_erased(person):  # none of their values is shown, no key
+                    person = None                                  # seals, nothing of theirs is in a request
+                disclosure = self._disclosure(resource, target, person)
                 written = Written(resource, target.id, target.version, status, None, item=done.item, since=done.since,
                                   disclosed=disclosure is not None, answer=done.answer)
                 saved = [*done.also, target] + ([disclosure] if disclosure else [])  # the target's event last
-                person = _about_whom(resource, target, done.item)
-                if person is not None and self.was_erased(person):  # no key to seal with; nothing of theirs
-                    person = None                                  # can be in a request recorded since
             if idem is None:
                 return saved, written
             return saved + [CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written, person)], written
 
         return self._retrying(once)
 
-    def _disclosure(self, resource: str, target: Aggregate) -> Disclosure | None:
-        """The record of the answer's personal values being shown (see SHOWN_TO), if they will be."""
+    def _disclosure(self, resource: str, target: Aggregate, person: UUID | None) -> Disclosure | None:
+        """The record of the answer's personal values being shown (see SHOWN_TO), if they will be: of
+        `person`, the case's or the client's (None: erased before), not of one this command erases."""
         viewer = SHOWN_TO.get()
-        if viewer is None or resource not in ("case", "client"):
-            return None
-        person = _about_whom(resource, target, None)
-        if getattr(target, "erased", False) or self.was_erased(person):  # none of their values is shown
+        if viewer is None or person is None or resource not in ("case", "client") or getattr(target, "erased", False):
             return None
         return Disclosure.record(viewer, person, resource, target.id)
 
