@@ -26,6 +26,7 @@ from domain.kinds import KINDS
 UNITS = ("session", "hour", "household", "device")
 PENDING, ACCEPTED, REJECTED = "pending", "accepted", "rejected"
 _REFERENCE = re.compile(r"[\x21-\x7e]{1,64}")
+PROVIDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DIGIT_RUN = re.compile(r"[0-9]+[Xx]?")
 _WORD = re.compile(r"[0-9A-Za-z]+")
 _MOBILE = re.compile(r"(86)?1[3-9][0-9]{9}")
@@ -40,7 +41,6 @@ def holds_contact_or_id(text: str) -> bool:
         if len(run) == 18 and run[0] != "0" and run[:17].isdigit() and id_number_check_digit(run[:17]) == run[17]:
             return True
     return any(_MOBILE.fullmatch(word) for word in _WORD.findall(text))
-PROVIDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 def check_provider(field: str, provider: Any) -> str:
