@@ -202,8 +202,9 @@ class KeyRing:
         if self.destroy(person):
             self._forget_erasure(person)
         else:
-            logger.warning("an erased person's key may stay in the store's files while transactions older "
-                           "than the erasure run; it is purged again at the next erasure or start")
+            logger.warning("an erased person's key may stay in the store's files while a reader keeps it (a "
+                           "transaction older than the erasure, a page held); it is purged again at the next "
+                           "erasure or start")
 
     def _forget_erasure(self, person: UUID) -> None:
         with self.store.write() as tx:
