@@ -40,6 +40,7 @@ SETTLE = 0.03
 # SQLite another process's commits are seen only when it looks.
 IDLE_POLL = {True: 1.0, False: 0.05}
 STOP_CHECK = 0.1  # seconds: how soon a projector waiting on PostgreSQL's notifications sees its stop
+WATCH = 1.0  # seconds: how soon a projector process that died (killed, out of memory) is started again
 PROCESS_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "0"}  # it reads, then writes: few connections
 
 
@@ -137,20 +138,43 @@ class ReadSide:
         self._runner: threading.Thread | multiprocessing.Process | None = None
         self._processed = None
         self._failing: Any = SimpleNamespace(value=0)  # shared with a projector process once there is one
+        self._watchdog: threading.Thread | None = None
 
     def start(self) -> None:
-        """Follows the log in the background: in a thread, or in a process of its own."""
+        """Follows the log in the background: in a thread, or in a process of its own, watched."""
         if self.in_a_process:
             spawn = multiprocessing.get_context("spawn")  # forking a process with threads is unsafe
             self._stop, self._processed = spawn.Event(), spawn.Array("q", len(self.projector.views))
             self._failing = spawn.Value("i", 0)
-            env = {**self.env, **PROCESS_POOL}
-            self._runner = spawn.Process(target=follow_in_a_process, name="lastmeter-projector", daemon=True,
-                                         args=(env, self._stop, self._processed, self._failing, os.getpid()))
+            self._runner = self._projector_process()
+            self._watchdog = threading.Thread(target=self._watch, name="projector-watchdog", daemon=True)
+            self._watchdog.start()
         else:
             self._runner = threading.Thread(target=follow, name="projector", daemon=True,
                                             args=(lambda: nullcontext(self.projector), self._stop, None, self._failing))
-        self._runner.start()
+            self._runner.start()
+
+    def _projector_process(self) -> multiprocessing.process.BaseProcess:
+        """A projector process, started, sharing this side's stop, counts and failures."""
+        spawn = multiprocessing.get_context("spawn")
+        process = spawn.Process(target=follow_in_a_process, name="lastmeter-projector", daemon=True,
+                                args=({**self.env, **PROCESS_POOL}, self._stop, self._processed, self._failing,
+                                      os.getpid()))
+        process.start()
+        return process
+
+    def _watch(self) -> None:
+        """Starts the projector process again when it dies without being stopped (killed, out of
+        memory, a crash in a driver): the views would otherwise stand still until the server was
+        restarted. A death counts as a failure, so readiness tells a process that keeps dying."""
+        while not self._stop.wait(WATCH):
+            runner = self._runner
+            if runner is None or runner.is_alive():
+                continue
+            log.error("the projector process ended (exit code %s); starting another", runner.exitcode)
+            self._failing.value += 1
+            self._runner = self._projector_process()
+            runner.close()  # after: `following` may be asking the one it holds whether it is alive
 
     @property
     def following(self) -> bool:
@@ -174,6 +198,9 @@ class ReadSide:
 
     def close(self) -> None:
         self._stop.set()
+        if self._watchdog is not None:  # first: it starts no process once it has seen the stop
+            self._watchdog.join()
+            self._watchdog = None
         if self._runner is not None:
             self._runner.join(timeout=10)
             if isinstance(self._runner, multiprocessing.process.BaseProcess):

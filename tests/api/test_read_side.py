@@ -406,6 +406,37 @@ def test_a_projector_process_whose_server_is_killed_stops(settings):
     assert not running(projector)
 
 
+def test_a_projector_process_that_dies_is_started_again(settings, lastmeter, monkeypatch):
+    """Killed (SIGKILL, the out-of-memory killer), the projector is started again: the views follow
+    the log on without a restart of the server, and readiness comes back."""
+    import os
+    import signal
+
+    from fastapi.testclient import TestClient
+
+    from api import readside as following
+    from api.app import create_app
+
+    if not settings.is_postgres:
+        pytest.skip("on SQLite the projector is a thread of the server")
+    monkeypatch.setattr(following, "WATCH", 0.1)
+    deployed = settings.model_copy(update={"projector_process": True, "min_position_wait": 15})
+    with TestClient(create_app(deployed)) as client:
+        readside = client.app.state.readside
+        first = readside._runner.pid
+        os.kill(first, signal.SIGKILL)
+        auditor = {"Authorization": f"Bearer {lastmeter.issue_token(ADMIN, 'auditor-k', 'auditor')}"}
+        head = lastmeter.recorder.max_notification_id()
+        r = client.get("/v1/audit/events", params={"min_position": head}, headers=auditor)
+        assert r.status_code == 200, r.text
+        assert readside._runner.pid != first
+        deadline = time.monotonic() + 10
+        while client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert client.get("/readyz").status_code == 200
+    assert not readside.following
+
+
 def test_a_projector_process_that_cannot_reach_the_store_keeps_trying(backend, settings):
     from api.readside import ReadSide
 
