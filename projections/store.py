@@ -91,11 +91,15 @@ class Tx:
 # Whether any snapshot that may not see the deletions of transaction %s is held, or may yet be taken:
 # a session's (a standby's feedback included) whose snapshot or transaction is that old, a prepared
 # transaction's, a replication slot's. Taken after, a snapshot sees them: VACUUM then removes the rows.
+# Sessions and prepared transactions of other databases are not asked: VACUUM of a table keeps rows
+# only for those of its own database (and for processes of none, such as a standby's sender).
 _OLDER_SNAPSHOTS = """
 WITH deleter AS (SELECT age(%s::text::xid) AS age)
 SELECT EXISTS (SELECT 1 FROM pg_stat_activity, deleter WHERE pid <> pg_backend_pid()
+                  AND (datid IS NULL OR datname = current_database())
                   AND (age(backend_xmin) >= deleter.age OR age(backend_xid) >= deleter.age))
-    OR EXISTS (SELECT 1 FROM pg_prepared_xacts, deleter WHERE age(transaction) >= deleter.age)
+    OR EXISTS (SELECT 1 FROM pg_prepared_xacts, deleter WHERE database = current_database()
+                  AND age(transaction) >= deleter.age)
     OR EXISTS (SELECT 1 FROM pg_replication_slots, deleter WHERE age(xmin) >= deleter.age)
 """
 
