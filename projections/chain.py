@@ -15,6 +15,7 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from projections.eventlog import unchained
 from projections.store import Tx, ViewStore
 from projections.view import Table, View
 
@@ -77,7 +78,8 @@ def verify(recorder: Any, store: ViewStore, upto: int | None = None, expected_he
     must have its link, and every link its event: deleting links (to hide an altered event) is itself
     caught, and so is lowering the recorded position (to hide the links after it). A recorded position
     beyond the last link means links and events were cut off the end. With a digest, every event up
-    to its position is recomputed whatever the links say.
+    to its position is recomputed whatever the links say. A stored event no link can cover, but the
+    application would read (eventlog.unchained), fails it too.
     """
     recorded = last_link = 0
     if upto is None:
@@ -85,6 +87,9 @@ def verify(recorder: Any, store: ViewStore, upto: int | None = None, expected_he
         last_link = (head(store) or (0, ""))[0]
     covered = max(recorded, last_link) if upto is None else upto
     previous, checked = GENESIS, 0
+    stray = unchained(recorder, covered)
+    if stray is not None:
+        return Verification(False, checked, None, stray)
     events, links = _events(recorder, batch, covered), _links(store, batch, covered)
     event, chained = next(events, None), next(links, None)
     while chained is not None or event is not None:

@@ -31,6 +31,29 @@ def position_of(recorder: object, originator_id: UUID, version: int) -> int | No
     raise TypeError(f"unsupported recorder {type(recorder).__name__}")
 
 
+def unchained(recorder: object, upto: int) -> int | None:
+    """The lowest position of a stored event that a hash chain over positions 1 to `upto` cannot vouch
+    for, yet the application would read: one at position 0 or below (positions begin at 1, so no
+    link ever covers it), or, on SQLite, one up to `upto` whose aggregate id is not spelled as the
+    library writes it (32 lowercase hex digits). SQLite keeps the id as text and reads an aggregate's
+    events by that exact text, while a link covers the id as parsed: a row re-spelled drops out of
+    its aggregate with its link intact, and another can take its place below position 1."""
+    if isinstance(recorder, SQLiteApplicationRecorder):
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(
+                f"SELECT MIN(rowid) FROM {recorder.events_table_name} WHERE rowid < 1 OR (rowid <= ? AND "
+                "(typeof(originator_id) <> 'text' OR length(originator_id) <> 32 "
+                "OR originator_id GLOB '*[^0-9a-f]*'))", (upto,))
+            return cursor.fetchone()[0]
+    if isinstance(recorder, PostgresApplicationRecorder):  # a uuid column: one spelling
+        statement = SQL("SELECT MIN(notification_id) AS lowest FROM {}.{} WHERE notification_id < 1").format(
+            Identifier(recorder.datastore.schema), Identifier(recorder.events_table_name))
+        with recorder.datastore.transaction(commit=False) as cursor:
+            cursor.execute(statement)
+            return cursor.fetchone()["lowest"]
+    raise TypeError(f"unsupported recorder {type(recorder).__name__}")
+
+
 def by_aggregate(recorder: object, upto: int, topic_prefix: str, chunk: int = 10_000) -> Iterator[list[Notification]]:
     """The stored events up to position `upto` whose topic starts with `topic_prefix`, aggregate by
     aggregate, each aggregate's in version order, in chunks of whole aggregates: about `chunk` events
