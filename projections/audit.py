@@ -67,7 +67,9 @@ def _about(dialect: str, event_type: str) -> str:
                f"WHEN {event_type} = 'DeliveryReported' THEN {dashed('case_id')} END")
     delivery = (f"CASE WHEN {read} AND {field('resource')} = 'delivery' THEN {hex_id('resource_id')} "
                 f"ELSE {hex_id('delivery_id')} END")
-    return f"{subject}, {delivery}, {dashed('person')}"
+    # The person an event names, or whose key seals its personal values (a case's opening names its client)
+    sealed_for = "s -> 'personal' ->> 'person'" if dialect == "postgres" else "json_extract(s, '$.personal.person')"
+    return f"{subject}, {delivery}, coalesce({dashed('person')}, {sealed_for})"
 
 
 def _dashed(hex_id: str) -> str:
@@ -128,13 +130,14 @@ WHERE e.rowid BETWEEN ? AND ? AND e.topic LIKE '%:Contract.DeliveriesStated'
 
 class AuditView(View):
     name = "audit"
+    # 8: the person whose key seals an event's personal values, where it names no person (a case's opening);
     # 7: a read of why a delivery was rejected is about that delivery (a read of a case, its history or
     # a client, about the case or client);
     # 6: the case or client an event is about, and the delivery (searched by case);
     # 5: no class versions, nor the values older events kept before they were declared personal;
     # 4: no request fingerprints among the facts; 3: on SQLite, `at` no longer a second late for a fraction of .9995 and more;
     # 2: facts in the library's transcoding, copied by the database (1: re-encoded in Python)
-    revision = 7
+    revision = 8
     stored = True  # nothing decoded: the batch is copied from the events table by the database
     tables = (
         Table(

@@ -10,6 +10,7 @@ from api.deps import App, Fresh, ReadSideDep, permit
 from api.render import Json, decode_cursor, encode_cursor, moment
 from api.schemas import Moment
 from domain.actor import STAFF_ID
+from domain.errors import InvalidInput
 from projections import chain
 from projections.audit import facts, search
 from projections.timefmt import micros, moment as from_micros
@@ -20,7 +21,10 @@ router = APIRouter(prefix="/v1/audit", tags=["audit"])
 @router.get("/events", dependencies=[Fresh])
 def audit_events(
     app: App, readside: ReadSideDep, _: Annotated[Principal, permit("read_audit")],
-    case_id: UUID | None = None,
+    case_id: Annotated[UUID | None, Query(description="a case's events and those about it (who was shown "
+                                                    "it, what was billed for it); a client's id works too")] = None,
+    client_id: Annotated[UUID | None, Query(description="a person's: their record's events, every event "
+                                                      "holding their values and every read of them")] = None,
     actor: Annotated[str | None, Query(pattern=STAFF_ID.pattern, description="a user id")] = None,
     from_: Annotated[Moment | None, Query(alias="from")] = None,
     to: Moment | None = None,
@@ -28,8 +32,11 @@ def audit_events(
     cursor: str | None = None,
 ):
     """Events in log order with who caused them and when; personal values are not shown here."""
+    if case_id is not None and client_id is not None:
+        raise InvalidInput("client_id", "give a case_id or a client_id, not both")
+    about = case_id or client_id
     with readside.store.read() as tx:
-        rows = search(tx, decode_cursor(cursor), limit + 1, str(case_id) if case_id else None, actor,
+        rows = search(tx, decode_cursor(cursor), limit + 1, str(about) if about else None, actor,
                       micros(from_), micros(to))
     page = rows[:limit]
     items = [

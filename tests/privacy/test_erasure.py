@@ -245,6 +245,16 @@ def test_an_audit_search_by_a_person_finds_every_read_of_their_values_wherever_i
     reads = [e["data"] for e in events if e["type"] == "PersonalDataRead"]
     assert {r["resource"] for r in reads} == {"client", "case", "history"}, reads
     assert {r["person"] for r in reads} == {case["client_id"]}
+    # and every event that holds their values: the opening holds the need, sealed under their key
+    held = {(e["aggregate_id"], e["type"]) for e in events if e["type"] != "PersonalDataRead"}
+    assert {(case["id"], "CaseOpened"), (case["id"], "NoteAdded"), (case["client_id"], "ClientRegistered")} <= held
+    assert not any(e["aggregate_id"] == other["id"] for e in events)
+    by_client = api.client.get("/v1/audit/events", params={"client_id": case["client_id"], "limit": 1000},
+                               headers=auditor).json()["items"]
+    assert by_client == events
+    both = api.client.get("/v1/audit/events", params={"client_id": case["client_id"], "case_id": case["id"]},
+                          headers=auditor)
+    assert both.status_code == 422 and "client_id" in both.text
 
 
 def test_an_auditor_sees_personal_values_only_with_a_token_that_allows_it(api, desk):
