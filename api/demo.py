@@ -15,10 +15,11 @@ VILLAGES_PER_TOWNSHIP = 4
 SURNAMES = "陈林黄张吴王李蔡郑许"
 GIVEN = ("秀英", "志强", "丽华", "建国", "美玲", "伟", "芳", "明", "婷婷", "海峰")
 
+WORKER_TOWNSHIP = "350502001"
 DEMO_TOKENS = (
     ("demo-admin", "admin", None),
     ("demo-supervisor", "supervisor", "350502"),
-    ("demo-worker", "case_worker", "350502001"),
+    ("demo-worker", "case_worker", WORKER_TOWNSHIP),
     ("demo-auditor", "auditor", None),
 )
 
@@ -51,7 +52,7 @@ def seed_demo(app: LastMeter, clients: int = 24) -> list[tuple[str, str, str | N
     app.add_org_units(SEEDER, units)
     rng = random.Random(2024)
     villages = [u.code for u in units if u.kind == "community"]
-    villages = [v for v in villages if v.startswith("350502001")] + rng.sample(villages, 8)
+    villages = [v for v in villages if v.startswith(WORKER_TOWNSHIP)] + rng.sample(villages, 8)
     for i in range(clients):
         _seed_person(app, rng, villages[i % len(villages)])
     tokens = []
@@ -70,7 +71,8 @@ def _seed_person(app: LastMeter, rng: random.Random, village: str) -> None:
     kind = rng.choice(list(KINDS))
     case = app.open_case(SEEDER, None, client_id=client.id, org_unit=village, kind=kind,
                          need="基本状况调查登记的需求", service_mode="door_to_door")
-    app.update_case(None, case.id, None, lambda c: c.assign(SEEDER, "demo-worker"))
+    if village.startswith(WORKER_TOWNSHIP):  # elsewhere unassigned, for a supervisor to hand out
+        app.update_case(None, case.id, None, lambda c: c.assign(SEEDER, "demo-worker"))
     first = KINDS[kind].steps[0]
     if not first.fields and rng.random() < 0.7:
         app.take_step(SEEDER, None, case.id, None, first.name, {})
