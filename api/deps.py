@@ -96,7 +96,7 @@ async def idempotency(request: Request, principal: Principal, key: str | None,
     earlier = [hashlib.sha256(request_line + body).hexdigest()] if body is not None else []
     if sent_before is not None and sent_before != sent:
         earlier.append(request.app.state.backend.keys.fingerprint(request_line + sent_before))
-    return Idempotency(principal.user, key, fingerprint, tuple(earlier))
+    return Idempotency(principal.user, key, fingerprint, tuple(earlier), principal.role)
 
 
 def canonical(body: bytes) -> bytes:

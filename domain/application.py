@@ -439,7 +439,7 @@ class LastMeter(PurchasedServices, Application):
                 saved = [*done.also, target] + ([disclosure] if disclosure else [])  # the target's event last
             if idem is None:
                 return saved, written
-            return saved + [CommandReceipt.issue(idem.user, idem.key, idem.request_hash, written, person)], written
+            return saved + [CommandReceipt.issue(idem, written, person)], written
 
         return self._retrying(once)
 

@@ -27,6 +27,7 @@ class Idempotency:
     # What a receipt stored before an upgrade may keep instead (before 2026-11-29 a plain SHA-256):
     # compared, never stored, so that a retry across the upgrade still finds its first answer.
     earlier_hashes: tuple[str, ...] = ()
+    role: str | None = None  # the caller's, for the receipt's actor
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.commands import Written
+from domain.commands import Idempotency, Written
 
 
 class CommandReceipt(Aggregate):
@@ -36,6 +36,9 @@ class CommandReceipt(Aggregate):
         # receipts stored before 2026-11-30 have neither.
         person: UUID | None = None
         personal: dict | None = None
+        # The caller whose key it is, as every command's events name theirs, so that a search of the audit
+        # trail by actor finds it; receipts stored before 2026-12-07 have none.
+        actor: dict | None = None
 
     @staticmethod
     def id_for(user: str, key: str) -> UUID:
@@ -43,7 +46,8 @@ class CommandReceipt(Aggregate):
 
     def __init__(self, request_hash: str | None, status: int, resource: str, resource_id: UUID, resource_version: int,
                  item: UUID | None, since: int | None, answer: list | None = None, person: UUID | None = None,
-                 personal: dict | None = None):
+                 personal: dict | None = None, actor: dict | None = None):
+        self.actor = actor
         self.person = person
         self.personal = dict(personal or {})
         # None: sealed for a person since erased (their values read None)
@@ -57,14 +61,14 @@ class CommandReceipt(Aggregate):
         self.answer = answer
 
     @classmethod
-    def issue(cls, user: str, key: str, request_hash: str, written: Written,
-              person: UUID | None = None) -> "CommandReceipt":
+    def issue(cls, idem: Idempotency, written: Written, person: UUID | None = None) -> "CommandReceipt":
         """`person`: whom the request is about, under whose key its fingerprint is sealed."""
-        sealed = {"person": person, "personal": {"request_hash": request_hash}} if person is not None else {}
+        sealed = {"person": person, "personal": {"request_hash": idem.request_hash}} if person is not None else {}
         return cls._create(
             cls.CommandAnswered,
-            id=cls.id_for(user, key),
-            request_hash=None if sealed else request_hash,
+            id=cls.id_for(idem.user, idem.key),
+            actor={"user": idem.user, "role": idem.role},
+            request_hash=None if sealed else idem.request_hash,
             **sealed,
             status=written.status,
             resource=written.resource,

@@ -273,3 +273,12 @@ def test_an_index_made_before_rows_were_pending_gets_the_column_and_its_rows_cou
         assert str(cut_short) not in rows_of(upgraded)
     finally:
         upgraded.close()
+
+
+def test_the_receipt_of_a_keyed_command_is_on_the_audit_trail_under_its_caller(api):
+    worker = api.token("case_worker", "350502", user="xu-worker")
+    registered = api.client.post("/v1/clients", json=client_body(), headers={**worker, "Idempotency-Key": "r-1"})
+    search = {"actor": "xu-worker", "min_position": registered.headers["x-position"]}
+    items = api.client.get("/v1/audit/events", params=search, headers=api.token("auditor")).json()["items"]
+    receipts = [i for i in items if i["type"] == "CommandAnswered"]
+    assert [r["actor"] for r in receipts] == [{"user": "xu-worker", "role": "case_worker"}]

@@ -797,7 +797,7 @@ class TestImportRetries:
         key = Idempotency("ngo-a-staff", "kept-nothing", fingerprint)
         written, _ = api.app.import_deliveries(Actor("ngo-a-staff", "contractor"), None,
                                                UUID(market["contract"]["id"]), read_rows(content, "text/csv"))
-        api.app.save(CommandReceipt.issue(key.user, key.key, key.request_hash, replace(written, answer=None)))
+        api.app.save(CommandReceipt.issue(key, replace(written, answer=None)))
         again = api.client.post(url, content=content, headers={**market["contractor"], "Content-Type": "text/csv",
                                                                "Idempotency-Key": "kept-nothing"})
         assert again.headers["idempotent-replayed"] == "true" and again.json()["recorded"] == 1
