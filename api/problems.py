@@ -2,10 +2,13 @@
 
 import json
 import logging
+import sqlite3
 import traceback
 from collections.abc import Iterator
 from typing import Any
 
+import eventsourcing.persistence as persistence
+import psycopg
 from fastapi import FastAPI, Request
 from fastapi.dependencies.models import Dependant
 from fastapi.exceptions import RequestValidationError
@@ -97,12 +100,46 @@ async def contention(_: Request, exc: Contention) -> JSONResponse:
     return problem(503, "Busy", str(exc), headers={"Retry-After": "1"})
 
 
+# What a store says when it cannot be reached or is too busy to answer: the request was not wrong, and
+# may succeed in a moment. SQLite's own errors of that kind are only these two (its others are faults).
+UNREACHABLE = (persistence.OperationalError, persistence.InterfaceError, psycopg.OperationalError,
+               psycopg.InterfaceError, sqlite3.OperationalError)
+SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+
+
+def store_unavailable(exc: BaseException) -> bool:
+    """Whether `exc` (or what it was raised from) says the store could not answer, not that it refused."""
+    while exc is not None:
+        if isinstance(exc, sqlite3.OperationalError):
+            return (exc.sqlite_errorcode & 0xFF) in (SQLITE_BUSY, SQLITE_LOCKED)
+        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
+            return True
+        if not isinstance(exc, (persistence.OperationalError, persistence.InterfaceError)):
+            return False
+        if exc.__cause__ is None:  # the library's own: no connection came from its pool in time
+            return True
+        exc = exc.__cause__
+    return False
+
+
+async def unavailable(request: Request, exc: Exception) -> JSONResponse:
+    """503, for the client to try again: PostgreSQL restarting, a connection it dropped, SQLite busy.
+    A command that was running may have been recorded; sent again under its Idempotency-Key it is
+    answered as the first time, never recorded twice."""
+    if not store_unavailable(exc):
+        raise exc  # a fault: answered (and logged with its traceback) as every other one is
+    log.warning("the store did not answer (%s) on %s %s", type(exc).__name__, request.method, route_of(request.scope))
+    return problem(503, "Store unavailable", "the store did not answer; try again in a moment (a command sent "
+                   "again with the same Idempotency-Key is recorded once)", headers={"Retry-After": "1"})
+
+
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code == 400:  # a body the server could not parse at all is invalid input too
         return await refused_caller(request) or problem(
             422, "Invalid input", f"body: {exc.detail}", errors=[{"field": "body", "reason": str(exc.detail)}])
     titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
-              406: "Not acceptable", 413: "Content too large", 415: "Unsupported media type"}
+              406: "Not acceptable", 413: "Content too large", 415: "Unsupported media type",
+              503: "Service unavailable"}
     return problem(exc.status_code, titles.get(exc.status_code, "Error"), str(exc.detail), headers=exc.headers)
 
 
@@ -149,4 +186,6 @@ def install(app: FastAPI) -> None:
     app.add_exception_handler(NotFound, not_found)
     app.add_exception_handler(Contention, contention)
     app.add_exception_handler(HTTPException, http_error)
+    for unreachable in UNREACHABLE:
+        app.add_exception_handler(unreachable, unavailable)
     app.add_exception_handler(Exception, server_fault)

@@ -1,0 +1,88 @@
+"""A store that does not answer is 503, for the client to try again; a fault of the code stays 500."""
+
+import sqlite3
+
+import psycopg
+import pytest
+from eventsourcing import persistence
+from fastapi.testclient import TestClient
+
+from tests.api.conftest import Desk
+
+
+def busy_sqlite(tmp_path) -> sqlite3.OperationalError:
+    """SQLite's own answer while another connection holds the write lock."""
+    path = tmp_path / "busy.db"
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("CREATE TABLE IF NOT EXISTS t (x)")
+    holder.execute("BEGIN IMMEDIATE")
+    try:
+        sqlite3.connect(path, timeout=0, isolation_level=None).execute("BEGIN IMMEDIATE")
+    except sqlite3.OperationalError as busy:
+        return busy
+    finally:
+        holder.close()
+    raise AssertionError("the second writer was let in")
+
+
+def wrapped(cause: Exception) -> Exception:
+    """As the library raises it: its own error, from the driver's."""
+    try:
+        raise persistence.OperationalError(str(cause)) from cause
+    except persistence.OperationalError as error:
+        return error
+
+
+def unreachable(tmp_path) -> list[Exception]:
+    dropped = psycopg.OperationalError("server closed the connection unexpectedly")
+    return [dropped, wrapped(dropped), psycopg.InterfaceError("the connection is closed"),
+            persistence.OperationalError("no connection from the pool in time"), busy_sqlite(tmp_path),
+            wrapped(busy_sqlite(tmp_path))]
+
+
+def failing_case_reads(api, monkeypatch, error: Exception) -> None:
+    def fail(*args, **kwargs):
+        raise error
+
+    monkeypatch.setattr(api.app, "get_case", fail)
+
+
+def test_a_store_that_does_not_answer_is_503_with_when_to_try_again(api, monkeypatch, tmp_path):
+    desk = Desk(api)
+    case = desk.open()
+    for error in unreachable(tmp_path):
+        failing_case_reads(api, monkeypatch, error)
+        r = desk.get(f"/v1/cases/{case['id']}")
+        assert r.status_code == 503, (error, r.text)
+        assert r.headers["retry-after"] == "1" and r.json()["title"] == "Store unavailable"
+        assert r.headers["content-type"] == "application/problem+json"
+
+
+def test_a_fault_of_the_code_behind_a_store_error_is_still_a_server_error(api, monkeypatch, tmp_path):
+    try:
+        sqlite3.connect(tmp_path / "x.db").execute("SELECT * FROM no_such_table")
+    except sqlite3.OperationalError as missing:
+        faults = [missing, wrapped(missing)]
+    desk = Desk(api)
+    case = desk.open()
+    served = TestClient(api.client.app, raise_server_exceptions=False)  # the app already started
+    for error in faults:
+        failing_case_reads(api, monkeypatch, error)
+        r = served.get(f"/v1/cases/{case['id']}", headers=desk.auth)
+        assert r.status_code == 500 and r.json()["title"] == "Server error", r.text
+
+
+def test_connections_the_database_dropped_are_never_a_server_error(api, settings):
+    """PostgreSQL restarted or failed over: every pooled connection is dead when next used."""
+    if not settings.is_postgres:
+        pytest.skip("SQLite has no server to drop connections")
+    desk = Desk(api)
+    case = desk.open()
+    served = TestClient(api.client.app, raise_server_exceptions=False)
+    with psycopg.connect(settings.database_url, autocommit=True) as admin:
+        admin.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE pid <> pg_backend_pid() "
+                      "AND datname = current_database() AND backend_type = 'client backend'")
+    answers = [served.get(f"/v1/cases/{case['id']}", headers=desk.auth).status_code for _ in range(3)]
+    answers += [served.post(f"/v1/cases/{case['id']}/notes", json={"text": "x"},
+                            headers={**desk.auth, "Idempotency-Key": f"n-{n}"}).status_code for n in range(3)]
+    assert 500 not in answers and set(answers) <= {200, 503}, answers
