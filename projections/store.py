@@ -20,8 +20,16 @@ from psycopg_pool import ConnectionPool
 
 
 def prefixed(column: str, prefix: str) -> tuple[str, list[str]]:
-    """`column` starts with `prefix`, as a range an index serves whatever the collation (LIKE may not)."""
-    return f"{column} >= ? AND {column} < ?", [prefix, prefix[:-1] + chr(ord(prefix[-1]) + 1)]
+    """`column`, a code of digits, starts with the digits `prefix`: a range an index serves (LIKE may
+    not). Its end is the next code of the prefix's length, in digits alone (350582009 → 35058201),
+    which every collation orders as the C locale does; a character after '9' (':') is ordered before
+    the digits by linguistic ones, ICU's and glibc's, and the range was empty."""
+    rest = prefix.rstrip("9")
+    if not rest:  # all nines: nothing of digits comes after them
+        return f"{column} >= ?", [prefix]
+    last = rest[-1]  # not a digit only in a prefix no code has (access.NOTHING): its range holds none
+    after = str(int(last) + 1) if last in "012345678" else chr(ord(last) + 1)
+    return f"{column} >= ? AND {column} < ?", [prefix, rest[:-1] + after]
 
 
 SETUP_LOCK = 0x1A57_3E7E  # the advisory lock id held while creating tables
