@@ -88,7 +88,13 @@ class Settings(BaseSettings):
             "POSTGRES_POOL_SIZE": str(self.postgres_pool_size),
             "POSTGRES_MAX_OVERFLOW": str(self.postgres_pool_size),
             "POSTGRES_SCHEMA": self.postgres_schema,
+            # Seconds a read waits for a pooled connection (the library's default, 30, times its ten
+            # attempts kept a request waiting five minutes while PostgreSQL refused connections).
+            "POSTGRES_CONNECT_TIMEOUT": str(STORE_WAIT),
         }
+
+
+STORE_WAIT = 5
 
 
 @lru_cache

@@ -131,7 +131,8 @@ class ViewStore:
             # in silence for 30 s before it gives up, and then says only that it got no connection.
             psycopg.connect(**kwargs, connect_timeout=CONNECT_TIMEOUT).close()
             self._pool = ConnectionPool(kwargs=kwargs, min_size=1, max_size=int(env.get("POSTGRES_POOL_SIZE", "4")),
-                                        open=True)
+                                        # as long as the library's pool waits for a connection
+                                        timeout=float(env.get("POSTGRES_CONNECT_TIMEOUT") or 30), open=True)
         else:
             self._path = env["SQLITE_DBNAME"]
             self._local = threading.local()

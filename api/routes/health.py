@@ -2,32 +2,49 @@
 
 from typing import Annotated
 
+import anyio
 from fastapi import APIRouter, Request
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from api.access import Principal
-from api.deps import App, Cursor, ReadSideDep, SettingsDep, WholeLimit, permit
+from api.deps import Cursor, ReadSideDep, SettingsDep, WholeLimit, permit
 from api.problems import problem
 from api.render import paged
 
 router = APIRouter(tags=["operations"])
 FAILURES_NOT_READY = 3  # one failure is a store restarting; three in a row, a second apart, is not
+READY_WAIT = 2.0  # seconds: a store that takes longer to say where the views stand is not ready
 
 
 # Probes ask with HEAD as often as with GET (load balancers, uptime checks): both are answered; the
 # API's description keeps one operation each.
 @router.head("/healthz", include_in_schema=False)
 @router.get("/healthz")
-def healthz():
-    """The process is up."""
+async def healthz():
+    """The process is up: answered on the event loop, so that workers all waiting on a store that does
+    not answer do not make a live server look dead (and restarted, when it would recover by itself)."""
     return {"status": "ok"}
 
 
 @router.head("/readyz", include_in_schema=False)
 @router.get("/readyz")
-def readyz(app: App, readside: ReadSideDep, settings: SettingsDep):
-    """Ready when the store answers, the projector runs and no view is far behind."""
+async def readyz(request: Request, readside: ReadSideDep, settings: SettingsDep):
+    """Ready when the store answers (within READY_WAIT), the projector runs and no view is far behind.
+    One check at a time: probes of a store that hangs wait for the one already asking, not in new
+    threads of their own."""
+    state = request.app.state
+    if getattr(state, "readiness", None) is None:
+        state.readiness = anyio.CapacityLimiter(1)
+    try:
+        with anyio.fail_after(READY_WAIT):
+            return await anyio.to_thread.run_sync(readiness, readside, settings, abandon_on_cancel=True,
+                                                  limiter=state.readiness)
+    except TimeoutError:
+        return problem(503, "Not ready", f"the store did not answer within {READY_WAIT:g} s")
+
+
+def readiness(readside, settings):
     try:
         statuses = readside.projector.statuses()
     except Exception as error:  # any store failure means: not ready

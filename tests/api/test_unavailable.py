@@ -1,12 +1,16 @@
 """A store that does not answer is 503, for the client to try again; a fault of the code stays 500."""
 
 import sqlite3
+import threading
+import time
 
+import anyio
 import psycopg
 import pytest
 from eventsourcing import persistence
 from fastapi.testclient import TestClient
 
+from api.routes.health import READY_WAIT
 from tests.api.conftest import Desk
 
 
@@ -86,3 +90,53 @@ def test_connections_the_database_dropped_are_never_a_server_error(api, settings
     answers += [served.post(f"/v1/cases/{case['id']}/notes", json={"text": "x"},
                             headers={**desk.auth, "Idempotency-Key": f"n-{n}"}).status_code for n in range(3)]
     assert 500 not in answers and set(answers) <= {200, 503}, answers
+
+
+def hanging_store(api, monkeypatch) -> threading.Event:
+    """Every look at where the views stand waits until the event returned is set (a store that hangs)."""
+    released = threading.Event()
+    readside = api.client.app.state.readside
+    statuses = readside.projector.statuses
+
+    def hang():
+        released.wait(30)
+        return statuses()
+
+    monkeypatch.setattr(readside.projector, "statuses", hang)
+    return released
+
+
+def test_readiness_says_not_ready_in_time_when_the_store_hangs(api, monkeypatch):
+    released = hanging_store(api, monkeypatch)
+    try:
+        for _ in range(2):  # the second waits for the first check still asking, not in a thread of its own
+            started = time.monotonic()
+            r = api.client.get("/readyz")
+            assert r.status_code == 503 and "did not answer" in r.json()["detail"], r.text
+            assert time.monotonic() - started < READY_WAIT + 2
+    finally:
+        released.set()
+    deadline = time.monotonic() + 10
+    while api.client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert api.client.get("/readyz").status_code == 200
+
+
+def test_liveness_answers_while_every_worker_thread_waits_on_the_store(api, monkeypatch):
+    """A live server that would recover by itself is not to be restarted for a store that hangs."""
+    released = hanging_store(api, monkeypatch)
+    limiter = api.client.portal.call(anyio.to_thread.current_default_thread_limiter)
+    tokens, limiter.total_tokens = limiter.total_tokens, 1
+    auditor = api.token("auditor")
+    waiting = threading.Thread(target=lambda: api.client.get("/v1/projections", headers=auditor))
+    try:
+        waiting.start()
+        while limiter.borrowed_tokens < 1:  # the one worker thread is taken
+            time.sleep(0.01)
+        started = time.monotonic()
+        assert api.client.get("/healthz").status_code == 200
+        assert time.monotonic() - started < 2
+    finally:
+        released.set()
+        waiting.join()
+        limiter.total_tokens = tokens
