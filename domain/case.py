@@ -265,17 +265,23 @@ class ServiceCase(Aggregate):
         if visited_at > datetime.now(timezone.utc) + timedelta(minutes=5):
             raise InvalidInput("visited_at", "must not be in the future")
         check_moment("visited_at", visited_at)
+        opened = local(self.created_on).date()
+        if local(visited_at).date() < opened:  # the same day is the intake visit, entered once back at the desk
+            raise InvalidInput("visited_at", f"must not be before the day the case was opened ({opened})")
         self._record(self.VisitRecorded, actor, {"summary": _text("summary", summary)},
                      mode=mode, visited_at=visited_at.isoformat())
 
+    # The reason is checked first: a request missing it is wrong whatever the case's status (422, not 409).
     def put_on_hold(self, actor: Actor, reason: str | None, erased: bool = False) -> None:
+        personal = _reason(reason, erased)
         self._require_open()
-        self._record(self.CasePutOnHold, actor, _reason(reason, erased))
+        self._record(self.CasePutOnHold, actor, personal)
 
     def resume(self, actor: Actor, reason: str | None, erased: bool = False) -> None:
+        personal = _reason(reason, erased)
         if self.status != ON_HOLD:
             raise CaseNotOnHold(f"the case is {self.status}, not on hold")
-        self._record(self.CaseResumed, actor, _reason(reason, erased))
+        self._record(self.CaseResumed, actor, personal)
 
     def close(self, actor: Actor, outcome: str, reason: str | None = None) -> None:
         if outcome not in OUTCOMES:
@@ -290,9 +296,10 @@ class ServiceCase(Aggregate):
         self._record(self.CaseClosed, actor, personal, outcome=outcome)
 
     def reopen(self, actor: Actor, reason: str | None, erased: bool = False) -> None:
+        personal = _reason(reason, erased)
         if self.status != CLOSED:
             raise CaseNotClosed(f"the case is {self.status}, not closed")
-        self._record(self.CaseReopened, actor, _reason(reason, erased), stage=self.reopens_to)
+        self._record(self.CaseReopened, actor, personal, stage=self.reopens_to)
 
     def refer(self, actor: Actor, contract: Contract, tree: OrgTree, today: date) -> None:
         """Refers the case to a purchased-service contract that covers its kind, unit and day."""

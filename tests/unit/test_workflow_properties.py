@@ -206,15 +206,14 @@ class CaseMachine(RuleBasedStateMachine):
 
     @rule(actor=ACTORS, reason=TEXT)
     def put_on_hold(self, actor, reason):
-        expected = {"closed": CaseClosed, "on_hold": CaseOnHold}.get(self.status)
-        if expected is None and bad_text(reason):
-            expected = InvalidInput
+        # a reason missing or malformed is wrong whatever the status: it is told first
+        expected = InvalidInput if bad_text(reason) else {"closed": CaseClosed, "on_hold": CaseOnHold}.get(self.status)
         if self.attempt(actor, expected, self.case.put_on_hold, actor, reason):
             self.status = "on_hold"
 
     @rule(actor=ACTORS, reason=TEXT)
     def resume(self, actor, reason):
-        expected = CaseNotOnHold if self.status != "on_hold" else InvalidInput if bad_text(reason) else None
+        expected = InvalidInput if bad_text(reason) else CaseNotOnHold if self.status != "on_hold" else None
         due, held_at = self.case.due_at, self.case.held_at
         if self.attempt(actor, expected, self.case.resume, actor, reason):
             self.status = "open"
@@ -238,7 +237,7 @@ class CaseMachine(RuleBasedStateMachine):
 
     @rule(actor=ACTORS, reason=TEXT)
     def reopen(self, actor, reason):
-        expected = CaseNotClosed if self.status != "closed" else InvalidInput if bad_text(reason) else None
+        expected = InvalidInput if bad_text(reason) else CaseNotClosed if self.status != "closed" else None
         if self.attempt(actor, expected, self.case.reopen, actor, reason):
             self.status, self.outcome, self.stage = "open", None, self.reopens_to
 
@@ -258,11 +257,11 @@ class CaseMachine(RuleBasedStateMachine):
         self.attempt(actor, InvalidInput if bad_text(text) else None, self.case.add_note, actor, text)
 
     @rule(actor=ACTORS, mode=st.sampled_from(SERVICE_MODES + ("by_phone",)),
-          when=st.sampled_from(["past", "past", "future", "naive"]), summary=TEXT)
+          when=st.sampled_from(["past", "past", "future", "naive", "before_opening"]), summary=TEXT)
     def record_visit(self, actor, mode, when, summary):
-        now = datetime.now(timezone.utc)
-        visited_at = {"past": now - timedelta(days=1), "future": now + timedelta(hours=2),
-                      "naive": datetime.now() - timedelta(days=1)}[when]
+        now, opened = datetime.now(timezone.utc), self.case.created_on
+        visited_at = {"past": opened, "future": now + timedelta(hours=2), "naive": datetime.now() - timedelta(days=1),
+                      "before_opening": opened - timedelta(days=2)}[when]
         if self.status == "closed":
             expected = CaseClosed
         elif mode not in SERVICE_MODES or when != "past" or bad_text(summary):
