@@ -118,6 +118,9 @@ def serve(
     settings = configured()
     if demo:
         show_demo_tokens(settings)
+    else:  # a store that cannot be opened is said in one line, as every command says it, not by uvicorn
+        with opened():
+            pass
     console.print(f"store: {redact(settings.database_url)}  →  http://{host}:{port}/docs")
     uvicorn.run("api.app:serving_app", factory=True, host=host, port=port, workers=workers, log_level="info",
                 access_log=False, log_config=logging_config(), http="api.protocol:ProblemHttpProtocol")
@@ -378,22 +381,23 @@ def projections_rebuild(name: Annotated[Optional[str], typer.Argument(help="one 
             console.print(f"[red]error:[/red] no view {unknown[0]!r}; views: {', '.join(projector.views)}")
             raise typer.Exit(2)
         started = time.perf_counter()
-        with Progress(TextColumn(", ".join(names)), BarColumn(), MofNCompleteColumn(),
-                      TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(), console=console) as bar:
-            task = bar.add_task("rebuild", total=max(projector.head(), 1), rate="-")
+        try:  # the bar, transient, is gone before an error is said
+            with Progress(TextColumn(", ".join(names)), BarColumn(), MofNCompleteColumn(),
+                          TextColumn("{task.fields[rate]} events/s"), TimeElapsedColumn(), console=console,
+                          transient=True) as bar:
+                task = bar.add_task("rebuild", total=max(projector.head(), 1), rate="-")
 
-            def progress(done: int, total: int) -> None:  # events folded and positions read
-                elapsed = time.perf_counter() - started
-                bar.update(task, completed=done, total=max(total, done, 1), rate=f"{done / elapsed:,.0f}")
+                def progress(done: int, total: int) -> None:  # events folded and positions read
+                    elapsed = time.perf_counter() - started
+                    bar.update(task, completed=done, total=max(total, done, 1), rate=f"{done / elapsed:,.0f}")
 
-            try:
                 position = projector.rebuild(names, progress)
-            except chain.ChainBroken as broken:
-                console.print(f"[red]error:[/red] {broken}; nothing was swapped in")
-                raise typer.Exit(1) from None
-            except RebuildRunning as busy:
-                console.print(f"[red]error:[/red] {busy}")
-                raise typer.Exit(2) from None
+        except chain.ChainBroken as broken:
+            console.print(f"[red]error:[/red] {broken}; nothing was swapped in")
+            raise typer.Exit(1) from None
+        except RebuildRunning as busy:
+            console.print(f"[red]error:[/red] {busy}")
+            raise typer.Exit(2) from None
         elapsed = time.perf_counter() - started
         console.print(f"rebuilt {', '.join(names)}: the log up to position {position:,} in {elapsed:.1f} s "
                       f"({position / elapsed:,.0f} log events/s)")

@@ -246,6 +246,9 @@ class Projector:
         fresh = [(self._view(name, NEXT), name + NEXT) for name in names]
         build = uuid.uuid4().hex[:8]
         with self.store.write() as tx:
+            for name in set(self.views) - set(names):  # copies a rebuild killed before its end left (none runs now)
+                self._view(name, NEXT).drop(tx)
+                tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (name + NEXT,))
             for view, tracking in fresh:
                 self._create(tx, view, tracking, build)
         head = self.head()

@@ -15,6 +15,7 @@ import pytest
 from api.cli import configured, redact, show_demo_tokens
 from api.settings import get_settings
 from domain.clock import SHANGHAI
+from tests.e2e.conftest import free_port
 
 
 def said(result) -> str:
@@ -180,6 +181,8 @@ class TestConfiguration:
         get_settings.cache_clear()
         result = cli("tokens", "list")
         assert result.exit_code == 2 and "cannot open the store" in said(result), result.output
+        served = cli("serve", "--port", str(free_port()))  # said before uvicorn starts, not in its traceback
+        assert served.exit_code == 2 and "cannot open the store" in said(served), served.output
 
     @pytest.mark.parametrize("option", [("--port", "99999"), ("--port", "0"), ("--workers", "0")])
     def test_serve_refuses_a_port_or_a_number_of_workers_that_cannot_be(self, cli, option):

@@ -139,10 +139,27 @@ class TestLiveAndRebuilt:
                     projector.rebuild(["cases"])
                 result = cli("projections", "rebuild")
                 assert result.exit_code == 2 and "another process is rebuilding" in result.output, result.output
+                assert len(result.output.strip().splitlines()) == 1, result.output  # no bar after the error
         finally:
             other.close()
         projector.rebuild(list(projector.views))
         assert snapshot(views) == live
+
+    def test_a_rebuild_drops_the_copies_one_killed_before_its_end_left(self, lastmeter, views):
+        """Rebuilding one view left another's copy on disk until that view itself was rebuilt."""
+        projector = Projector(lastmeter, views, VIEWS)
+        projector.setup()
+        busy_city(lastmeter, cases=2)
+        projector.catch_up()
+        left = projector._view("audit", NEXT)
+        with views.write() as tx:  # as a rebuild of the audit view killed half way leaves it
+            projector._create(tx, left, "audit" + NEXT, "killed")
+        projector.rebuild(["cases"])
+        with views.read() as tx:
+            names = [name for (name,) in tx.execute("SELECT name FROM projection_positions").fetchall()]
+            with pytest.raises(Exception):
+                tx.execute(f"SELECT COUNT(*) FROM {left.table('audit_events')}")
+        assert sorted(names) == sorted(projector.views)
 
     def test_a_fold_that_fails_elsewhere_fails_the_rebuild_and_swaps_nothing(self, lastmeter, views, store):
         if store != "postgres":
