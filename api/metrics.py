@@ -8,8 +8,12 @@ from prometheus_client import CollectorRegistry, Counter, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 
+log = logging.getLogger("lastmeter.metrics")
+
+
 class ProjectionCollector:
-    """Reads the projector's figures at scrape time."""
+    """Reads the projector's figures at scrape time; while the store does not answer, the scrape
+    still gives the request figures, which say most then."""
 
     def __init__(self, app: FastAPI):
         self.app = app
@@ -21,7 +25,12 @@ class ProjectionCollector:
                                         "Events applied to a view by this process", labels=["view"])
         if readside is not None:
             counts = readside.processed()
-            for status in readside.projector.statuses():
+            try:
+                statuses = readside.projector.statuses()
+            except Exception as error:  # noqa: BLE001 - a store that does not answer: the scrape keeps the rest
+                log.warning("projection lag not measured: the store did not answer (%s)", type(error).__name__)
+                statuses = []
+            for status in statuses:
                 lag.add_metric([status.name], status.lag)
                 processed.add_metric([status.name], counts[status.name])
         yield lag

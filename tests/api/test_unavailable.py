@@ -140,3 +140,14 @@ def test_liveness_answers_while_every_worker_thread_waits_on_the_store(api, monk
         released.set()
         waiting.join()
         limiter.total_tokens = tokens
+
+
+def test_metrics_keep_the_request_figures_while_the_store_does_not_answer(api, monkeypatch):
+    def unreachable():
+        raise psycopg.OperationalError("server closed the connection unexpectedly")
+
+    monkeypatch.setattr(api.client.app.state.readside.projector, "statuses", unreachable)
+    api.client.get("/healthz")
+    r = api.client.get("/metrics")
+    assert r.status_code == 200 and 'lastmeter_http_requests_total{method="GET",route="/healthz"' in r.text
+    assert "lastmeter_projection_lag_events{" not in r.text
