@@ -20,6 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from api.backend import Backend
+from api.problems import WITHOUT_MESSAGES
 from domain.application import LastMeter
 from domain.lockedinsert import channel
 from projections import VIEWS
@@ -28,6 +29,7 @@ from projections.runner import Projector, Stop, UntilOrphaned
 from projections.store import ViewStore
 
 log = logging.getLogger("lastmeter.projector")
+log.addFilter(WITHOUT_MESSAGES)
 RETRY_AFTER_FAILURE = 1.0
 # After a round that applied events the projector waits this long, so that under a stream of commands
 # a round takes tens of events in one transaction per view instead of one or two. The HTTP bench: the
@@ -99,8 +101,8 @@ def follow(opening: Callable[[], AbstractContextManager[Projector]], stop: Stop,
             with opening() as projector, waking(projector, stop) as wake:
                 projector.run(stop, poll=IDLE_POLL[projector.store.postgres],
                               after_each=_sharing(projector, counts, failing), wake=wake, settle=SETTLE)
-        except Exception as error:
-            log.error("projector failed: %s; starting afresh", type(error).__name__)
+        except Exception as error:  # its traceback, without messages, which may carry values
+            log.error("projector failed: %s; starting afresh", type(error).__name__, exc_info=error)
             failing.value += 1
             stop.wait(RETRY_AFTER_FAILURE)
 

@@ -213,7 +213,8 @@ class LastMeter(PurchasedServices, Application):
         return written
 
     def recorded(self, event_class: type, batch: int = 1000) -> Iterator[Any]:
-        """Every event of the class in the log, in order (a pass at an upgrade: it reads the log)."""
+        """Every event of the class in the log, in order: it reads the whole log, so not for a request's
+        path (an upgrade's pass, the command line's token listing)."""
         topic, start = get_topic(event_class), 1
         while notifications := self.recorder.select_notifications(start, batch, topics=[topic]):
             yield from map(self.mapper.to_domain_event, notifications)

@@ -104,7 +104,7 @@ def parse_text(f: Field, value: Any, path: str) -> str:
 
 
 def parse_date(f: Field, value: Any, path: str) -> str:
-    """A day; of something that happened, not after today in Shanghai, as a visit is not in the future."""
+    """A day; with `past` (something that happened), not after today in Shanghai, as a visit is not in the future."""
     day = check_day(path, read_day(path, value))
     if f.past and day > today():
         raise InvalidInput(path, "must not be after today (days are in Asia/Shanghai)")

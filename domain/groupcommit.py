@@ -6,8 +6,11 @@ whatever saves are waiting and inserts all their events in one transaction
 positions. Under load, many commands share each commit; alone, a save
 commits at once. The guarantees stay those of a save of its own: a save
 whose aggregate version was already stored, in the database or earlier in
-the same batch, gets IntegrityError (and its command is re-run), and a batch
-that fails is retried one save at a time, so no other save is lost with it.
+the same batch, gets IntegrityError (and its command is re-run); a batch
+refused for such a conflict is retried one save at a time, so no other save
+is lost with it. Any other failure (the store not answering) fails every save
+of the batch: a command sent again under its Idempotency-Key then finds
+whether it was stored.
 """
 
 import queue

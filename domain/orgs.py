@@ -18,7 +18,6 @@ from domain.errors import InvalidInput
 from domain.fields import clean_text
 
 CITY = "350500"
-LEVELS = {6: "county", 9: "township", 12: "village"}
 UNIT_KINDS = ("city", "county", "township", "village", "community", "enterprise", "cooperative")
 
 # Quanzhou's city and county-level units are built in.

@@ -7,9 +7,10 @@ transaction and applied only if the position is still the one it was read
 from, so several projectors (API workers, `lastmeter projector`) can run at
 once without applying anything twice.
 
-Never skipping: the library's PostgreSQL recorder takes a table lock for
-every insert, so positions become visible in commit order, and SQLite has a
-single writer; a position seen is therefore never followed by a lower one
+Never skipping: every insert on PostgreSQL takes a table lock (in the
+database function of domain/lockedinsert.py, as the library's recorder
+does), so positions become visible in commit order, and SQLite has a single
+writer; a position seen is therefore never followed by a lower one
 committing later. Gaps (inserts that failed) stay gaps.
 """
 

@@ -2,6 +2,7 @@
 
 import csv
 import io
+import logging
 import time
 from datetime import datetime, timedelta, timezone
 
@@ -564,3 +565,23 @@ def test_an_assignment_counts_in_the_months_it_was_held_and_no_other(api):
         in_july = liaison_work(tx, july, august, "350502", now=now)
         in_september = liaison_work(tx, august + timedelta(days=31), august + timedelta(days=61), "350502", now=now)
     assert set(in_july) == {"into-july", "open-since-june"} and in_september == {}
+
+
+def test_a_projector_failure_is_logged_with_its_traceback_and_without_its_message(caplog):
+    """A fault in a view (a KeyError, say) would otherwise fail round after round with its type alone."""
+    import threading
+    from types import SimpleNamespace
+
+    from api.readside import follow
+
+    stop, given = threading.Event(), "350502198001011235"  # a message may carry what a person gave
+
+    def opening():
+        stop.set()
+        raise KeyError(given)
+
+    with caplog.at_level(logging.ERROR, logger="lastmeter.projector"):
+        follow(opening, stop, None, SimpleNamespace(value=0))
+    (record,) = [r for r in caplog.records if r.name == "lastmeter.projector"]
+    assert "in opening" in record.exc_text and "KeyError (message withheld)" in record.exc_text
+    assert given not in caplog.text
