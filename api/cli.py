@@ -10,6 +10,7 @@ import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import asdict
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Optional
@@ -272,8 +273,7 @@ def audit_verify(
                                        f"({type(error).__name__}); the chain is checked as it stands")
         result = chain.verify(readside.projector.app.recorder, readside.store,
                               upto=kept and kept["position"], expected_head=kept and kept["head"])
-    console.print_json(data={"ok": result.ok, "checked": result.checked, "head": result.head,
-                             "first_bad_position": result.first_bad_position})
+    console.print_json(data=asdict(result))
     if not result.ok:
         raise typer.Exit(1)
 

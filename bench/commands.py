@@ -49,6 +49,7 @@ from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
 from api.backend import Backend, open_backend
+from bench import percentile, verdict
 from api.readside import ReadSide
 from api.settings import Settings
 from domain.actor import Actor
@@ -83,10 +84,7 @@ class Run:
         return self.measured / self.seconds if self.seconds else 0.0
 
     def percentile(self, p: float) -> float:
-        if not self.latencies:
-            return float("nan")
-        ordered = sorted(self.latencies)
-        return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
+        return percentile(self.latencies, p)
 
 
 def drive(label: str, threads: int, seconds: float, commands: int | None, warmup: float,
@@ -357,10 +355,6 @@ def measure_raw(args: argparse.Namespace) -> tuple[Run, int]:
 
 
 # -- the run ------------------------------------------------------------------------------------
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -60,6 +60,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.sql import SQL, Identifier
 
+from bench import percentile, verdict
 from tests.helpers import client_body
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
@@ -265,13 +266,6 @@ class Load:
 
     def all_latencies(self) -> list[float]:
         return [x for v in self.latencies.values() for x in v]
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))]
 
 
 def drive(label: str, server: Server, clients: int, seconds: float, warmup: float,
@@ -489,10 +483,6 @@ def seed(server: Server, headers: dict[str, str], clients: int, cases: int) -> t
 
 
 # -- the run ----------------------------------------------------------------------------------
-
-
-def verdict(ok: bool) -> str:
-    return "PASS" if ok else "FAIL"
 
 
 def ms(seconds: float) -> str:

@@ -55,7 +55,6 @@ import argparse
 import cProfile
 import io
 import itertools
-import math
 import os
 import pstats
 import re
@@ -77,7 +76,7 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import psycopg
 from psycopg.sql import SQL, Identifier
 
-from bench import BENCH_MASTER_KEY
+from bench import BENCH_MASTER_KEY, percentile
 from api.backend import Backend, open_backend
 from api.render import encode_cursor
 from api.settings import Settings
@@ -335,18 +334,11 @@ class Result:
         return len(self.times)
 
     def pct(self, q: float, values: list[float] | None = None) -> float:
-        return percentile(self.times if values is None else values, q) if self.times else float("nan")
+        return percentile(self.times if values is None else values, q * 100) if self.times else float("nan")
 
     @property
     def passed(self) -> bool:
         return self.error is None and bool(self.times) and self.pct(0.95) < self.target
-
-
-def percentile(values: list[float], q: float) -> float:
-    """The nearest-rank percentile."""
-    ordered = sorted(values)
-    rank = max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))
-    return ordered[rank]
 
 
 class Runner:

@@ -1,5 +1,6 @@
 """Audit search over every event of every aggregate."""
 
+from dataclasses import asdict
 from typing import Annotated
 from uuid import UUID
 
@@ -52,5 +53,4 @@ def audit_events(
 def verify_log(app: App, readside: ReadSideDep, _: Annotated[Principal, permit("verify_log")]):
     """Recomputes the hash chain over every stored event; names the first position that does not match."""
     result = chain.verify(app.recorder, readside.store)
-    return {"ok": result.ok, "checked": result.checked, "head": result.head,
-            "first_bad_position": result.first_bad_position}
+    return asdict(result)
