@@ -73,6 +73,14 @@ def permit(action: str):
     return Depends(Permit(action))
 
 
+def check_placed_in_scope(app: LastMeter, principal: Principal, field: str, unit: str) -> None:
+    """The org unit something new is placed in: 422 naming `field` if the tree has no such unit, 403
+    if it lies outside the caller's scope."""
+    app.check_org_unit(field, unit)
+    if not principal.covers(app.org_tree(), unit):
+        raise HTTPException(403, f"org unit {unit} is outside your scope")
+
+
 IdempotencyKey = Annotated[str | None, Header(description="makes the command safe to retry: the same key "
                                                          "with the same body answers as the first time")]
 IfMatch = Annotated[str | None, Header(description='the version the command expects, e.g. "3"')]

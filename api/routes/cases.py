@@ -6,10 +6,11 @@ from datetime import datetime, timezone
 from typing import Annotated, Any, Literal
 from uuid import UUID
 
-from fastapi import APIRouter, Body, Depends, HTTPException, Query, Request
+from fastapi import APIRouter, Body, Depends, Query, Request
 
 from api.access import Principal
-from api.deps import App, Fresh, Idem, IdempotencyKey, IfMatch, ReadSideDep, expected_version, idempotency, permit
+from api.deps import (App, Fresh, Idem, IdempotencyKey, IfMatch, ReadSideDep, check_placed_in_scope, expected_version,
+                      idempotency, permit)
 from api.disclosure import answering, disclose
 from api.render import Json, case_state, decode_cursor, encode_cursor, history_entry, listed_case, visit_contact
 from api.schemas import AssignmentIn, CaseIn, ClosureIn, Moment, NoteIn, ReasonIn, ReferralIn, VisitIn
@@ -95,10 +96,8 @@ Command = Annotated[CaseCommand, Depends(get_case_command)]
 @router.post("", status_code=201)
 def open_case(body: CaseIn, app: App, principal: Annotated[Principal, permit("open_case")], idem: Idem):
     """Opens a case for one need of one person, at its kind's first stage."""
+    check_placed_in_scope(app, principal, "org_unit", body.org_unit)
     tree = app.org_tree()
-    app.check_org_unit("org_unit", body.org_unit)
-    if not principal.covers(tree, body.org_unit):
-        raise HTTPException(403, f"org unit {body.org_unit} is outside your scope")
     try:
         client = app.get_client(body.client_id)
     except NotFound:

@@ -4,10 +4,10 @@ from dataclasses import replace
 from typing import Annotated
 from uuid import UUID
 
-from fastapi import APIRouter, HTTPException
+from fastapi import APIRouter
 
 from api.access import Principal
-from api.deps import App, BackendDep, ExpectedVersion, Idem, permit
+from api.deps import App, BackendDep, ExpectedVersion, Idem, check_placed_in_scope, permit
 from api.disclosure import answering, disclose
 from api.render import client_state
 from api.schemas import ClientIn, ErasureIn
@@ -25,10 +25,8 @@ def register_client(body: ClientIn, app: App, principal: Annotated[Principal, pe
     """Registers a person with their identity (personal data, encrypted per person); 409 naming the
     client when a person with the same ID number is registered in the caller's scope already. One
     registered outside it (someone who moved) is neither revealed nor in the way."""
+    check_placed_in_scope(app, principal, "org_unit", body.org_unit)
     tree = app.org_tree()
-    app.check_org_unit("org_unit", body.org_unit)
-    if not principal.covers(tree, body.org_unit):
-        raise HTTPException(403, f"org unit {body.org_unit} is outside your scope")
     with answering(principal):
         written = app.register_client(principal.actor, idem, duplicates=lambda c: principal.covers(tree, c.org_unit),
                                       **body.model_dump())

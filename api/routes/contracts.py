@@ -9,8 +9,8 @@ from fastapi.responses import Response
 
 from api.access import NOTHING, Principal
 from api.bodylimit import MAX_UPLOAD
-from api.deps import (App, Cursor, ExpectedVersion, Fresh, Idem, IdempotencyKey, ReadSideDep, WholeLimit, idempotency,
-                      permit, principal_of)
+from api.deps import (App, Cursor, ExpectedVersion, Fresh, Idem, IdempotencyKey, ReadSideDep, WholeLimit,
+                      check_placed_in_scope, idempotency, permit, principal_of)
 from api.imports import read_rows
 from api.ledger import contract_state, delivery_state, statement_bytes, yuan
 from api.render import Json, paged
@@ -52,11 +52,8 @@ def deliveries_in_scope(app: LastMeter, principal: Principal, delivery_id: UUID)
 @router.post("", status_code=201)
 def create_contract(body: ContractIn, app: App, principal: Annotated[Principal, permit("create_contract")], idem: Idem):
     """Creates a government purchased-service contract with a provider."""
-    tree = app.org_tree()
     for i, unit in enumerate(body.org_units):
-        app.check_org_unit(f"org_units[{i}]", unit)
-        if not principal.covers(tree, unit):
-            raise HTTPException(403, f"org unit {unit} is outside your scope")
+        check_placed_in_scope(app, principal, f"org_units[{i}]", unit)
     return answer(app, principal, app.create_contract(principal.actor, idem, **body.model_dump()))
 
 
