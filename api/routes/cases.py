@@ -35,11 +35,11 @@ PAGE_LIMIT, JSON_LIMIT, EXPORT_LIMIT = 50, 500, 10_000  # cases in a list's page
 def case_in_scope(app: LastMeter, principal: Principal, case_id: UUID) -> ServiceCase:
     """The case, or 404 when it does not exist or lies outside the caller's scope."""
     case = app.get_case(case_id)
-    in_scope(app, principal)(case)
+    case_guard(app, principal)(case)
     return case
 
 
-def in_scope(app: LastMeter, principal: Principal) -> Callable[[ServiceCase], None]:
+def case_guard(app: LastMeter, principal: Principal) -> Callable[[ServiceCase], None]:
     """A guard that answers 404 for a case outside the caller's scope: its existence is not revealed."""
 
     def guard(case: ServiceCase) -> None:
@@ -65,7 +65,7 @@ class CaseCommand:
 
     @property
     def guard(self) -> Callable[[ServiceCase], None]:
-        return in_scope(self.app, self.principal)
+        return case_guard(self.app, self.principal)
 
     def run(self, act: Callable[[ServiceCase, Actor], None]) -> Json:
         actor = self.principal.actor

@@ -36,7 +36,7 @@ def register_client(body: ClientIn, app: App, principal: Annotated[Principal, pe
 @router.get("/{client_id}")
 def read_client(client_id: UUID, app: App, principal: Annotated[Principal, permit("read_client")]):
     """A person; name, ID number, phone and address only for roles that may see them."""
-    client = in_scope(app, principal, client_id)
+    client = client_in_scope(app, principal, client_id)
     disclose(app, principal, client_id, "client", client_id)
     return client_state(client, principal)
 
@@ -46,7 +46,7 @@ def erase_client(client_id: UUID, body: ErasureIn, app: App, backend: BackendDep
                  principal: Annotated[Principal, permit("erase_client")], idem: Idem, expected: ExpectedVersion):
     """Erases a person's personal data (PIPL): their key is destroyed, so every value sealed with it,
     in every event, reads as erased; case facts that are not personal remain."""
-    in_scope(app, principal, client_id)
+    client_in_scope(app, principal, client_id)
     # Once the erasure is recorded the key goes; also when it was recorded before, by an erasure cut short.
     with backend.keys.erasing(client_id, lambda person: app.get_client(person).erased):
         written = app.erase_client(principal.actor, idem, client_id, body.reason, expected)
@@ -55,7 +55,7 @@ def erase_client(client_id: UUID, body: ErasureIn, app: App, backend: BackendDep
     return answer(app, principal, replace(written, state=None))
 
 
-def in_scope(app: LastMeter, principal: Principal, client_id: UUID) -> Client:
+def client_in_scope(app: LastMeter, principal: Principal, client_id: UUID) -> Client:
     client = app.get_client(client_id)
     if not principal.covers(app.org_tree(), client.org_unit):
         raise NotFound(f"client {client_id} not found")

@@ -36,7 +36,7 @@ def visible_contract(app: LastMeter, principal: Principal, contract_id: UUID) ->
     return contract
 
 
-def deliveries_in_scope(app: LastMeter, principal: Principal, delivery_id: UUID) -> Callable[[ServiceCase], None]:
+def delivery_guard(app: LastMeter, principal: Principal, delivery_id: UUID) -> Callable[[ServiceCase], None]:
     """A guard that answers 404 for a delivery whose case lies outside the caller's scope (a contract
     may span units the caller does not cover), as for one that does not exist: delivery ids follow
     from references, which can be guessed."""
@@ -156,7 +156,7 @@ def read_delivery(contract_id: UUID, delivery_id: UUID, app: App,
     delivery = contract.deliveries.get(delivery_id)
     if delivery is None:
         raise NotFound(f"delivery {delivery_id} not found")
-    deliveries_in_scope(app, principal, delivery_id)(app.get_case(delivery.case_id))
+    delivery_guard(app, principal, delivery_id)(app.get_case(delivery.case_id))
     return delivery_state(app, principal, contract, delivery)
 
 
@@ -166,7 +166,7 @@ def review_delivery(contract_id: UUID, delivery_id: UUID, body: ReviewIn, app: A
     """Accepts a delivery, or rejects it with a reason; only for a case in the reviewer's scope."""
     visible_contract(app, principal, contract_id)
     written = app.review_delivery(principal.actor, idem, contract_id, delivery_id, expected, body.accepted,
-                                  body.reason, deliveries_in_scope(app, principal, delivery_id))
+                                  body.reason, delivery_guard(app, principal, delivery_id))
     return answer(app, principal, written)
 
 
