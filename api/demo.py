@@ -15,10 +15,10 @@ VILLAGES_PER_TOWNSHIP = 4
 SURNAMES = "陈林黄张吴王李蔡郑许"
 GIVEN = ("秀英", "志强", "丽华", "建国", "美玲", "伟", "芳", "明", "婷婷", "海峰")
 
-WORKER_TOWNSHIP = "350502001"
+SUPERVISED, WORKER_TOWNSHIP = "350502", "350502001"
 DEMO_TOKENS = (
     ("demo-admin", "admin", None),
-    ("demo-supervisor", "supervisor", "350502"),
+    ("demo-supervisor", "supervisor", SUPERVISED),
     ("demo-worker", "case_worker", WORKER_TOWNSHIP),
     ("demo-auditor", "auditor", None),
 )
@@ -52,7 +52,8 @@ def seed_demo(app: LastMeter, clients: int = 24) -> list[tuple[str, str, str | N
     app.add_org_units(SEEDER, units)
     rng = random.Random(2024)
     villages = [u.code for u in units if u.kind == "community"]
-    villages = [v for v in villages if v.startswith(WORKER_TOWNSHIP)] + rng.sample(villages, 8)
+    # the supervisor's district first (the worker's street among it), then a sample of the city
+    villages = [v for v in villages if v.startswith(SUPERVISED)] + rng.sample(villages, 8)
     for i in range(clients):
         _seed_person(app, rng, villages[i % len(villages)])
     tokens = []
