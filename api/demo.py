@@ -77,6 +77,7 @@ def _seed_person(app: LastMeter, rng: random.Random, village: str) -> None:
     first = KINDS[kind].steps[0]
     if not first.fields and rng.random() < 0.7:
         app.take_step(SEEDER, None, case.id, None, first.name, {})
-    if rng.random() < 0.5:  # the intake visit: no visit is dated before its case was opened, today
-        app.update_case(None, case.id, None, lambda c: c.record_visit(SEEDER, "door_to_door",
-                                                                       datetime.now(timezone.utc), "入户走访，了解需求"))
+    if rng.random() < 0.5:
+        visited = datetime.now(timezone.utc) - timedelta(days=rng.randrange(1, 20))
+        app.update_case(None, case.id, None,
+                        lambda c: c.record_visit(SEEDER, "door_to_door", visited, "入户走访，了解需求"))

@@ -388,7 +388,7 @@ class CitySeeder:
                 case "note":
                     case.add_note(rng.choice((actor, supervisor)), rng.choice(NOTES))
                 case "visit":
-                    visited = max(case.created_on, self.clock.now - timedelta(minutes=rng.randrange(10, 600)))
+                    visited = self.clock.now - timedelta(minutes=rng.randrange(10, 600))
                     case.record_visit(actor, rng.choice(SERVICE_MODES), visited, "入户走访，了解近况")
                 case "hold":
                     case.put_on_hold(actor, rng.choice(REASONS))

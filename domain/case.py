@@ -265,9 +265,6 @@ class ServiceCase(Aggregate):
         if visited_at > datetime.now(timezone.utc) + timedelta(minutes=5):
             raise InvalidInput("visited_at", "must not be in the future")
         check_moment("visited_at", visited_at)
-        opened = local(self.created_on).date()
-        if local(visited_at).date() < opened:  # the same day is the intake visit, entered once back at the desk
-            raise InvalidInput("visited_at", f"must not be before the day the case was opened ({opened})")
         self._record(self.VisitRecorded, actor, {"summary": _text("summary", summary)},
                      mode=mode, visited_at=visited_at.isoformat())
 

@@ -8,13 +8,11 @@ import socket
 import stat
 import time
 import uuid
-from datetime import datetime
 
 import pytest
 
 from api.cli import configured, redact, show_demo_tokens
 from api.settings import get_settings
-from domain.clock import SHANGHAI
 from tests.e2e.conftest import free_port
 
 
@@ -150,18 +148,13 @@ def test_an_unbounded_aggregate_cache_is_refused(cli, monkeypatch):
     assert result.exit_code == 2 and "LASTMETER_AGGREGATE_CACHE_SIZE" in said(result), result.output
 
 
-def shanghai_now() -> str:
-    """Now, as a phone in Quanzhou sends a moment: a visit can be no earlier than its case's day."""
-    return datetime.now(SHANGHAI).replace(microsecond=0).isoformat()
-
-
 class TestAuditReplay:
     def test_nothing_is_cut_short_on_a_narrow_terminal_and_json_gives_it_whole(self, api, desk, cli):
         import json
 
         case = desk.open()
         visit = desk.post(f"/v1/cases/{case['id']}/visits", {"mode": "door_to_door", "summary": "家访",
-                                                              "visited_at": shanghai_now()})
+                                                              "visited_at": "2026-11-18T10:30:00+08:00"})
         assert visit.status_code == 200, visit.text
         auditor = api.token("auditor")
         history = api.client.get(f"/v1/cases/{case['id']}/history", headers=auditor).json()["items"]

@@ -59,7 +59,7 @@ def snapshot(store: ViewStore, views=VIEWS) -> dict:
 
 def busy_city(lastmeter, cases: int = 12) -> None:
     """Commands of every kind: steps, holds, closures, reopenings, reassignments, visits."""
-    visited = datetime.now(timezone.utc)  # no earlier than the day the case was opened
+    visited = datetime.now(timezone.utc) - timedelta(days=2)
     for i in range(cases):
         kind = list(KINDS)[i % len(KINDS)]
         client = lastmeter.register_client(WORKER, None, name="黄丽华", id_number=id_number(seed=i),

@@ -240,21 +240,6 @@ class TestRecordVisit:
             assert refuses_unchanged(case, InvalidInput, case.record_visit, WORKER, "door_to_door", visited_at,
                                      "x").field == "visited_at"
 
-    @pytest.mark.parametrize("sent,accepted", [("2024-03-03T00:00:00+08:00", True),  # the intake visit, that morning
-                                               ("2024-03-02T16:00:00+00:00", True),  # the same moment, in UTC
-                                               ("2024-03-02T09:00:00-08:00", True),  # 2 March where sent, 3 here
-                                               ("2024-03-02T23:59:59+08:00", False),
-                                               ("2024-03-02T15:59:59+00:00", False)])
-    def test_no_visit_is_before_the_day_the_case_was_opened_in_shanghai(self, sent, accepted, clock):
-        """A visit dated before its case existed would be paid in a month long settled."""
-        case = open_case()  # 3 March 2024, 10:00 in Shanghai
-        visited_at = datetime.fromisoformat(sent)
-        if accepted:
-            case.record_visit(WORKER, "door_to_door", visited_at, "x")
-        else:
-            error = refuses_unchanged(case, InvalidInput, case.record_visit, WORKER, "door_to_door", visited_at, "x")
-            assert error.field == "visited_at" and "2024-03-03" in error.reason
-
     def test_a_case_on_hold_can_be_visited(self):
         case = on_hold_case()
         case.record_visit(WORKER, "door_to_door", NOW - timedelta(hours=1), "still in hospital")

@@ -257,11 +257,11 @@ class CaseMachine(RuleBasedStateMachine):
         self.attempt(actor, InvalidInput if bad_text(text) else None, self.case.add_note, actor, text)
 
     @rule(actor=ACTORS, mode=st.sampled_from(SERVICE_MODES + ("by_phone",)),
-          when=st.sampled_from(["past", "past", "future", "naive", "before_opening"]), summary=TEXT)
+          when=st.sampled_from(["past", "past", "future", "naive"]), summary=TEXT)
     def record_visit(self, actor, mode, when, summary):
-        now, opened = datetime.now(timezone.utc), self.case.created_on
-        visited_at = {"past": opened, "future": now + timedelta(hours=2), "naive": datetime.now() - timedelta(days=1),
-                      "before_opening": opened - timedelta(days=2)}[when]
+        now = datetime.now(timezone.utc)
+        visited_at = {"past": now - timedelta(days=1), "future": now + timedelta(hours=2),
+                      "naive": datetime.now() - timedelta(days=1)}[when]
         if self.status == "closed":
             expected = CaseClosed
         elif mode not in SERVICE_MODES or when != "past" or bad_text(summary):
