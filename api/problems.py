@@ -100,37 +100,42 @@ async def contention(_: Request, exc: Contention) -> JSONResponse:
     return problem(503, "Busy", str(exc), headers={"Retry-After": "1"})
 
 
-# What a store says when it cannot be reached or is too busy to answer: the request was not wrong, and
-# may succeed in a moment. SQLite's own errors of that kind are only these two (its others are faults).
+# The errors among which a store says it cannot answer now, though the request was not wrong and may
+# succeed in a moment (store_unavailable tells them from the faults among them).
 UNREACHABLE = (persistence.OperationalError, persistence.InterfaceError, psycopg.OperationalError,
                psycopg.InterfaceError, sqlite3.OperationalError)
 SQLITE_BUSY, SQLITE_LOCKED = 5, 6
+# PostgreSQL's: a connection lost or refused, a transaction to roll back and retry (serialization,
+# deadlock), too many connections, a lock not available, the server shutting down or starting.
+PASSING = ("08", "40", "53300", "55P03", "57P01", "57P02", "57P03")
 
 
-def store_unavailable(exc: BaseException) -> bool:
-    """Whether `exc` (or what it was raised from) says the store could not answer, not that it refused."""
-    while exc is not None:
-        if isinstance(exc, sqlite3.OperationalError):
-            return (exc.sqlite_errorcode & 0xFF) in (SQLITE_BUSY, SQLITE_LOCKED)
-        if isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError)):
-            return True
-        if not isinstance(exc, (persistence.OperationalError, persistence.InterfaceError)):
-            return False
-        if exc.__cause__ is None:  # the library's own: no connection came from its pool in time
-            return True
-        exc = exc.__cause__
+def store_unavailable(exc: BaseException | None) -> bool:
+    """Whether `exc` says the store could not answer now, not that something is wrong that a retry
+    would meet again (a statement too complex, a fault of the code)."""
+    while isinstance(exc, (persistence.OperationalError, persistence.InterfaceError)):
+        exc = exc.__cause__  # the library's wrap the driver's; one of its own, with no cause, is a fault
+    if isinstance(exc, sqlite3.OperationalError):
+        return (getattr(exc, "sqlite_errorcode", 0) & 0xFF) in (SQLITE_BUSY, SQLITE_LOCKED)
+    if isinstance(exc, psycopg.InterfaceError):  # a connection already closed
+        return True
+    if isinstance(exc, psycopg.OperationalError):  # no state: the client's side lost or got no connection
+        return exc.sqlstate is None or exc.sqlstate.startswith(PASSING)
     return False
 
 
 async def unavailable(request: Request, exc: Exception) -> JSONResponse:
-    """503, for the client to try again: PostgreSQL restarting, a connection it dropped, SQLite busy.
-    A command that was running may have been recorded; sent again under its Idempotency-Key it is
-    answered as the first time, never recorded twice."""
+    """503: PostgreSQL restarting, a connection it dropped, no pooled connection in time, SQLite busy.
+    A command that was running may have been recorded all the same: under its Idempotency-Key, sent
+    again, it is answered as the first time; without one, the client is told to look before it sends."""
     if not store_unavailable(exc):
         raise exc  # a fault: answered (and logged with its traceback) as every other one is
     log.warning("the store did not answer (%s) on %s %s", type(exc).__name__, request.method, route_of(request.scope))
-    return problem(503, "Store unavailable", "the store did not answer; try again in a moment (a command sent "
-                   "again with the same Idempotency-Key is recorded once)", headers={"Retry-After": "1"})
+    if request.method in ("GET", "HEAD") or "idempotency-key" in request.headers:
+        return problem(503, "Store unavailable", "the store did not answer; try again in a moment (a command sent "
+                       "again with the same Idempotency-Key is recorded once)", headers={"Retry-After": "1"})
+    return problem(503, "Store unavailable", "the store did not answer; the command may have been recorded: read "
+                   "what it changes before sending it again (an Idempotency-Key makes a command safe to resend)")
 
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:

@@ -6,6 +6,7 @@ import time
 
 import anyio
 import psycopg
+from psycopg_pool import PoolTimeout
 import pytest
 from eventsourcing import persistence
 from fastapi.testclient import TestClient
@@ -40,15 +41,19 @@ def wrapped(cause: Exception) -> Exception:
 def unreachable(tmp_path) -> list[Exception]:
     dropped = psycopg.OperationalError("server closed the connection unexpectedly")
     return [dropped, wrapped(dropped), psycopg.InterfaceError("the connection is closed"),
-            persistence.OperationalError("no connection from the pool in time"), busy_sqlite(tmp_path),
-            wrapped(busy_sqlite(tmp_path))]
+            wrapped(PoolTimeout("couldn't get a connection after 5.00 sec")), psycopg.errors.AdminShutdown("x"),
+            psycopg.errors.DeadlockDetected("x"), busy_sqlite(tmp_path), wrapped(busy_sqlite(tmp_path))]
 
 
-def failing_case_reads(api, monkeypatch, error: Exception) -> None:
+def raising(error: Exception):
     def fail(*args, **kwargs):
         raise error
 
-    monkeypatch.setattr(api.app, "get_case", fail)
+    return fail
+
+
+def failing_case_reads(api, monkeypatch, error: Exception) -> None:
+    monkeypatch.setattr(api.app, "get_case", raising(error))
 
 
 def test_a_store_that_does_not_answer_is_503_with_when_to_try_again(api, monkeypatch, tmp_path):
@@ -60,13 +65,20 @@ def test_a_store_that_does_not_answer_is_503_with_when_to_try_again(api, monkeyp
         assert r.status_code == 503, (error, r.text)
         assert r.headers["retry-after"] == "1" and r.json()["title"] == "Store unavailable"
         assert r.headers["content-type"] == "application/problem+json"
+    # a command without an Idempotency-Key may have been recorded: not "try again", but "look first"
+    monkeypatch.setattr(api.app, "update_case", raising(psycopg.OperationalError("server closed the connection")))
+    r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "x"})
+    assert r.status_code == 503 and "retry-after" not in r.headers and "may have been recorded" in r.json()["detail"]
+    r = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "x"}, **{"Idempotency-Key": "k-1"})
+    assert r.status_code == 503 and r.headers["retry-after"] == "1"
 
 
 def test_a_fault_of_the_code_behind_a_store_error_is_still_a_server_error(api, monkeypatch, tmp_path):
     try:
         sqlite3.connect(tmp_path / "x.db").execute("SELECT * FROM no_such_table")
     except sqlite3.OperationalError as missing:
-        faults = [missing, wrapped(missing)]
+        faults = [missing, wrapped(missing), wrapped(psycopg.errors.ProgramLimitExceeded("x")),
+                  persistence.OperationalError("Can't do multi-row tracking with single-row tracking table")]
     desk = Desk(api)
     case = desk.open()
     served = TestClient(api.client.app, raise_server_exceptions=False)  # the app already started
@@ -92,30 +104,33 @@ def test_connections_the_database_dropped_are_never_a_server_error(api, settings
     assert 500 not in answers and set(answers) <= {200, 503}, answers
 
 
-def hanging_store(api, monkeypatch) -> threading.Event:
-    """Every look at where the views stand waits until the event returned is set (a store that hangs)."""
-    released = threading.Event()
-    readside = api.client.app.state.readside
-    statuses = readside.projector.statuses
+class HangingStore:
+    """Every look at where the views stand waits until released (a store that hangs); counted."""
 
-    def hang():
-        released.wait(30)
-        return statuses()
+    def __init__(self, api, monkeypatch):
+        self.released, self.asked = threading.Event(), 0
+        projector = api.client.app.state.readside.projector
+        statuses = projector.statuses
 
-    monkeypatch.setattr(readside.projector, "statuses", hang)
-    return released
+        def hang():
+            self.asked += 1
+            self.released.wait(30)
+            return statuses()
+
+        monkeypatch.setattr(projector, "statuses", hang)
 
 
 def test_readiness_says_not_ready_in_time_when_the_store_hangs(api, monkeypatch):
-    released = hanging_store(api, monkeypatch)
+    store = HangingStore(api, monkeypatch)
     try:
-        for _ in range(2):  # the second waits for the first check still asking, not in a thread of its own
+        for _ in range(3):
             started = time.monotonic()
             r = api.client.get("/readyz")
             assert r.status_code == 503 and "did not answer" in r.json()["detail"], r.text
             assert time.monotonic() - started < READY_WAIT + 2
+        assert store.asked == 1  # the later probes waited for the check already asking, in no thread of their own
     finally:
-        released.set()
+        store.released.set()
     deadline = time.monotonic() + 10
     while api.client.get("/readyz").status_code != 200 and time.monotonic() < deadline:
         time.sleep(0.05)
@@ -124,7 +139,7 @@ def test_readiness_says_not_ready_in_time_when_the_store_hangs(api, monkeypatch)
 
 def test_liveness_answers_while_every_worker_thread_waits_on_the_store(api, monkeypatch):
     """A live server that would recover by itself is not to be restarted for a store that hangs."""
-    released = hanging_store(api, monkeypatch)
+    store = HangingStore(api, monkeypatch)
     limiter = api.client.portal.call(anyio.to_thread.current_default_thread_limiter)
     tokens, limiter.total_tokens = limiter.total_tokens, 1
     auditor = api.token("auditor")
@@ -137,7 +152,7 @@ def test_liveness_answers_while_every_worker_thread_waits_on_the_store(api, monk
         assert api.client.get("/healthz").status_code == 200
         assert time.monotonic() - started < 2
     finally:
-        released.set()
+        store.released.set()
         waiting.join()
         limiter.total_tokens = tokens
 
@@ -151,3 +166,4 @@ def test_metrics_keep_the_request_figures_while_the_store_does_not_answer(api, m
     r = api.client.get("/metrics")
     assert r.status_code == 200 and 'lastmeter_http_requests_total{method="GET",route="/healthz"' in r.text
     assert "lastmeter_projection_lag_events{" not in r.text
+    assert 'lastmeter_projection_events_processed_total{view="audit"}' in r.text
