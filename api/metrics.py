@@ -24,7 +24,8 @@ class ProjectionCollector:
         processed = CounterMetricFamily("lastmeter_projection_events_processed",
                                         "Events applied to a view by this process", labels=["view"])
         if readside is not None:
-            counts = readside.processed()
+            for name, count in readside.processed().items():  # this process's own count: no store read
+                processed.add_metric([name], count)
             try:
                 statuses = readside.projector.statuses()
             except Exception as error:  # noqa: BLE001 - a store that does not answer: the scrape keeps the rest
@@ -32,7 +33,6 @@ class ProjectionCollector:
                 statuses = []
             for status in statuses:
                 lag.add_metric([status.name], status.lag)
-                processed.add_metric([status.name], counts[status.name])
         yield lag
         yield processed
 

@@ -1,9 +1,10 @@
 """Operations: liveness, readiness, projections and Prometheus metrics."""
 
+import asyncio
 from typing import Annotated
 
-import anyio
 from fastapi import APIRouter, Request
+from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
@@ -31,15 +32,14 @@ async def healthz():
 @router.get("/readyz")
 async def readyz(request: Request, readside: ReadSideDep, settings: SettingsDep):
     """Ready when the store answers (within READY_WAIT), the projector runs and no view is far behind.
-    One check at a time: probes of a store that hangs wait for the one already asking, not in new
-    threads of their own."""
+    One check at a time: while a store hangs, probes wait for the check already asking, in the thread
+    it holds, rather than each in a thread (and for a pooled connection) of its own."""
     state = request.app.state
-    if getattr(state, "readiness", None) is None:
-        state.readiness = anyio.CapacityLimiter(1)
+    check = getattr(state, "readiness", None)
+    if check is None or check.done() or check.get_loop() is not asyncio.get_running_loop():
+        check = state.readiness = asyncio.ensure_future(run_in_threadpool(readiness, readside, settings))
     try:
-        with anyio.fail_after(READY_WAIT):
-            return await anyio.to_thread.run_sync(readiness, readside, settings, abandon_on_cancel=True,
-                                                  limiter=state.readiness)
+        return await asyncio.wait_for(asyncio.shield(check), READY_WAIT)
     except TimeoutError:
         return problem(503, "Not ready", f"the store did not answer within {READY_WAIT:g} s")
 
