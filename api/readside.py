@@ -43,6 +43,7 @@ SETTLE = 0.03
 IDLE_POLL = {True: 1.0, False: 0.05}
 STOP_CHECK = 0.1  # seconds: how soon a projector waiting on PostgreSQL's notifications sees its stop
 WATCH = 1.0  # seconds: how soon a projector process that died (killed, out of memory) is started again
+STEADY, LONGEST_PAUSE = 60.0, 60.0  # a process that lived this long died by chance; the most to wait before another
 PROCESS_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "0"}  # it reads, then writes: few connections
 
 
@@ -168,19 +169,29 @@ class ReadSide:
     def _watch(self) -> None:
         """Starts the projector process again when it dies without being stopped (killed, out of
         memory, a crash in a driver): the views would otherwise stand still until the server was
-        restarted. A death counts as a failure, so readiness tells a process that keeps dying."""
+        restarted. A death counts as a failure, so readiness tells a process that keeps dying; one
+        that dies soon after each start (the same batch too big for memory, say) is started again
+        after twice as long each time, up to a minute, not every second."""
+        pause, started = WATCH, time.monotonic()
         while not self._stop.wait(WATCH):
             runner = self._runner
             if runner is None or runner.is_alive():
                 continue
             log.error("the projector process ended (exit code %s); starting another", runner.exitcode)
             self._failing.value += 1
-            self._runner = self._projector_process()
-            runner.close()  # after: `following` may be asking the one it holds whether it is alive
+            pause = WATCH if time.monotonic() - started >= STEADY else min(2 * pause, LONGEST_PAUSE)
+            if self._stop.wait(pause - WATCH):
+                return
+            # The one it replaces is not closed: `following` may be asking it whether it is alive.
+            self._runner, started = self._projector_process(), time.monotonic()
 
     @property
     def following(self) -> bool:
-        return self._runner is not None and self._runner.is_alive()
+        runner = self._runner  # read once: the watchdog and close() replace it
+        try:
+            return runner is not None and runner.is_alive()
+        except ValueError:  # closed by close() meanwhile: stopped
+            return False
 
     @property
     def failing(self) -> int:

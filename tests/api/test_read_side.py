@@ -438,6 +438,30 @@ def test_a_projector_process_that_dies_is_started_again(settings, lastmeter, mon
     assert not readside.following
 
 
+def test_a_projector_process_that_keeps_dying_is_started_again_less_and_less_often(backend, monkeypatch):
+    """Dying soon after each start (the same batch too big for memory), it is not started every second."""
+    import threading
+    from types import SimpleNamespace
+
+    from api import readside as following
+    from api.readside import ReadSide
+
+    monkeypatch.setattr(following, "WATCH", 0.02)
+    monkeypatch.setattr(following, "LONGEST_PAUSE", 0.32)
+    readside, starts = ReadSide(backend), []
+    dead = SimpleNamespace(is_alive=lambda: False, exitcode=-9)
+    monkeypatch.setattr(readside, "_projector_process", lambda: starts.append(time.monotonic()) or dead)
+    readside._runner = dead
+    watchdog = threading.Thread(target=readside._watch)
+    watchdog.start()
+    time.sleep(1.5)
+    readside._stop.set()
+    watchdog.join()
+    gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
+    assert len(gaps) >= 4 and gaps[0] < 0.15 and all(gap > 0.28 for gap in gaps[3:]), gaps
+    assert readside.failing in (len(starts), len(starts) + 1)  # each death counted (the last maybe not yet replaced)
+
+
 def test_a_projector_process_that_cannot_reach_the_store_keeps_trying(backend, settings):
     from api.readside import ReadSide
 
