@@ -93,15 +93,17 @@ def waking(projector: Projector, stop: Stop | None = None) -> Iterator[Callable[
 
 
 def follow(opening: Callable[[], AbstractContextManager[Projector]], stop: Stop, counts: Any, failing: Any) -> None:
-    """Keeps the views at the head of the log until `stop` is set. Whatever fails (a batch, which was
+    """Keeps the views at the head of the log until `stop` is set, once it leads the projectors of the
+    store (ViewStore.leading: until then another keeps them there). Whatever fails (a batch, which was
     rolled back; the store restarting) is opened afresh after a pause. `counts`: an array shared with
     another process (or None), which gets the events applied to each view added up; `failing`: a value,
     which gets how many times in a row the projector has failed (0 after a round that did not)."""
     while not stop.is_set():
         try:
-            with opening() as projector, waking(projector, stop) as wake:
-                projector.run(stop, poll=IDLE_POLL[projector.store.postgres],
-                              after_each=_sharing(projector, counts, failing), wake=wake, settle=SETTLE)
+            with opening() as projector, projector.store.leading(stop) as leads, waking(projector, stop) as wake:
+                if leads:  # else stopped while another projector led
+                    projector.run(stop, poll=IDLE_POLL[projector.store.postgres],
+                                  after_each=_sharing(projector, counts, failing), wake=wake, settle=SETTLE)
         except Exception as error:  # its traceback, without messages, which may carry values
             log.error("projector failed: %s; starting afresh", type(error).__name__, exc_info=error)
             failing.value += 1

@@ -34,6 +34,8 @@ def prefixed(column: str, prefix: str) -> tuple[str, list[str]]:
 
 SETUP_LOCK = 0x1A57_3E7E  # the advisory lock id held while creating tables
 REBUILD_LOCK = 0x1A57_4EB1  # held, with the schema's hash, by the one rebuild at a time
+LEAD_LOCK = 0x1A57_1EAD  # held, with the schema's hash, by the one projector following the log
+LEAD_POLL = 1.0  # seconds between a waiting projector's asks for the lead
 PURGE_WAIT = 3.0  # seconds a purge waits for readers in its way before it is left to the next
 SQLITE_BUSY_TIMEOUT = 30  # seconds a SQLite statement waits for the write lock
 CONNECT_TIMEOUT = 10  # seconds a first connection to PostgreSQL may take before the store is said unreachable
@@ -284,6 +286,24 @@ class ViewStore:
                 yield conn
             finally:
                 conn.autocommit = False
+
+    @contextmanager
+    def leading(self, stop: Any) -> Iterator[bool]:
+        """Whether this process leads the projectors of this store, for as long as it holds the context:
+        on PostgreSQL it waits, asking every LEAD_POLL seconds, until the projector that leads ends (its
+        lock goes with its connection, however its process ends); False if `stop` is set first. Several
+        projectors would all be correct (a batch is applied only where its position is unmoved), but
+        each would read and decode every batch for one of them to write it. SQLite: always."""
+        if not self.postgres:
+            yield True
+            return
+        with psycopg.connect(autocommit=True, **self._pool.kwargs) as conn:
+            lock = (LEAD_LOCK,)
+            while not conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", lock).fetchone()[0]:
+                if stop.wait(LEAD_POLL):
+                    yield False
+                    return
+            yield True
 
     @contextmanager
     def notified(self, channel: str) -> Iterator[Callable[[float], bool]]:

@@ -4,6 +4,7 @@ import csv
 import io
 import logging
 import time
+import uuid
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -460,6 +461,47 @@ def test_a_projector_process_that_keeps_dying_is_started_again_less_and_less_oft
     gaps = [later - earlier for earlier, later in zip(starts, starts[1:])]
     assert len(gaps) >= 4 and gaps[0] < 0.15 and all(gap > 0.28 for gap in gaps[3:]), gaps
     assert readside.failing in (len(starts), len(starts) + 1)  # each death counted (the last maybe not yet replaced)
+
+
+def test_one_projector_at_a_time_follows_a_store_and_another_takes_over_when_it_ends(backend, settings):
+    """`serve --workers N`, two servers, or `lastmeter projector` beside them: each process has a
+    projector, and all but one wait (each of them read every batch, and all but one wrote nothing)."""
+    import threading
+    from functools import partial
+    from types import SimpleNamespace
+
+    from api.readside import ReadSide, follow, projector_in_this_process
+
+    if not settings.is_postgres:
+        pytest.skip("SQLite's projector is a thread of the one process that writes")
+    readside = ReadSide(backend)  # the views, set up
+    app, views = backend.lastmeter, readside.projector
+    opening = partial(projector_in_this_process, dict(app.env))
+    stops, counts = [threading.Event(), threading.Event()], [[0] * len(views.views), [0] * len(views.views)]
+    followers = [threading.Thread(target=follow, args=(opening, stop, count, SimpleNamespace(value=0)))
+                 for stop, count in zip(stops, counts)]
+
+    def written_and_followed() -> None:
+        app.issue_token(ADMIN, f"u-{uuid.uuid4().hex[:6]}", "auditor")
+        assert views.wait_for(app.recorder.max_notification_id(), 20)
+
+    try:
+        followers[0].start()
+        written_and_followed()
+        followers[1].start()
+        time.sleep(1)  # it has opened, and waits its turn
+        for _ in range(10):  # ten races it would have won some of
+            written_and_followed()
+        assert sum(counts[0]) > 0 and sum(counts[1]) == 0, counts
+        stops[0].set()
+        followers[0].join()
+        written_and_followed()
+        assert sum(counts[1]) > 0, counts
+    finally:
+        for stop, follower in zip(stops, followers):
+            stop.set()
+            if follower.is_alive():
+                follower.join()
 
 
 def test_a_projector_process_that_cannot_reach_the_store_keeps_trying(backend, settings):
