@@ -40,7 +40,8 @@ MATRIX: dict[str, frozenset[str]] = {
 }
 
 # Who sees a person's personal fields (name, ID number, phone, address, notes ...);
-# an auditor only with a token issued with --personal-data; a contractor only a visit's contact fields.
+# an auditor only with a token issued with --personal-data; a contractor only what its work needs
+# (a referred case's contact fields, why a delivery was rejected: api/disclosure.shown_personal_data).
 PERSONAL_READERS = STAFF
 
 

@@ -10,6 +10,9 @@ from domain.commands import SHOWN_TO
 
 
 def shown_personal_data(principal: Principal) -> bool:
+    """Whether some personal values reach `principal`: all of a person's for those who see personal
+    data (Principal.sees_personal_data), and for a contractor those its work needs (a referred case's
+    contact fields, why a delivery of theirs was rejected). Each such read is recorded."""
     return principal.sees_personal_data() or principal.role == "contractor"
 
 

@@ -17,8 +17,7 @@ from starlette.exceptions import HTTPException
 
 from api.deps import Permit
 from api.metrics import route_of
-from domain.application import Contention
-from domain.errors import CommandRefused, InvalidInput, NotFound, StaleVersion
+from domain.errors import CommandRefused, Contention, InvalidInput, NotFound, StaleVersion
 
 log = logging.getLogger("lastmeter.api")
 PROBLEM = "application/problem+json"

@@ -29,8 +29,8 @@ from domain.access import AccessToken, new_secret, token_id
 from domain.actor import Actor
 from domain.case import ServiceCase
 from domain.client import Client, Disclosure, RegistrationTurns
-from domain.commands import SHOWN_TO, Contention, Idempotency, Outcome, Written, check_version
-from domain.errors import AlreadyRegistered, DomainError, IdempotencyKeyReused, NotFound, UnknownOrgUnit
+from domain.commands import SHOWN_TO, Idempotency, Outcome, Written, check_version
+from domain.errors import AlreadyRegistered, Contention, DomainError, IdempotencyKeyReused, NotFound, UnknownOrgUnit
 from domain.groupcommit import GroupCommit
 from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
 from domain.purchasing import PurchasedServices

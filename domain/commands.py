@@ -5,16 +5,12 @@ from dataclasses import dataclass, field
 from typing import Any
 from uuid import UUID
 
-from domain.errors import DomainError, StaleVersion
+from domain.errors import StaleVersion
 
 
 SHOWN_TO: ContextVar[Any] = ContextVar("shown_to", default=None)
 """Who will be shown the personal values of a command's answer: that read is then recorded in the
 command's own transaction, not in one of its own after it."""
-
-
-class Contention(DomainError):
-    """A command kept losing races; the caller may retry."""
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """What can go wrong with a command, named after what went wrong.
 
 The API maps each family to one status: InvalidInput → 422,
-CommandRefused → 409, StaleVersion → 412, NotFound → 404.
+CommandRefused → 409, StaleVersion → 412, NotFound → 404, Contention → 503.
 """
 
 
@@ -82,3 +82,7 @@ class IdempotencyKeyReused(InvalidInput):
         super().__init__(
             "Idempotency-Key", "already used for a request with another body"
         )
+
+
+class Contention(DomainError):
+    """A command kept losing races; the caller may retry."""

@@ -112,16 +112,15 @@ def _closes(event: Any) -> bool:
     return isinstance(event, ServiceCase.CaseClosed)
 
 
-def liaison_work(tx: Tx, start: datetime, end: datetime, prefix: str | None,
-                 now: datetime | None = None) -> dict[str, tuple[int, int]]:
-    """{liaison: (cases handled, visits recorded)} for [start, end), within an org-unit prefix."""
-    handled = _cases_handled(tx, start, end, prefix, now)
+def liaison_work(tx: Tx, start: datetime, end: datetime, now: datetime | None = None) -> dict[str, tuple[int, int]]:
+    """{liaison: (cases handled, visits recorded)} for [start, end), wherever in the city: a subsidy
+    is paid on all of a liaison's work, whoever asks (a scope picks only whom: liaisons_in)."""
+    handled = _cases_handled(tx, start, end, None, now)
     if not handled:
         return {}
-    scope, params = _scope(prefix)
     visits = dict(tx.execute(
-        f"SELECT visitor, COUNT(*) FROM view_liaison_visits WHERE at >= ? AND at < ? {scope} GROUP BY visitor",
-        [micros(start), micros(end), *params]).fetchall())
+        "SELECT visitor, COUNT(*) FROM view_liaison_visits WHERE at >= ? AND at < ? GROUP BY visitor",
+        [micros(start), micros(end)]).fetchall())
     return {liaison: (cases, visits.get(liaison, 0)) for liaison, cases in handled.items()}
 
 

@@ -44,7 +44,7 @@ def liaison_subsidies(
     tiers = SubsidyTiers.parse(settings.subsidy_tiers)
     prefix = principal.scope_prefix(app.org_tree())
     with readside.store.read() as tx:
-        work = liaison_work(tx, start, end, None)
+        work = liaison_work(tx, start, end)
         listed = liaisons_in(tx, start, end, prefix) if prefix else work.keys()
     items, more = paged([
         {"liaison": liaison, "cases_handled": cases, "visits": visits,

@@ -628,8 +628,8 @@ def test_an_assignment_counts_in_the_months_it_was_held_and_no_other(api):
                    for case, who, start, end in spells])
     with store.read() as tx:
         now = july + timedelta(days=40)  # in August
-        in_july = liaison_work(tx, july, august, "350502", now=now)
-        in_september = liaison_work(tx, august + timedelta(days=31), august + timedelta(days=61), "350502", now=now)
+        in_july = liaison_work(tx, july, august, now=now)
+        in_september = liaison_work(tx, august + timedelta(days=31), august + timedelta(days=61), now=now)
     assert set(in_july) == {"into-july", "open-since-june"} and in_september == {}
 
 
