@@ -49,9 +49,9 @@ from psycopg.sql import SQL, Identifier
 from psycopg.types.json import Jsonb
 
 from api.backend import Backend, open_backend
-from bench import percentile, verdict
 from api.readside import ReadSide
 from api.settings import Settings
+from bench import percentile, verdict
 from domain.actor import Actor
 from domain.application import LastMeter
 from domain.case import ServiceCase

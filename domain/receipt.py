@@ -17,6 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
+from domain.actor import Actor
 from domain.commands import Idempotency, Written
 
 
@@ -67,7 +68,7 @@ class CommandReceipt(Aggregate):
         return cls._create(
             cls.CommandAnswered,
             id=cls.id_for(idem.user, idem.key),
-            actor={"user": idem.user, "role": idem.role},
+            actor=Actor(idem.user, idem.role).as_dict(),
             request_hash=None if sealed else idem.request_hash,
             **sealed,
             status=written.status,
