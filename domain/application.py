@@ -13,16 +13,15 @@ import logging
 import random
 import threading
 import time
-from copy import deepcopy
 from collections.abc import Callable, Iterator
 from dataclasses import replace
 from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application, LRUCache, ProcessingEvent, Repository
+from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Repository
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Mapper, Notification, Recording
+from eventsourcing.persistence import IntegrityError, Notification, Recording
 from eventsourcing.utils import get_topic
 
 from domain.access import AccessToken, new_secret, token_id
@@ -31,11 +30,12 @@ from domain.case import ServiceCase
 from domain.client import Client, Disclosure, RegistrationTurns
 from domain.commands import SHOWN_TO, Idempotency, Outcome, Written, check_version
 from domain.errors import AlreadyRegistered, Contention, DomainError, IdempotencyKeyReused, NotFound, UnknownOrgUnit
-from domain.groupcommit import GroupCommit
 from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
 from domain.purchasing import PurchasedServices
 from domain.receipt import CommandReceipt
 from domain.roster import Roster
+from domain.storage.groupcommit import GroupCommit
+from domain.storage.repository import KeylessMapper, LockingRepository, fold
 
 MAX_ATTEMPTS = 200
 SNAPSHOT_INTERVAL = "CASE_SNAPSHOT_INTERVAL"  # env: a case or registration lot is snapshotted every this many events (0: never)
@@ -44,16 +44,6 @@ logger = logging.getLogger(__name__)
 
 
 __all__ = ["Contention", "Idempotency", "LastMeter", "Written"]
-
-
-class KeylessMapper(Mapper):
-    """The mapper of an application given none that seals personal data (`mapper_factory`): it
-    refuses to store a personal value rather than store it in plaintext."""
-
-    def to_stored_event(self, domain_event: Any) -> Any:
-        if vars(domain_event).get("personal"):
-            raise RuntimeError("personal data is stored only sealed: give LastMeter a mapper_factory")
-        return super().to_stored_event(domain_event)
 
 
 class LastMeter(PurchasedServices, Application):
@@ -73,7 +63,7 @@ class LastMeter(PurchasedServices, Application):
         # first registration after each start: it is snapshotted as often as a case.
         snapshotted = (ServiceCase, RegistrationTurns)
         self.snapshotting_intervals = dict.fromkeys(snapshotted, interval) if interval and self.snapshots else {}
-        self.snapshotting_projectors = dict.fromkeys(snapshotted, _project)
+        self.snapshottingfoldors = dict.fromkeys(snapshotted, fold)
         self._orgs: OrgTree | None = None
         self.roster = Roster(self)
         self._group_commit = GroupCommit(self.recorder)
@@ -86,10 +76,7 @@ class LastMeter(PurchasedServices, Application):
         return self._group_commit.stored
 
     def construct_repository(self) -> Repository:
-        repository = super().construct_repository()
-        repository.__class__ = LockingRepository
-        repository.stripes = [threading.Lock() for _ in range(64)]
-        return repository
+        return LockingRepository.adopt(super().construct_repository())
 
     def construct_mapper(self) -> Any:
         if self._mapper_factory is None:
@@ -326,7 +313,7 @@ class LastMeter(PurchasedServices, Application):
             events = list(self.events.get(case_id, lte=version))
             if not events or not isinstance(events[0], ServiceCase.CaseOpened):
                 raise NotFound(f"case {case_id} not found")
-            return _project(None, events)
+            return fold(None, events)
         return self._get(case_id, ServiceCase, "case", version)
 
     def case_events(self, case_id: UUID, after: int = 0, limit: int | None = None) -> list[ServiceCase.Event]:
@@ -489,7 +476,7 @@ class LastMeter(PurchasedServices, Application):
 
     def _get(self, aggregate_id: UUID, cls: type, what: str, version: int | None = None) -> Any:
         try:
-            aggregate = self.repository.get(aggregate_id, version=version, projector_func=_project)
+            aggregate = self.repository.get(aggregate_id, version=version, projector_func=fold)
         except AggregateNotFoundError:
             raise NotFound(f"{what} {aggregate_id} not found") from None
         if not isinstance(aggregate, cls):
@@ -519,7 +506,7 @@ class LastMeter(PurchasedServices, Application):
             getattr(aggregate, "client_id", None) or getattr(aggregate, "person", None)
         if person is None or not _holds_personal(aggregate) or not self.was_erased(person):
             return aggregate
-        fresh = self.repository.get(aggregate.id, version=aggregate.version, projector_func=_project)
+        fresh = self.repository.get(aggregate.id, version=aggregate.version, projector_func=fold)
         return self.repository.replace(fresh)  # the copy without the values, from now on
 
 
@@ -535,83 +522,7 @@ def _about_whom(resource: str, target: Aggregate, item: UUID | None) -> UUID | N
     return None
 
 
-def _project(aggregate: Any, events: Any) -> Any:
-    """The library's fold of events into an aggregate, without its per-event runtime protocol check
-    (an isinstance against a Protocol, a third of the time of reading a long case)."""
-    for event in events:
-        aggregate = event.mutate(aggregate)
-    return aggregate
-
-
 def _holds_personal(aggregate: Any) -> bool:
     """Whether an aggregate holds any readable personal value (a case's need, a client's name...)."""
     values = [getattr(aggregate, "need", None), *getattr(aggregate, "personal", {}).values()]
     return any(value is not None for value in values)
-
-
-class LockingRepository(Repository):
-    """The library's repository, with a cached aggregate fast-forwarded and copied under one lock.
-
-    eventsourcing 9.5 fast-forwards the shared cached object under a lock but copies it after
-    releasing that lock, so another thread can change it mid-copy. Reads of one aggregate (and of
-    those sharing its stripe) take turns here; a read never calls another read, so none deadlocks.
-    """
-
-    stripes: list[threading.Lock]
-
-    def get(self, aggregate_id: Any, *, version: int | None = None, **options: Any) -> Any:
-        if version is not None or not self.cache:
-            return super().get(aggregate_id, version=version, **options)
-        with self._stripe(aggregate_id):
-            return super().get(aggregate_id, **options)
-
-    def replace(self, aggregate: Any) -> Any:
-        """Caches `aggregate` in place of what was cached for its id; a copy of it to act on."""
-        if not self.cache:
-            return aggregate
-        with self._stripe(aggregate.id):
-            self.cache.put(aggregate.id, aggregate)
-            return deepcopy(aggregate)
-
-    def cached(self, aggregate_id: Any) -> Any | None:
-        """A copy of the cached aggregate as it stands, without asking the store for newer events;
-        None if it is not cached."""
-        if not self.cache:
-            return None
-        with self._stripe(aggregate_id):
-            try:
-                return deepcopy(self.cache.get(aggregate_id))
-            except KeyError:
-                return None
-
-    def evict(self, holds: Callable[[Any], bool]) -> None:
-        """Drops every cached aggregate `holds` picks: it is read afresh from the store when next asked for."""
-        if not self.cache:
-            return
-        if isinstance(self.cache, LRUCache):  # its entries are links of its queue
-            with self.cache.lock:
-                picked = [key for key, link in self.cache.cache.items() if holds(link[LRUCache.RESULT])]
-        else:  # unbounded (the library's AGGREGATE_CACHE_MAXSIZE below 0, from the environment)
-            picked = [key for key, aggregate in list(self.cache.cache.items()) if holds(aggregate)]
-        for key in picked:
-            with self._stripe(key):
-                try:
-                    self.cache.get(key, evict=True)
-                except KeyError:  # evicted meanwhile
-                    pass
-
-    def saved(self, aggregate: Any) -> None:
-        """Moves a cached aggregate on to the state just saved, if that is newer than the cached one."""
-        if not self.cache:
-            return
-        with self._stripe(aggregate.id):
-            try:
-                cached = self.cache.get(aggregate.id)
-            except KeyError:
-                return
-            if cached.version < aggregate.version:
-                self.cache.put(aggregate.id, deepcopy(aggregate))
-
-    def _stripe(self, aggregate_id: Any) -> threading.Lock:
-        return self.stripes[hash(aggregate_id) % len(self.stripes)]
-

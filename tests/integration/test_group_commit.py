@@ -5,7 +5,7 @@ import uuid
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from domain.groupcommit import GroupCommit, _Save
+from domain.storage.groupcommit import GroupCommit, _Save
 
 
 def event(aggregate: uuid.UUID, version: int) -> StoredEvent:

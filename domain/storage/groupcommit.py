@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 
-from domain.lockedinsert import LockedInsert
+from domain.storage.lockedinsert import LockedInsert
 
 MAX_EVENTS = 500  # per transaction: bounded, so one commit never grows without limit
 REMEMBERED = 100_000  # aggregates whose last committed version the writer remembers
