@@ -11,7 +11,8 @@ import uuid
 
 import pytest
 
-from api.cli import configured, redact, show_demo_tokens
+from api.cli.common import configured
+from api.cli.serving import redact, show_demo_tokens
 from api.settings import get_settings
 from tests.e2e.conftest import free_port
 
