@@ -44,7 +44,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -61,7 +60,7 @@ import psycopg
 from psycopg.sql import SQL, Identifier
 
 from bench import percentile, verdict
-from tests.helpers import client_body
+from tests.helpers import client_body, free_port
 
 DEFAULT_URL = "postgresql://postgres@127.0.0.1:5432/test"
 UNIT = "350502"
@@ -72,12 +71,6 @@ START_TIMEOUT = 30.0
 
 
 # -- processes --------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def store_env(url: str, schema: str) -> dict[str, str]:

@@ -1,7 +1,8 @@
-"""Small builders for test data, sent as commands (never inserted as rows)."""
+"""Small builders for test data, sent as commands (never inserted as rows); a port for a server."""
 
 import itertools
 import random
+import socket
 import threading
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -15,6 +16,13 @@ from domain.errors import CommandRefused
 # Numbers drawn without a seed are counted instead: drawn at random, two in one test's store were
 # alike often enough (a few hundred draws among 20 million) to fail a test now and then with a 409.
 _UNSEEDED = itertools.count(random.randrange(10**6))
+
+
+def free_port() -> int:
+    """A port on loopback that nothing listens on now, for a server a test or benchmark starts."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def id_number(region: str = "350502", seed: int | None = None) -> str:

@@ -14,7 +14,7 @@ import pytest
 from api.cli.common import configured
 from api.cli.serving import redact, show_demo_tokens
 from api.settings import get_settings
-from tests.e2e.conftest import free_port
+from tests.helpers import free_port
 
 
 def said(result) -> str:

@@ -9,7 +9,6 @@ Tokens are made the way an operator makes them: `lastmeter tokens create`.
 
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,18 +21,14 @@ import httpx
 import psycopg
 import pytest
 
+from tests.helpers import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent / "lastmeter"
 if not BIN.exists():  # not run from the project's venv
     BIN = ROOT / ".venv" / "bin" / "lastmeter"
 START_TIMEOUT = 20.0
 STOP_TIMEOUT = 5.0
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 def store_env(database_url: str, postgres_schema: str = "") -> dict[str, str]:
