@@ -98,7 +98,7 @@ async def idempotency(request: Request, principal: Principal, key: str | None,
     # The body is also what receipts stored before fingerprints were keyed hashed; an upload's form,
     # once parsed, cannot be read again (and its boundary made every send differ anyway).
     form_parsed = sent is not None and request.headers.get("content-type", "").startswith("multipart/")
-    body = None if form_parsed else canonical(await request.body())
+    body = None if form_parsed else canonical_body(await request.body())
     request_line = f"{request.method} {request.url.path}\n".encode()
     fingerprint = request.app.state.backend.keys.fingerprint(request_line + (body if sent is None else sent))
     earlier = [hashlib.sha256(request_line + body).hexdigest()] if body is not None else []
@@ -107,7 +107,7 @@ async def idempotency(request: Request, principal: Principal, key: str | None,
     return Idempotency(principal.user, key, fingerprint, tuple(earlier), principal.role)
 
 
-def canonical(body: bytes) -> bytes:
+def canonical_body(body: bytes) -> bytes:
     """A JSON body with its keys sorted and no spaces, so that a retry that spaces or orders the same
     document otherwise is the same request; any other body as it came."""
     try:

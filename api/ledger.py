@@ -59,7 +59,7 @@ def disclosed_reason(app: LastMeter, principal: Principal, delivery: Delivery, r
     person it may speak of was erased (a copy of the contract cached before the erasure still holds it)."""
     if delivery.reason is None or not shown_personal_data(principal):
         return None
-    person = person_of(app, delivery)
+    person = person_served(app, delivery)
     if app.was_erased(person):
         return None
     if not recorded:
@@ -67,7 +67,7 @@ def disclosed_reason(app: LastMeter, principal: Principal, delivery: Delivery, r
     return delivery.reason
 
 
-def person_of(app: LastMeter, delivery: Delivery) -> UUID:
+def person_served(app: LastMeter, delivery: Delivery) -> UUID:
     """Whom the delivery served: a rejection before reasons were sealed (version 1) names no one."""
     return delivery.person or app.get_case(delivery.case_id).client_id
 
@@ -76,7 +76,7 @@ def statement_bytes(app: LastMeter, statement_id: UUID) -> tuple[PaymentStatemen
     """A statement as issued: from the contract's version it names, at that version's log position."""
     statement, contract = app.get_statement_by_id(statement_id)
     position = position_of(app.recorder, contract.id, statement.contract_version)
-    return statement, canonical(statement_document(statement, contract, position))
+    return statement, canonical_json(statement_document(statement, contract, position))
 
 
 def statement_document(statement: PaymentStatement, contract: Contract, position: int) -> dict[str, Any]:
@@ -95,5 +95,5 @@ def statement_document(statement: PaymentStatement, contract: Contract, position
     }
 
 
-def canonical(document: dict[str, Any]) -> bytes:
+def canonical_json(document: dict[str, Any]) -> bytes:
     return json.dumps(document, ensure_ascii=False, sort_keys=True, separators=(",", ":")).encode()

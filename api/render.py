@@ -18,7 +18,7 @@ from domain.case import ServiceCase
 from domain.client import Client
 from domain.clock import local
 from domain.errors import InvalidInput
-from projections.timefmt import moment as from_micros
+from projections.timefmt import from_micros
 
 
 class Json(JSONResponse):

@@ -13,7 +13,7 @@ from uuid import UUID
 
 from domain.case import CLOSED, ServiceCase
 from projections.store import Tx, prefixed
-from projections.timefmt import micros, moment
+from projections.timefmt import from_micros, micros
 from projections.view import Table, View
 
 COLUMNS = ("id", "version", "kind", "client_id", "org_unit", "stage", "status", "outcome", "assignee",
@@ -113,16 +113,16 @@ def _case(row: dict) -> tuple[ServiceCase, dict]:
     """A ServiceCase with the state a row keeps (no personal values: the view has none)."""
     case = object.__new__(ServiceCase)
     case.__dict__.update(
-        _id=UUID(row["id"]), _version=row["version"], _created_on=moment(row["opened_at"]),
-        _modified_on=moment(row["updated_at"]), _pending_events=[], kind=row["kind"],
+        _id=UUID(row["id"]), _version=row["version"], _created_on=from_micros(row["opened_at"]),
+        _modified_on=from_micros(row["updated_at"]), _pending_events=[], kind=row["kind"],
         client_id=UUID(row["client_id"]), org_unit=row["org_unit"], service_mode=row["service_mode"],
         priority=row["priority"], opened_by=row["opened_by"], assignee=row["assignee"], status=row["status"],
         outcome=row["outcome"], details={}, need=None, personal={}, notes=row["notes"], visits=row["visits"],
         referrals=dict(p.split("=", 1) for p in row["providers"].split("|") if p), referred_on={},
-        held_at=moment(row["held_at"]), reopens_to=row["reopens_to"], stage=row["stage"],
-        due_at=moment(row["due_at"]),
+        held_at=from_micros(row["held_at"]), reopens_to=row["reopens_to"], stage=row["stage"],
+        due_at=from_micros(row["due_at"]),
     )
-    return case, {"closed_at": moment(row["closed_at"]), "opened_position": row["opened_position"]}
+    return case, {"closed_at": from_micros(row["closed_at"]), "opened_position": row["opened_position"]}
 
 
 # -- queries ---------------------------------------------------------------

@@ -12,7 +12,7 @@ def micros(moment: datetime | None) -> int | None:
     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
 
 
-def moment(value: int | None) -> datetime | None:
+def from_micros(value: int | None) -> datetime | None:
     if value is None:
         return None
     return datetime.fromtimestamp(value // 1_000_000, timezone.utc).replace(microsecond=value % 1_000_000)

@@ -14,7 +14,7 @@ from domain.actor import STAFF_ID
 from domain.errors import InvalidInput
 from projections import chain
 from projections.audit import facts, search
-from projections.timefmt import micros, moment as from_micros
+from projections.timefmt import from_micros, micros
 
 router = APIRouter(prefix="/v1/audit", tags=["audit"])
 

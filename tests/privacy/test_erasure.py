@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.backend import open_backend
-from api.deps import canonical
+from api.deps import canonical_body
 from projections.privacy import ERASURES_BEGUN, KEY_CACHE_SECONDS, KEYS
 from projections.store import PURGE_WAIT
 from domain.case import ServiceCase
@@ -339,7 +339,7 @@ def test_a_receipt_confirms_no_guess_at_what_an_erased_person_s_request_held(api
     assert desk.post(f"{base}/issue_certificate", certificate, **key).status_code == 200
     other = desk.post(f"{base}/issue_certificate", {"certificate_number": "x"}, **key)
     assert other.status_code == 422, other.text  # another request under the key, told apart while they live
-    request = f"POST {base}/issue_certificate\n".encode() + canonical(json.dumps(certificate).encode())
+    request = f"POST {base}/issue_certificate\n".encode() + canonical_body(json.dumps(certificate).encode())
     fingerprint = api.client.app.state.backend.keys.fingerprint(request)
     assert fingerprint.encode() not in b"".join(n.state for n in api.app.recorder.select_notifications(1, 100_000))
     assert erase(api, desk, case["client_id"]).status_code == 200
