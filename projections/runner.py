@@ -14,6 +14,7 @@ writer; a position seen is therefore never followed by a lower one
 committing later. Gaps (inserts that failed) stay gaps.
 """
 
+import logging
 import multiprocessing
 import os
 import threading
@@ -32,6 +33,8 @@ from eventsourcing.utils import get_topic
 from projections.eventlog import by_aggregate
 from projections.store import Tx, ViewStore
 from projections.view import NEXT, View
+
+log = logging.getLogger("lastmeter.projector")
 
 
 class RebuildRunning(RuntimeError):
@@ -102,6 +105,9 @@ class Projector:
             rows = dict((n, f) for n, f in tx.execute(f"SELECT name, fingerprint FROM {POSITIONS}").fetchall())
             for name, view_cls in self.views.items():
                 if rows.get(name) != view_cls.fingerprint():
+                    if name in rows:  # said, for an auditor reading the log: the chain view is one of them
+                        log.warning("view %s: its schema changed since it was built; it is built anew from the "
+                                    "event log", name)
                     self._create(tx, self._view(name), name)
 
     def _create(self, tx: Tx, view: View, tracking: str, build: str | None = None) -> None:

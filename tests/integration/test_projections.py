@@ -317,9 +317,10 @@ class TestCrashAndResume:
 
 
 class TestChangedViews:
-    def test_a_view_whose_schema_changed_is_rebuilt_from_the_log_at_start(self, lastmeter, views):
+    def test_a_view_whose_schema_changed_is_rebuilt_from_the_log_at_start(self, lastmeter, views, caplog):
         projector = Projector(lastmeter, views, VIEWS)
         projector.setup()
+        assert "schema changed" not in caplog.text  # new views are made without a word
         busy_city(lastmeter, cases=3)
         projector.catch_up()
         before = snapshot(views)
@@ -327,9 +328,9 @@ class TestChangedViews:
             tx.execute("UPDATE projection_positions SET fingerprint = 'old' WHERE name = 'cases'")
         projector.setup()
         assert projector.position("cases") == 0 and projector.position("audit") > 0
+        assert "view cases: its schema changed" in caplog.text and "view audit" not in caplog.text
         projector.catch_up()
         assert snapshot(views) == before
-
 
     def test_a_process_of_another_version_does_not_write_a_view_made_anew_for_this_one(self, lastmeter, views):
         """A process of the earlier version still running through an upgrade: its rows would lack what
