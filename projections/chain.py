@@ -78,7 +78,8 @@ def verify(recorder: Any, store: ViewStore, upto: int | None = None, expected_he
     must have its link, and every link its event: deleting links (to hide an altered event) is itself
     caught, and so is lowering the recorded position (to hide the links after it). A recorded position
     beyond the last link means links and events were cut off the end. With a digest, every event up
-    to its position is recomputed whatever the links say. A stored event no link can cover, but the
+    to its position is recomputed whatever the links say; a log that now ends short of that position
+    is named from where it ends. A stored event no link can cover, but the
     application would read (eventlog.unchained), fails it too.
     """
     recorded = last_link = 0
@@ -86,7 +87,7 @@ def verify(recorder: Any, store: ViewStore, upto: int | None = None, expected_he
         recorded = chained_position(store)  # first: a link is never behind a position read before it
         last_link = (head(store) or (0, ""))[0]
     covered = max(recorded, last_link) if upto is None else upto
-    previous, checked = GENESIS, 0
+    previous, checked, last = GENESIS, 0, 0
     stray = unchained(recorder, covered)
     if stray is not None:
         return Verification(False, checked, None, stray)
@@ -99,10 +100,11 @@ def verify(recorder: Any, store: ViewStore, upto: int | None = None, expected_he
         previous = link(previous, event.id, event)
         if chained[1] != previous:
             return Verification(False, checked, previous, event.id)
-        checked += 1
+        checked, last = checked + 1, event.id
         event, chained = next(events, None), next(links, None)
     if expected_head is not None and previous != expected_head:
-        return Verification(False, checked, previous, upto)
+        # the digest's position held an event: short of it, the log lost its end; else the chain was redone
+        return Verification(False, checked, previous, last + 1 if upto is not None and last < upto else upto)
     if recorded > last_link:  # the chain had linked positions whose links and events are gone
         return Verification(False, checked, previous, last_link + 1)
     return Verification(True, checked, None if checked == 0 else previous, None)

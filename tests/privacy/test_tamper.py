@@ -90,6 +90,19 @@ def test_a_digest_kept_outside_catches_a_rewritten_chain(chained):
     assert not proof.ok
 
 
+def test_a_digest_kept_outside_names_where_events_cut_off_the_end_begin(chained):
+    backend, _ = chained
+    position, head = chain.head(backend.views)
+    table, column = rows(backend)
+    # The forger removes the last two events, their links, and the chain's record of having linked them.
+    execute(backend, f"DELETE FROM {table} WHERE {column} > ?", (position - 2,))
+    execute(backend, "DELETE FROM view_chain_links WHERE position > ?", (position - 2,))
+    execute(backend, "UPDATE projection_positions SET position = ? WHERE name = 'chain'", (position - 2,))
+    assert verify(backend).ok
+    proof = chain.verify(backend.lastmeter.recorder, backend.views, upto=position, expected_head=head)
+    assert (proof.ok, proof.first_bad_position, proof.checked) == (False, position - 1, position - 2)
+
+
 def test_a_digest_of_an_untouched_log_verifies(chained):
     backend, _ = chained
     position, head = chain.head(backend.views)
