@@ -6,6 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
+from api.lockedinsert import insert_for
 from api.settings import Settings
 from domain.application import LastMeter
 from projections.identities import IdentityIndex
@@ -40,7 +41,8 @@ def open_backend(settings: Settings) -> Backend:
             keys.setup()
             identities = IdentityIndex(keys)
             lastmeter = LastMeter(env=env, mapper_factory=lambda transcoder: PersonalDataMapper(transcoder, keys),
-                                  erased=lambda person: keys.key_for(person) is None, identities=identities)
+                                  erased=lambda person: keys.key_for(person) is None, identities=identities,
+                                  insert_for=insert_for)
             lastmeter.found()
             identities.setup(lastmeter)
             views.once("statements issued before 2026-11-30 marked", lastmeter.mark_unmarked_statements)

@@ -22,7 +22,7 @@ from typing import Any
 from api.backend import Backend
 from api.problems import WITHOUT_MESSAGES
 from domain.application import LastMeter
-from domain.storage.lockedinsert import channel
+from api.lockedinsert import channel
 from projections import VIEWS
 from projections.privacy import PersonalDataMapper
 from projections.runner import Projector, Stop, UntilOrphaned

@@ -6,7 +6,7 @@ from urllib.parse import unquote, urlsplit
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from domain.application import SNAPSHOT_INTERVAL
+from domain.storage.application import SNAPSHOT_INTERVAL
 from domain.errors import InvalidInput
 from domain.subsidy import DEFAULT_TIERS, SubsidyTiers
 

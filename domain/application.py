@@ -11,7 +11,6 @@ repeat finds the receipt and appends nothing, whatever crashed in between.
 import itertools
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
@@ -19,9 +18,9 @@ from datetime import datetime
 from typing import Any
 from uuid import UUID, uuid4
 
-from eventsourcing.application import AggregateNotFoundError, Application, ProcessingEvent, Repository
+from eventsourcing.application import AggregateNotFoundError
 from eventsourcing.domain import Aggregate
-from eventsourcing.persistence import IntegrityError, Notification, Recording
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError
 from eventsourcing.utils import get_topic
 
 from domain.access import AccessToken, new_secret, token_id
@@ -34,11 +33,11 @@ from domain.orgs import OrgRegistry, OrgTree, OrgUnit, check_code
 from domain.purchasing import PurchasedServices
 from domain.receipt import CommandReceipt
 from domain.roster import Roster
-from domain.storage.groupcommit import GroupCommit
-from domain.storage.repository import KeylessMapper, LockingRepository, fold
+from domain.storage.application import StoredApplication
+from domain.storage.groupcommit import Insert
+from domain.storage.repository import fold
 
 MAX_ATTEMPTS = 200
-SNAPSHOT_INTERVAL = "CASE_SNAPSHOT_INTERVAL"  # env: a case or registration lot is snapshotted every this many events (0: never)
 
 logger = logging.getLogger(__name__)
 
@@ -46,86 +45,25 @@ logger = logging.getLogger(__name__)
 __all__ = ["Contention", "Idempotency", "LastMeter", "Written"]
 
 
-class LastMeter(PurchasedServices, Application):
+class LastMeter(PurchasedServices, StoredApplication):
     name = "lastmeter"
+    # A registration lot grows by a turn per person registered in it, and is read whole by the first
+    # registration after each start: it is snapshotted as often as a case.
+    snapshotted = (ServiceCase, RegistrationTurns)
 
     def __init__(self, env: dict[str, str] | None = None, mapper_factory: Callable[[Any], Any] | None = None,
-                 erased: Callable[[UUID], bool] | None = None, identities: Any = None):
-        """`mapper_factory` builds the mapper from the transcoder: how personal data is sealed;
-        `erased` tells whether a person's data was erased, so no cached copy outlives it;
-        `identities` (projections.identities.IdentityIndex) who is registered under an ID number."""
-        self._mapper_factory = mapper_factory
+                 erased: Callable[[UUID], bool] | None = None, identities: Any = None,
+                 insert_for: Callable[[ApplicationRecorder], Insert] | None = None):
+        """`erased` tells whether a person's data was erased, so no cached copy outlives it;
+        `identities` (projections.identities.IdentityIndex) who is registered under an ID number;
+        `mapper_factory` and `insert_for` as StoredApplication takes them."""
         self._erased = erased
         self.identities = identities
-        super().__init__(env)
-        interval = int(self.env.get(SNAPSHOT_INTERVAL) or 0)
-        # A registration lot grows by a turn per person registered in it, and is read whole by the
-        # first registration after each start: it is snapshotted as often as a case.
-        snapshotted = (ServiceCase, RegistrationTurns)
-        self.snapshotting_intervals = dict.fromkeys(snapshotted, interval) if interval and self.snapshots else {}
-        self.snapshottingfoldors = dict.fromkeys(snapshotted, fold)
+        super().__init__(env, mapper_factory, insert_for)
         self._orgs: OrgTree | None = None
         self.roster = Roster(self)
-        self._group_commit = GroupCommit(self.recorder)
         self._revoked = itertools.count(1)  # next() on a count is atomic: no revocation goes uncounted
         self.revocations = 0  # tokens revoked through this application
-
-    @property
-    def events_stored(self) -> threading.Event:
-        """Set whenever this application has committed events (clear it to wait for the next)."""
-        return self._group_commit.stored
-
-    def construct_repository(self) -> Repository:
-        return LockingRepository.adopt(super().construct_repository())
-
-    def construct_mapper(self) -> Any:
-        if self._mapper_factory is None:
-            return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=KeylessMapper)
-        return self._mapper_factory(self.construct_transcoder())
-
-    def save(self, *aggregates: Aggregate | None, **kwargs: Any) -> list[Recording]:
-        """The library's save, for aggregates (all this application saves), without its two
-        isinstance checks of each against runtime Protocols: in Python 3.11 each walks the protocol's
-        attributes, 13 us a pair, and they were a tenth of a command's Python in its worker thread.
-        (The library's deprecated `notify` hook, a no-op never overridden here, is not called.)"""
-        processing_event = ProcessingEvent()
-        for aggregate in aggregates:
-            if aggregate is None:
-                continue
-            processing_event.events.extend(aggregate.collect_events())
-            processing_event.aggregates[aggregate.id] = aggregate
-        processing_event.saved_kwargs.update(kwargs)
-        recordings = self._record(processing_event)
-        self._take_snapshots(processing_event)
-        self._notify(recordings)
-        return recordings
-
-    def _record(self, processing_event: ProcessingEvent) -> list[Recording]:
-        """Stores a save's events through the group commit (the library's own _record, batched).
-
-        Events are mapped (and personal values sealed) here, in the command's thread, so that an
-        error belongs to its command alone.
-        """
-        events = processing_event.events
-        stored = [self.mapper.to_stored_event(e) for e in events]
-        positions = self._group_commit.insert(stored) if stored else []
-        return [
-            Recording(e, Notification(originator_id=s.originator_id, originator_version=s.originator_version,
-                                      topic=s.topic, state=s.state, id=position))
-            for e, s, position in zip(events, stored, positions, strict=True)
-        ]
-
-    def _take_snapshots(self, processing_event: ProcessingEvent) -> None:
-        """A snapshot only makes reads faster: one not taken (another process took it first, the
-        connection dropped) must not turn a command already committed into an error."""
-        try:
-            super()._take_snapshots(processing_event)
-        except Exception as error:  # noqa: BLE001 - the save itself succeeded
-            logger.warning("a snapshot was not taken (%s); reads replay more events", type(error).__name__)
-
-    def close(self) -> None:
-        self._group_commit.close()
-        super().close()
 
     # -- org tree ---------------------------------------------------------
 

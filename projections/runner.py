@@ -8,7 +8,7 @@ from, so several projectors (API workers, `lastmeter projector`) can run at
 once without applying anything twice.
 
 Never skipping: every insert on PostgreSQL takes a table lock (in the
-database function of domain/storage/lockedinsert.py, as the library's recorder
+database function of api/lockedinsert.py, as the library's recorder
 does), so positions become visible in commit order, and SQLite has a single
 writer; a position seen is therefore never followed by a lower one
 committing later. Gaps (inserts that failed) stay gaps.

@@ -16,14 +16,13 @@ whether it was stored.
 import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
-from eventsourcing.persistence import ApplicationRecorder, IntegrityError, StoredEvent
-from eventsourcing.postgres import PostgresApplicationRecorder
+from eventsourcing.persistence import IntegrityError, StoredEvent
 
-from domain.storage.lockedinsert import LockedInsert
-
+# How a batch's events are inserted in one transaction: their positions, in order.
+Insert = Callable[[Sequence[StoredEvent]], Sequence[int] | None]
 MAX_EVENTS = 500  # per transaction: bounded, so one commit never grows without limit
 REMEMBERED = 100_000  # aggregates whose last committed version the writer remembers
 
@@ -52,10 +51,9 @@ class _Save:
 
 
 class GroupCommit:
-    def __init__(self, recorder: ApplicationRecorder):
-        # On PostgreSQL one round trip per batch; elsewhere (SQLite: one writer anyway) the library's insert.
-        self._insert_events = LockedInsert(recorder) if isinstance(recorder, PostgresApplicationRecorder) \
-            else recorder.insert_events
+    def __init__(self, insert_events: Insert):
+        """`insert_events`: the recorder's, or one of the store's own (api.lockedinsert on PostgreSQL)."""
+        self._insert_events = insert_events
         self._waiting: queue.SimpleQueue[_Save | None] = queue.SimpleQueue()
         self._writer: threading.Thread | None = None
         self._lock = threading.Lock()

@@ -5,6 +5,7 @@ import uuid
 import pytest
 from eventsourcing.persistence import IntegrityError, StoredEvent
 
+from api.lockedinsert import insert_for
 from domain.storage.groupcommit import GroupCommit, _Save
 
 
@@ -14,7 +15,7 @@ def event(aggregate: uuid.UUID, version: int) -> StoredEvent:
 
 @pytest.fixture
 def group(lastmeter):
-    return GroupCommit(lastmeter.recorder)
+    return GroupCommit(insert_for(lastmeter.recorder))
 
 
 def test_saves_in_one_batch_get_their_own_positions_in_order(group, lastmeter):

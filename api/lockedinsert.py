@@ -13,9 +13,11 @@ import hashlib
 from collections.abc import Sequence
 
 import psycopg
-from eventsourcing.persistence import IntegrityError, OperationalError, StoredEvent
+from eventsourcing.persistence import ApplicationRecorder, IntegrityError, OperationalError, StoredEvent
 from eventsourcing.postgres import PostgresApplicationRecorder
 from psycopg.sql import SQL, Identifier, Literal
+
+from domain.storage.groupcommit import Insert
 
 FUNCTION = "lastmeter_insert_events"
 _CREATING = 0x1A57_3E7F  # the advisory lock held while the function is (re)created
@@ -30,6 +32,12 @@ BEGIN
     PERFORM pg_notify({channel}, '');
 END $$
 """
+
+
+def insert_for(recorder: ApplicationRecorder) -> Insert:
+    """How a group commit inserts into this store: on PostgreSQL one round trip per batch; elsewhere
+    (SQLite: one writer anyway) the library's insert."""
+    return LockedInsert(recorder) if isinstance(recorder, PostgresApplicationRecorder) else recorder.insert_events
 
 
 def channel(recorder: PostgresApplicationRecorder) -> str:
