@@ -85,6 +85,4 @@ def master_key(settings: Settings) -> bytes:
 
 
 def default_key_file(settings: Settings) -> str:
-    if settings.is_postgres:
-        return "lastmeter.key"
-    return str(Path(settings.database_url.removeprefix("sqlite:///")).with_suffix(".key"))
+    return str(settings.beside_store(".key", "lastmeter.key"))

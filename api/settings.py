@@ -1,13 +1,14 @@
 """Settings, read once from the environment (LASTMETER_*)."""
 
 from functools import lru_cache
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from domain.storage.application import SNAPSHOT_INTERVAL
 from domain.errors import InvalidInput
+from domain.storage.application import SNAPSHOT_INTERVAL
 from domain.subsidy import DEFAULT_TIERS, SubsidyTiers
 
 
@@ -64,6 +65,15 @@ class Settings(BaseSettings):
     def is_postgres(self) -> bool:
         return not self.database_url.startswith("sqlite:")
 
+    @property
+    def sqlite_path(self) -> str:
+        return self.database_url.removeprefix("sqlite:///")
+
+    def beside_store(self, suffix: str, on_postgres: str) -> Path:
+        """A file kept with the store: beside a SQLite store, named after it; with PostgreSQL, `on_postgres`
+        in the working directory."""
+        return Path(on_postgres) if self.is_postgres else Path(self.sqlite_path).with_suffix(suffix)
+
     def eventsourcing_env(self) -> dict[str, str]:
         """The library's persistence settings, from our one database URL."""
         reads = {"AGGREGATE_CACHE_MAXSIZE": str(self.aggregate_cache_size)} if self.aggregate_cache_size else {}
@@ -73,7 +83,7 @@ class Settings(BaseSettings):
             return {
                 **reads,
                 "PERSISTENCE_MODULE": "eventsourcing.sqlite",
-                "SQLITE_DBNAME": self.database_url.removeprefix("sqlite:///"),
+                "SQLITE_DBNAME": self.sqlite_path,
                 "SQLITE_LOCK_TIMEOUT": "30",
             }
         url = urlsplit(self.database_url)

@@ -66,9 +66,7 @@ def show_demo_tokens(settings: Settings) -> None:
 
 
 def demo_tokens_file(settings: Settings) -> Path:
-    if settings.is_postgres:
-        return Path(".lastmeter-demo-tokens")
-    return Path(settings.database_url.removeprefix("sqlite:///")).with_suffix(".demo-tokens")
+    return settings.beside_store(".demo-tokens", ".lastmeter-demo-tokens")
 
 
 def redact(url: str) -> str:

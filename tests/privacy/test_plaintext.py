@@ -111,7 +111,7 @@ def store_leaks(settings) -> dict[str, list[bytes]]:
     if settings.is_postgres:
         leaks = postgres_leaks(settings)
     else:
-        folder = Path(settings.database_url.removeprefix("sqlite:///")).parent
+        folder = Path(settings.sqlite_path).parent
         leaks = {path.name: found_in(path.read_bytes()) for path in folder.iterdir() if path.is_file()}
     return {where: hits for where, hits in leaks.items() if hits}
 
@@ -166,7 +166,7 @@ def test_a_new_sqlite_store_and_its_journal_are_readable_by_their_owner_alone(de
     if settings.is_postgres:
         pytest.skip("PostgreSQL's files are the server's")
     write_everything(desk)
-    folder = Path(settings.database_url.removeprefix("sqlite:///")).parent
+    folder = Path(settings.sqlite_path).parent
     modes = {path.name: stat.S_IMODE(path.stat().st_mode) for path in folder.iterdir() if path.is_file()}
     assert {"lastmeter.db", "lastmeter.db-wal"} <= modes.keys()
     assert {name: mode for name, mode in modes.items() if mode & 0o077} == {}
