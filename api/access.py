@@ -8,12 +8,13 @@ is not revealed. A role that may not act at all answers 403.
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from domain.actor import Actor
+from domain.actor import ROLES, Actor
 from domain.orgs import OrgTree, code_prefix
 
 NOTHING = "-"  # a prefix no org code has
 
-EVERYONE = frozenset({"case_worker", "supervisor", "auditor", "contractor", "admin"})
+EVERYONE = frozenset(ROLES)
+CITY_WIDE = ("admin", "auditor")  # the roles whose tokens see the whole city
 STAFF = frozenset({"case_worker", "supervisor", "admin"})
 
 MATRIX: dict[str, frozenset[str]] = {
@@ -70,7 +71,7 @@ class Principal:
         """
         if self.role == "contractor":
             return NOTHING
-        own = None if self.role in ("admin", "auditor") else self.org_unit
+        own = None if self.role in CITY_WIDE else self.org_unit
         if wanted is None or self.covers(tree, wanted):
             return code_prefix(wanted) if wanted else (code_prefix(own) if own else None)
         if own is not None and tree.covers(wanted, own):
@@ -87,7 +88,7 @@ class Principal:
         """A contractor sees its provider's contracts; scoped staff, contracts overlapping their scope."""
         if self.role == "contractor":
             return self.provider == provider
-        if self.role in ("admin", "auditor"):
+        if self.role in CITY_WIDE:
             return True
         return any(tree.covers(self.org_unit, u) or tree.covers(u, self.org_unit) for u in org_units)
 
@@ -108,7 +109,7 @@ class Principal:
 
     def covers(self, tree: OrgTree, org_unit: str) -> bool:
         """Whether this principal's scope reaches `org_unit`."""
-        if self.role in ("admin", "auditor"):
+        if self.role in CITY_WIDE:
             return True
         if self.role == "contractor":
             return False

@@ -12,11 +12,9 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.actor import ROLES, STAFF_ID, Actor
+from domain.actor import ROLES, STAFF_ID, WORKS_CASES, Actor
 from domain.contract import check_provider
 from domain.errors import CommandRefused, InvalidInput
-
-SCOPED_ROLES = ("case_worker", "supervisor")
 
 
 def token_id(secret: str) -> UUID:
@@ -61,7 +59,7 @@ class AccessToken(Aggregate):
             raise InvalidInput("user", "must be 1-64 letters, digits, '-', '_' or '.'")
         if role not in ROLES:
             raise InvalidInput("role", f"must be one of {', '.join(ROLES)}")
-        if role in SCOPED_ROLES and org_unit is None:
+        if role in WORKS_CASES and org_unit is None:
             raise InvalidInput("org_unit", f"a {role} must be scoped to an org unit")
         if role == "contractor":
             check_provider("provider", provider)
@@ -71,7 +69,7 @@ class AccessToken(Aggregate):
             actor=actor.as_dict(),
             user=user,
             role=role,
-            org_unit=org_unit if role in SCOPED_ROLES else None,
+            org_unit=org_unit if role in WORKS_CASES else None,
             provider=provider if role == "contractor" else None,
             reads_personal=reads_personal and role == "auditor",
         )

@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 STAFF_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")  # a staff user id, as tokens and assignments name users
 ROLES = ("case_worker", "supervisor", "auditor", "contractor", "admin")
+WORKS_CASES = ("case_worker", "supervisor")  # within the org unit of their token: the scoped roles
 
 
 @dataclass(frozen=True)

@@ -18,9 +18,9 @@ from uuid import UUID
 from eventsourcing.utils import get_topic
 
 from domain.access import AccessToken
+from domain.actor import WORKS_CASES
 from domain.errors import InvalidInput
 
-WORKS_CASES = ("case_worker", "supervisor")
 RECHECK = 1.0  # seconds: how stale an acceptance may be
 
 
