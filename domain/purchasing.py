@@ -37,14 +37,23 @@ class DeliveryRow:
 @dataclass(frozen=True)
 class RowResult:
     row: int
-    result: str  # recorded, duplicate or refused
+    result: str  # one of RESULTS
     reference: str | None
     delivery_id: str | None = None
     reason: str | None = None
 
 
+RESULTS = ("recorded", "duplicate", "refused")
+
+
+def tally(results: list[RowResult]) -> dict[str, int]:
+    """How many rows of an import had each result."""
+    return {name: sum(r.result == name for r in results) for name in RESULTS}
+
+
 class PurchasedServices:
-    """Mixed into LastMeter: relies on its _run, _retrying, _get, get_case and org_tree."""
+    """Mixed into LastMeter: relies on its command loop (_run, _retrying, update_case), its reads (_get,
+    get_case, recorded, events), its org tree (org_tree, check_org_unit) and was_erased."""
 
     def create_contract(self, actor: Actor, idem: Idempotency | None, org_units: list[str], **fields: Any):
         for i, unit in enumerate(org_units):

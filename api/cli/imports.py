@@ -10,6 +10,7 @@ from rich.table import Table
 
 from api.cli.common import ExistingFile, console, opened, operator, refusing
 from domain.errors import InvalidInput
+from domain.purchasing import tally
 
 orgs_group = typer.Typer(help="The org tree.", no_args_is_help=True)
 import_group = typer.Typer(help="Imports from files.", no_args_is_help=True)
@@ -52,5 +53,4 @@ def import_deliveries(
         if r.result != "recorded":
             table.add_row(str(r.row), r.result, r.reference or "", r.reason or "")
     console.print(table)
-    counts = {name: sum(r.result == name for r in results) for name in ("recorded", "duplicate", "refused")}
-    console.print(", ".join(f"{n} {name}" for name, n in counts.items()))
+    console.print(", ".join(f"{n} {name}" for name, n in tally(results).items()))

@@ -22,7 +22,7 @@ from domain.case import ServiceCase
 from domain.clock import check_month
 from domain.contract import Contract
 from domain.errors import InvalidInput, NotFound
-from domain.purchasing import DeliveryRow
+from domain.purchasing import DeliveryRow, tally
 from projections import cases as views
 
 router = APIRouter(prefix="/v1/contracts", tags=["contracts"])
@@ -114,8 +114,7 @@ def import_deliveries(contract_id: UUID, app: App, principal: Annotated[Principa
     written, results = app.import_deliveries(principal.actor, idem, contract_id, read_rows(*upload), expected)
     items = [{"row": r.row, "result": r.result, "reference": r.reference,
               "delivery_id": r.delivery_id, "reason": r.reason} for r in results]
-    counts = {name: sum(r.result == name for r in results) for name in ("recorded", "duplicate", "refused")}
-    return Json({"items": items, "next_cursor": None, **counts}, headers=write_headers(app, written))
+    return Json({"items": items, "next_cursor": None, **tally(results)}, headers=write_headers(app, written))
 
 
 @router.get("/{contract_id}/deliveries", dependencies=[Fresh])
