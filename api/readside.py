@@ -47,8 +47,8 @@ STEADY, LONGEST_PAUSE = 60.0, 60.0  # a process that lived this long died by cha
 PROCESS_POOL = {"POSTGRES_POOL_SIZE": "2", "POSTGRES_MAX_OVERFLOW": "0"}  # it reads, then writes: few connections
 
 
-def keyless(app: LastMeter) -> PersonalDataMapper:
-    """The views' mapper: it opens no personal value (views never hold one)."""
+def views_mapper(app: LastMeter) -> PersonalDataMapper:
+    """The views' mapper: it opens no personal value (views never hold one), reading each as None."""
     return PersonalDataMapper(app.construct_transcoder(), keys=None)
 
 
@@ -59,7 +59,7 @@ def projector_in_this_process(env: dict[str, str]) -> Iterator[Projector]:
     try:
         store = ViewStore(env)
         try:
-            yield Projector(app, store, VIEWS, mapper=keyless(app))
+            yield Projector(app, store, VIEWS, mapper=views_mapper(app))
         finally:
             store.close()
     finally:
@@ -134,7 +134,7 @@ class ReadSide:
         self.store = backend.views
         app = backend.lastmeter
         self.env = dict(app.env)
-        self.projector = Projector(app, self.store, VIEWS, mapper=keyless(app),
+        self.projector = Projector(app, self.store, VIEWS, mapper=views_mapper(app),
                                    elsewhere=partial(projector_in_this_process, self.env))
         with self.store.setup_lock():
             self.projector.setup()

@@ -78,6 +78,7 @@ from psycopg.sql import SQL, Identifier
 
 from bench import BENCH_MASTER_KEY, percentile
 from api.backend import Backend, open_backend
+from api.readside import views_mapper
 from api.render import encode_cursor
 from api.settings import Settings
 from bench.rebuild import DEFAULT_URL, EVENTS_TABLE, SEED_TABLE
@@ -88,7 +89,6 @@ from domain.case import ServiceCase
 from domain.client import id_number_check_digit
 from domain.errors import AlreadyRegistered
 from projections import VIEWS
-from projections.privacy import PersonalDataMapper
 from projections.runner import POSITIONS, Projector
 import projections.store as store_module
 
@@ -141,8 +141,7 @@ def catch_up_views(backend: Backend) -> str:
     from api.readside import ReadSide
 
     app, views = backend.lastmeter, backend.views
-    keyless = PersonalDataMapper(app.construct_transcoder(), keys=None)
-    plain = Projector(app, views, VIEWS, mapper=keyless)  # no setup(): nothing dropped
+    plain = Projector(app, views, VIEWS, mapper=views_mapper(app))  # no setup(): nothing dropped
     with views.read() as tx:
         rows = dict(tx.execute(f"SELECT name, fingerprint FROM {POSITIONS}").fetchall())
     changed = [v.name for v in VIEWS if v.name in rows and rows[v.name] != v.fingerprint()]

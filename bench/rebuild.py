@@ -576,7 +576,7 @@ class RebuildResult:
 
 def measure_rebuild(backend: Backend, batch_size: int | None, every: int = 100_000, per_view: bool = True,
                     profile: str | None = None) -> RebuildResult:
-    """Rebuilds every view with the projector the API runs (ReadSide: keyless mapper, the backend's views).
+    """Rebuilds every view with the projector the API runs (ReadSide: the views' mapper, the backend's views).
 
     First all views together, in one pass, then, if asked, each view alone, to see what each costs.
     """

@@ -53,8 +53,6 @@ def check_phone(value: Any) -> str:
     return value.replace(" ", "")
 
 
-
-
 class Client(Aggregate):
     class ClientRegistered(Aggregate.Created):
         actor: dict

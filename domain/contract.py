@@ -47,6 +47,8 @@ def check_provider(field: str, provider: Any) -> str:
     if not isinstance(provider, str) or not PROVIDER.fullmatch(provider):
         raise InvalidInput(field, "must be a provider id: letters, digits, '.', '_' or '-', at most 64")
     return provider
+
+
 CENT = Decimal("0.01")
 
 
@@ -155,6 +157,7 @@ class Contract(Aggregate):
         self.deliveries: dict[UUID, Delivery] = {}
         self.committed = Decimal("0.00")  # pending and accepted amounts: what the budget is spoken for
         self.statements: dict[str, list[UUID]] = {}  # period → the statements that listed its deliveries
+
     @classmethod
     def create(cls, actor: Actor, provider: str, service_kind: str, unit: str, unit_price: Any, budget: Any,
                starts_on: date, ends_on: date, org_units: list[str]) -> "Contract":

@@ -46,6 +46,8 @@ FINGERPRINTS = b"lastmeter request fingerprints"  # what the key derived for fin
 
 class WrongMasterKey(RuntimeError):
     """The configured master key did not wrap this store's keys: refuse to start rather than misread."""
+
+
 KEY_CACHE_SECONDS = 1.0  # another process's erasure is seen within this time
 
 

@@ -124,14 +124,13 @@ def liaison_work(tx: Tx, start: datetime, end: datetime, now: datetime | None = 
     return {liaison: (cases, visits.get(liaison, 0)) for liaison, cases in handled.items()}
 
 
-def liaisons_in(tx: Tx, start: datetime, end: datetime, prefix: str | None,
-                now: datetime | None = None) -> set[str]:
+def liaisons_in(tx: Tx, start: datetime, end: datetime, prefix: str | None) -> set[str]:
     """The liaisons who handled a case within an org-unit prefix in [start, end)."""
-    return set(_cases_handled(tx, start, end, prefix, now))
+    return set(_cases_handled(tx, start, end, prefix))
 
 
 def _cases_handled(tx: Tx, start: datetime, end: datetime, prefix: str | None,
-                   now: datetime | None) -> dict[str, int]:
+                   now: datetime | None = None) -> dict[str, int]:
     """{liaison: cases handled}. A spell still open has lasted until `now`: it counts for no month
     that has not begun."""
     if start > (now or datetime.now(timezone.utc)):

@@ -11,7 +11,7 @@ from eventsourcing.domain import Aggregate
 from eventsourcing.persistence import ApplicationRecorder, Notification, Recording
 
 from domain.storage.groupcommit import GroupCommit, Insert
-from domain.storage.repository import KeylessMapper, LockingRepository, fold
+from domain.storage.repository import PlaintextRefusingMapper, LockingRepository, fold
 
 SNAPSHOT_INTERVAL = "CASE_SNAPSHOT_INTERVAL"  # env: an aggregate `snapshotted` every this many events (0: never)
 
@@ -43,7 +43,7 @@ class StoredApplication(Application):
 
     def construct_mapper(self) -> Any:
         if self._mapper_factory is None:
-            return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=KeylessMapper)
+            return self.factory.mapper(transcoder=self.construct_transcoder(), mapper_class=PlaintextRefusingMapper)
         return self._mapper_factory(self.construct_transcoder())
 
     def save(self, *aggregates: Aggregate | None, **kwargs: Any) -> list[Recording]:

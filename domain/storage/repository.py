@@ -9,7 +9,7 @@ from eventsourcing.application import LRUCache, Repository
 from eventsourcing.persistence import Mapper
 
 
-class KeylessMapper(Mapper):
+class PlaintextRefusingMapper(Mapper):
     """The mapper of an application given none that seals personal data (`mapper_factory`): it
     refuses to store a personal value rather than store it in plaintext."""
 

@@ -65,7 +65,6 @@ class TestFilesThatAreNotThere:
         result = cli(*(part.format(missing=missing) for part in command))
         assert result.exit_code == 2 and "does not exist" in said(result), result.output
 
-
     def test_nor_is_a_store_in_a_folder_that_is_not_there(self, cli, settings, tmp_path, monkeypatch):
         if settings.is_postgres:
             pytest.skip("a SQLite store's folder")

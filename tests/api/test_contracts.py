@@ -295,7 +295,6 @@ class TestDeliveries:
                                   "reference": "X"}, headers=stranger)
         assert r.status_code == 404
 
-
     def test_a_delivery_for_a_case_outside_a_readers_scope_is_404(self, api, desk, market):
         case = referred_case(desk, market)  # in Licheng (350502), on a contract for the whole district
         delivery = deliver(api, market, case["id"], "R-007").json()
