@@ -1,4 +1,5 @@
-"""Prometheus figures: HTTP requests, events processed, projection lag."""
+"""What each request leaves behind: Prometheus figures (HTTP requests, events processed, projection lag)
+and the access log line, both naming the route, never the path asked for."""
 
 import logging
 import time

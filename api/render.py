@@ -4,8 +4,6 @@ Personal values are shown only to roles that may see them; for the others
 they are withheld (null), never dropped silently from the shape.
 """
 
-import base64
-import binascii
 from datetime import datetime
 from typing import Any
 
@@ -17,7 +15,6 @@ from api.access import Principal
 from domain.case import ServiceCase
 from domain.client import Client
 from domain.clock import local
-from domain.errors import InvalidInput
 from projections.timefmt import from_micros
 
 
@@ -111,63 +108,3 @@ def listed_case(row: dict[str, Any]) -> dict[str, Any]:
     for field in ("opened_at", "updated_at", "due_at"):
         shown[field] = moment(from_micros(row[field]))
     return shown
-
-
-def encode_cursor(value: int) -> str:
-    return _opaque(f"v1:{value}")
-
-
-def decode_cursor(cursor: str | None) -> int:
-    if cursor is None:
-        return 0
-    prefix, _, value = _plain(cursor).partition(":")
-    if prefix == "v1" and value.isascii() and value.isdigit() and len(value) <= 18:  # not "²": int() refuses it
-        return int(value)
-    raise InvalidInput("cursor", "is not a cursor this list gave out")
-
-
-def paged(items: list[dict[str, Any]], key: str, limit: int | None, cursor: str | None) -> tuple[list, str | None]:
-    """A page of a list made whole for each request (reference data, reports), in order of `key`
-    (an item without one last): the items after the one the cursor names, so that an item added or
-    gone before it between two pages shifts nothing. Without `limit`, the rest of the list, as a
-    spreadsheet export wants it."""
-    keys = [item[key] for item in items]
-    start = 0 if cursor is None else _after(keys, _decode_key(cursor))
-    if limit is None:
-        return items[start:], None
-    page = items[start:start + limit]
-    more = start + limit < len(items)
-    return page, _encode_key(page[-1][key]) if more else None
-
-
-def _after(keys: list[str | None], last: str | None) -> int:
-    """Where a page starts after the item keyed `last`, even if that item has gone since."""
-    if last in keys:
-        return keys.index(last) + 1
-    return len(keys) if last is None else next((n for n, k in enumerate(keys) if k is None or k > last), len(keys))
-
-
-def _encode_key(value: str | None) -> str:
-    return _opaque("k0:" if value is None else f"k1:{value}")
-
-
-def _decode_key(cursor: str) -> str | None:
-    text = _plain(cursor)
-    if text == "k0:":
-        return None
-    if text.startswith("k1:"):
-        return text[3:]
-    raise InvalidInput("cursor", "is not a cursor this list gave out")
-
-
-def _opaque(text: str) -> str:
-    """A cursor's text as clients see it: base64 without padding, so that they take it as it is."""
-    return base64.urlsafe_b64encode(text.encode()).decode().rstrip("=")
-
-
-def _plain(cursor: str) -> str:
-    """A cursor's text again; "" for what no cursor of ours could be."""
-    try:
-        return base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4)).decode()
-    except (binascii.Error, UnicodeDecodeError, ValueError):
-        return ""

@@ -79,7 +79,7 @@ from psycopg.sql import SQL, Identifier
 from bench import BENCH_MASTER_KEY, percentile
 from api.backend import Backend, open_backend
 from api.readside import views_mapper
-from api.render import encode_cursor
+from api.paging import encode_cursor
 from api.settings import Settings
 from bench.rebuild import DEFAULT_URL, EVENTS_TABLE, SEED_TABLE
 from domain.access import AccessToken

@@ -8,7 +8,8 @@ from fastapi import APIRouter, Query
 
 from api.access import Principal
 from api.deps import App, Fresh, ReadSideDep, permit
-from api.render import Json, decode_cursor, encode_cursor, moment
+from api.paging import decode_cursor, keyset_page
+from api.render import Json, moment
 from api.schemas import Moment
 from domain.actor import STAFF_ID
 from domain.errors import InvalidInput
@@ -39,14 +40,14 @@ def audit_events(
     with readside.store.read() as tx:
         rows = search(tx, decode_cursor(cursor), limit + 1, str(about) if about else None, actor,
                       micros(from_), micros(to))
-    page = rows[:limit]
+    page, more = keyset_page(rows, limit, lambda row: row["position"])
     items = [
         {"position": r["position"], "at": moment(from_micros(r["at"])), "aggregate_id": r["aggregate_id"],
          "aggregate_type": r["aggregate_type"], "version": r["version"], "type": r["type"],
          "actor": {"user": r["actor_user"], "role": r["actor_role"]}, "data": facts(app.mapper.transcoder, r["data"])}
         for r in page
     ]
-    return Json({"items": items, "next_cursor": encode_cursor(page[-1]["position"]) if len(rows) > limit else None})
+    return Json({"items": items, "next_cursor": more})
 
 
 @router.get("/verify")

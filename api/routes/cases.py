@@ -12,7 +12,8 @@ from api.access import Principal
 from api.deps import (App, Fresh, Idem, IdempotencyKey, IfMatch, ReadSideDep, check_placed_in_scope, expected_version,
                       idempotency, permit)
 from api.disclosure import answering, disclose
-from api.render import Json, case_state, decode_cursor, encode_cursor, history_entry, listed_case, visit_contact
+from api.paging import decode_cursor, keyset_page
+from api.render import Json, case_state, history_entry, listed_case, visit_contact
 from api.schemas import AssignmentIn, CaseIn, ClosureIn, Moment, NoteIn, ReasonIn, ReferralIn, VisitIn
 from api.spreadsheet import Format, tabular
 from api.writes import answer
@@ -153,10 +154,8 @@ def list_cases(
     where.overdue, where.unassigned, where.active = overdue, unassigned, status == "active"
     with readside.store.read() as tx:
         rows = views.list_cases(tx, where, limit + 1, decode_cursor(cursor) if cursor else None)
-    page = rows[:limit]
-    items = [listed_case(row) for row in page]
-    more = encode_cursor(page[-1]["opened_position"]) if len(rows) > limit else None
-    return tabular(items, LISTED_COLUMNS, format, "cases", more)
+    page, more = keyset_page(rows, limit, lambda row: row["opened_position"])
+    return tabular([listed_case(row) for row in page], LISTED_COLUMNS, format, "cases", more)
 
 
 @router.get("/{case_id}")
@@ -195,15 +194,10 @@ def read_history(
 ):
     """Every event of the case, oldest first: version, type, time, actor and data."""
     case = case_in_scope(app, principal, case_id)
-    after = decode_cursor(cursor)
-    events = app.case_events(case_id, after=after, limit=limit + 1)
-    page = events[:limit]
-    more = len(events) > limit
+    events = app.case_events(case_id, after=decode_cursor(cursor), limit=limit + 1)
+    page, more = keyset_page(events, limit, lambda event: event.originator_version)
     disclose(app, principal, case.client_id, "history", case_id)
-    return Json({
-        "items": [history_entry(e, principal) for e in page],
-        "next_cursor": encode_cursor(page[-1].originator_version) if more else None,
-    })
+    return Json({"items": [history_entry(e, principal) for e in page], "next_cursor": more})
 
 
 @router.post("/{case_id}/assignment")

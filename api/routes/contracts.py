@@ -13,7 +13,8 @@ from api.deps import (App, Cursor, ExpectedVersion, Fresh, Idem, IdempotencyKey,
                       check_placed_in_scope, idempotency, permit, principal_of)
 from api.imports import read_rows
 from api.ledger import contract_state, delivery_state, statement_bytes, yuan
-from api.render import Json, paged
+from api.paging import paged
+from api.render import Json
 from api.schemas import ContractIn, DeliveryIn, ReviewIn, StatementIn
 from api.spreadsheet import Format, tabular
 from api.writes import answer, write_headers

@@ -11,7 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from api.access import Principal
 from api.deps import Cursor, ReadSideDep, SettingsDep, WholeLimit, permit
 from api.problems import problem
-from api.render import paged
+from api.paging import paged
 
 router = APIRouter(tags=["operations"])
 FAILURES_NOT_READY = 3  # one failure is a store restarting; three in a row, a second apart, is not

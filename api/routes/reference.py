@@ -6,7 +6,7 @@ from fastapi import APIRouter
 
 from api.access import Principal
 from api.deps import App, Cursor, WholeLimit, permit
-from api.render import paged
+from api.paging import paged
 from domain.kinds import KINDS
 
 router = APIRouter(prefix="/v1", tags=["reference"])

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.access import Principal
 from api.deps import App, Cursor, Fresh, ReadSideDep, SettingsDep, WholeLimit, permit
-from api.render import paged
+from api.paging import paged
 from api.spreadsheet import Format, tabular
 from domain.clock import SHANGHAI, check_month
 from domain.subsidy import SubsidyTiers

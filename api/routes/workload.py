@@ -8,7 +8,7 @@ from fastapi import APIRouter, Query
 
 from api.access import Principal
 from api.deps import App, Cursor, Fresh, ReadSideDep, WholeLimit, permit
-from api.render import paged
+from api.paging import paged
 from api.spreadsheet import Format, tabular
 from domain.clock import local
 from domain.orgs import OrgTree, depth_of, parent_of
