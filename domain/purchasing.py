@@ -158,8 +158,10 @@ class PurchasedServices:
             def attempt(contract_id: UUID = contract_id,
                         statements: list[Any] = statements) -> tuple[list[Contract], None]:
                 contract = self.get_contract(contract_id)
-                todo = {s.contract_version: s for s in statements
-                        if s.originator_id not in contract.statements.get(s.period, ())}
+                todo: dict[int, list[Any]] = {}  # by the version each was issued at: several may share one
+                for s in statements:
+                    if s.originator_id not in contract.statements.get(s.period, ()):
+                        todo.setdefault(s.contract_version, []).append(s)
                 for at, statement in self._as_issued(contract.id, todo):
                     listed = [d.id for d in at.deliveries.values() if payable_in(d, statement.period)]
                     contract.mark_stated(UPGRADE, statement.originator_id, statement.period, listed)
@@ -167,14 +169,14 @@ class PurchasedServices:
 
             self._retrying(attempt)
 
-    def _as_issued(self, contract_id: UUID, statements: dict[int, Any]) -> Iterator[tuple[Contract, Any]]:
+    def _as_issued(self, contract_id: UUID, statements: dict[int, list[Any]]) -> Iterator[tuple[Contract, Any]]:
         """(the contract as it stood, the statement) for each statement issued at a version of it, in
         one reading of its log."""
         contract = None
         for event in self.events.get(contract_id, lte=max(statements, default=0)):
             contract = event.mutate(contract)
-            if contract.version in statements:
-                yield contract, statements[contract.version]
+            for statement in statements.get(contract.version, ()):
+                yield contract, statement
 
     def get_statement_by_id(self, statement_id: UUID) -> tuple[PaymentStatement, Contract]:
         """The statement, and its contract as it stood when the statement was frozen."""

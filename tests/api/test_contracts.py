@@ -649,7 +649,8 @@ class TestStatements:
 
     def test_a_statement_issued_before_statements_marked_their_lines_reads_and_counts_as_issued(
             self, api, desk, market, settings):
-        """Before 2026-11-30 a statement listed every accepted delivery of its month and marked none."""
+        """Before 2026-11-30 a statement listed every accepted delivery of its month and marked none (nor
+        changed its contract: two issued one after the other name the same version)."""
         case = referred_case(desk, market)
         contract_id, period = market["contract"]["id"], TODAY.strftime("%Y-%m")
         delivered = deliver(api, market, case["id"], "V-1", units=1).json()
@@ -657,7 +658,10 @@ class TestStatements:
         contract = api.app.get_contract(UUID(contract_id))
         old = PaymentStatement._create(PaymentStatement.StatementIssued, actor=ADMIN.as_dict(), contract_id=contract.id,
                                        period=period, contract_version=contract.version)
-        api.app.save(old)
+        month_before = (TODAY.replace(day=1) - timedelta(days=1)).strftime("%Y-%m")
+        api.app.save(old, PaymentStatement._create(PaymentStatement.StatementIssued, actor=ADMIN.as_dict(),
+                                                   contract_id=contract.id, period=month_before,
+                                                   contract_version=contract.version))
         read = api.client.get(f"/v1/contracts/{contract_id}/statements/{old.id}", headers=market["supervisor"]).json()
         assert [line["reference"] for line in read["lines"]] == ["V-1"] and "follows" not in read
         # The first start after the upgrade marks what it listed, so that no statement lists V-1 again.
