@@ -27,6 +27,11 @@ MAX_UNPACKED = 128 * 2**20  # bytes of what a workbook keeps beside its sheets, 
 ORG_COLUMNS = ("code", "name", "kind")
 OLD_EXCEL = bytes.fromhex("d0cf11e0a1b11ae1")  # how a compound file (an .xls workbook) begins
 WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")  # units as a cell may hold them; else the domain refuses the row
+EXCEL_ROWS = 1_048_576  # the last row a sheet can have: a file claiming rows past it is padded up to it, no further
+# Dates in the formats Excel set to Chinese (or Japanese, Korean) saves by number alone (年/月/日), which
+# openpyxl does not know for dates: it would read the days as numbers (46364).
+EAST_ASIAN_DATES = frozenset({27, 28, 29, 30, 31, 36, 50, 51, 52, 53, 54, 57, 58})
+CELL_ERRORS = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA"})
 
 
 def read_rows(content: bytes, filename_or_type: str) -> dict[int, DeliveryRow]:
@@ -72,10 +77,19 @@ def _csv(content: bytes) -> Iterator[list[Any]]:
             continue
     else:
         raise InvalidInput("file", "is not CSV text in UTF-8 or GB18030")
+    reader = csv.reader(io.StringIO(text), strict=True)
+    line, number = 0, 0
     try:
-        yield from csv.reader(io.StringIO(text))
+        for record in reader:
+            number += 1
+            if reader.line_num > line + 1 and any("\n" in field and "," in field for field in record):
+                raise InvalidInput("file", f"row {number} (lines {line + 1}-{reader.line_num}) has a quoted value "
+                                           "over several lines holding commas: a quote (\") left open? A quote "
+                                           "inside a value is written twice (\"\")")
+            line = reader.line_num
+            yield record
     except csv.Error as error:
-        raise InvalidInput("file", f"is not readable CSV ({error})") from None
+        raise InvalidInput("file", f"is not readable CSV (line {reader.line_num}: {error})") from None
 
 
 def _xlsx(content: bytes) -> Iterator[list[Any]]:
@@ -89,7 +103,11 @@ def _xlsx(content: bytes) -> Iterator[list[Any]]:
         if beside > MAX_UNPACKED:
             raise InvalidInput("file", f"unpacks to more than {MAX_UNPACKED // 2**20} MB beside its sheets "
                                        "(shared strings, styles); import it in parts")
-        sheet = load_workbook(io.BytesIO(content), read_only=True, data_only=True).worksheets[0]
+        book = load_workbook(io.BytesIO(content), read_only=True, data_only=True)
+        # openpyxl's index of the cell styles that hold dates (a set; an empty dict in a book without styles)
+        book._date_formats = {*book._date_formats,
+                              *(i for i, style in enumerate(book._cell_styles) if style.numFmtId in EAST_ASIAN_DATES)}
+        sheet = book.worksheets[0]
         sheet.reset_dimensions()  # rows as wide as their own cells, not as the sheet claims
         header = next(sheet.iter_rows(values_only=True), None)
         if header is None:
@@ -97,7 +115,7 @@ def _xlsx(content: bytes) -> Iterator[list[Any]]:
         known = [i for i, title in enumerate(header) if _column_of(title)]
         width = known[-1] + 1 if known else 1  # a note far right of the titles widens nothing
         yield list(header[:width])
-        for row in sheet.iter_rows(min_row=2, max_col=width, values_only=True):
+        for row in sheet.iter_rows(min_row=2, max_row=EXCEL_ROWS, max_col=width, values_only=True):
             yield list(row)
     except InvalidInput:
         raise
@@ -149,6 +167,11 @@ def _unescaped(value: Any) -> Any:
 
 
 def _text(value: Any) -> Any:
+    """A cell as text: a number as written, a spreadsheet's error (#N/A) as no value; a cell of another
+    kind (true, a time) as it is, for the domain to refuse."""
     if isinstance(value, float) and value.is_integer():
         value = int(value)
-    return None if value is None else str(value).strip()
+    if isinstance(value, bool) or not isinstance(value, str | int | float):
+        return value
+    text = str(value).strip()
+    return None if text in CELL_ERRORS else text

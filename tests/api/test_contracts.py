@@ -3,6 +3,7 @@
 import csv
 import hashlib
 import io
+import re
 import zipfile
 from dataclasses import replace
 from datetime import date, datetime, timedelta, timezone
@@ -20,6 +21,7 @@ from domain.clock import today
 from domain.commands import Idempotency
 from domain.case import ServiceCase
 from domain.contract import Contract, PaymentStatement, delivery_id
+from domain.errors import InvalidInput
 from domain.receipt import CommandReceipt
 from domain.orgs import OrgUnit
 from domain.purchasing import DeliveryRow
@@ -613,6 +615,63 @@ class TestImport:
         assert api.client.post(url, content=csv_file(rows), headers=headers).json()["duplicate"] == 10_000
         ledger = api.client.get(f"/v1/contracts/{contract['id']}", headers=market["supervisor"]).json()
         assert ledger["delivered_units"] == 10_000
+
+
+def rewritten(book: Workbook, part: str, change) -> bytes:
+    """The workbook saved, with one part of it (its XML) changed as no spreadsheet program would write it."""
+    packed, out = zipfile.ZipFile(io.BytesIO(workbook_bytes(book))), io.BytesIO()
+    with zipfile.ZipFile(out, "w") as archive:
+        for item in packed.infolist():
+            data = packed.read(item)
+            archive.writestr(item, change(data.decode()).encode() if item.filename == part else data)
+    return out.getvalue()
+
+
+class TestCellsAsRead:
+    """What a contractor's file reads as, whatever the store."""
+
+    CASE = str(uuid4())
+    HEADER = "case_id,delivered_on,units,reference,备注\n"
+
+    def test_a_quote_left_open_refuses_the_file_naming_its_row_instead_of_swallowing_the_rows_after(self):
+        day = TODAY.isoformat()
+        swallowing = (f'{self.CASE},{day},1,MQ-1,ok\n{self.CASE},{day},1,MQ-2,"上门\n{self.CASE},{day},1,MQ-3,x\n'
+                      f'{self.CASE},{day},1,MQ-4,家属说"\n{self.CASE},{day},1,MQ-5,好\n')
+        with pytest.raises(InvalidInput, match=re.escape("row 3 (lines 3-5)")):
+            read_rows((self.HEADER + swallowing).encode(), "text/csv")
+        for unreadable in (f'{self.CASE},{day},1,MQ-1,"上门\n', f'{self.CASE},{day},1,MQ-1,"上门"了\n'):
+            with pytest.raises(InvalidInput, match="not readable CSV"):
+                read_rows((self.HEADER + unreadable).encode(), "text/csv")
+        note_over_lines = f'{self.CASE},{day},1,MQ-1,"上门服务\n家属在场"\n{self.CASE},{day},1,MQ-2,"说""好"""\n'
+        rows = read_rows((self.HEADER + note_over_lines).encode(), "text/csv")
+        assert [(n, row.reference) for n, row in rows.items()] == [(2, "MQ-1"), (3, "MQ-2")]
+
+    def test_a_sheet_claiming_a_row_past_the_last_a_sheet_can_have_is_read_only_that_far(self):
+        book = Workbook()
+        book.active.append(["case_id", "delivered_on", "units", "reference"])
+        book.active.append([self.CASE, TODAY, 1, "FAR-1"])
+        far = rewritten(book, "xl/worksheets/sheet1.xml",
+                        lambda xml: re.sub(r'([ "])([A-D]?)2"', r'\g<1>\g<2>1000000000000"', xml))
+        assert "1000000000000" in zipfile.ZipFile(io.BytesIO(far)).read("xl/worksheets/sheet1.xml").decode()
+        assert read_rows(far, XLSX) == {}
+
+    def test_days_in_the_formats_excel_set_to_chinese_saves_by_number_alone_are_days(self):
+        book = Workbook()
+        book.active.append(["案件编号", "服务日期", "数量", "报告编号"])
+        book.active.append([self.CASE, datetime(2026, 12, 8), 1, "CN-1"])
+        book.active["B2"].number_format = 'yyyy"年"m"月"d"日"'
+        builtin = rewritten(book, "xl/styles.xml", lambda xml: re.sub(r'(<xf [^>]*numFmtId=")165"', r'\g<1>31"', xml))
+        assert 'numFmtId="31"' in zipfile.ZipFile(io.BytesIO(builtin)).read("xl/styles.xml").decode()
+        assert read_rows(builtin, XLSX)[2].delivered_on == date(2026, 12, 8)
+
+    def test_an_error_a_truth_value_or_a_time_in_a_cell_is_no_reference(self):
+        book = Workbook()
+        book.active.append(["case_id", "delivered_on", "units", "reference"])
+        for reference in ("#N/A", True, datetime(2026, 12, 8, 10, 30).time(), "#REF!"):
+            book.active.append([self.CASE, TODAY, 1, reference])
+        assert book.active["D2"].data_type == "e"
+        assert [row.reference for row in read_rows(workbook_bytes(book), XLSX).values()] == [
+            None, True, datetime(2026, 12, 8, 10, 30).time(), None]
 
 
 class TestStatements:
