@@ -100,11 +100,12 @@ async def idempotency(request: Request, principal: Principal, key: str | None,
     form_parsed = sent is not None and request.headers.get("content-type", "").startswith("multipart/")
     body = None if form_parsed else canonical_body(await request.body())
     request_line = f"{request.method} {request.url.path}\n".encode()
-    fingerprint = request.app.state.backend.keys.fingerprint(request_line + (body if sent is None else sent))
+    keys = request.app.state.backend.keys
+    fingerprint = keys.fingerprint(request_line + (body if sent is None else sent))
     earlier = [hashlib.sha256(request_line + body).hexdigest()] if body is not None else []
     if sent_before is not None and sent_before != sent:
-        earlier.append(request.app.state.backend.keys.fingerprint(request_line + sent_before))
-    return Idempotency(principal.user, key, fingerprint, tuple(earlier), principal.role)
+        earlier.append(keys.fingerprint(request_line + sent_before))
+    return Idempotency(principal.user, key, fingerprint, tuple(earlier), principal.role, keys.fingerprint(request_line))
 
 
 def canonical_body(body: bytes) -> bytes:

@@ -404,8 +404,12 @@ class LastMeter(PurchasedServices, StoredApplication):
             receipt = self._without_erased(self.repository.get(CommandReceipt.id_for(idem.user, idem.key)))
         except AggregateNotFoundError:
             return None
-        # A fingerprint sealed for a person since erased is gone with their key: the key alone tells.
-        if receipt.request_hash is not None and receipt.request_hash not in (idem.request_hash, *idem.earlier_hashes):
+        # A fingerprint sealed for a person since erased is gone with their key: the route still tells
+        # another command under the key (a phone whose counter of keys began again) from a retry.
+        if receipt.request_hash is None:
+            if receipt.route_hash is not None and receipt.route_hash != idem.route_hash:
+                raise IdempotencyKeyReused()
+        elif receipt.request_hash not in (idem.request_hash, *idem.earlier_hashes):
             raise IdempotencyKeyReused()
         # A replay is the first answer again, to the same caller: the disclosure of its personal values
         # was recorded with the first (in its transaction), and a repeat appends nothing.

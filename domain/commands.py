@@ -24,6 +24,9 @@ class Idempotency:
     # compared, never stored, so that a retry across the upgrade still finds its first answer.
     earlier_hashes: tuple[str, ...] = ()
     role: str | None = None  # the caller's, for the receipt's actor
+    # A keyed fingerprint of the route alone (method and path): kept in plain beside the sealed one, it
+    # still tells another command under the key once the request's own fingerprint is gone with its person.
+    route_hash: str | None = None
 
 
 @dataclass(frozen=True)

@@ -80,7 +80,7 @@ class NotFound(DomainError):
 class IdempotencyKeyReused(InvalidInput):
     def __init__(self) -> None:
         super().__init__(
-            "Idempotency-Key", "already used for a request with another body"
+            "Idempotency-Key", "already used for another request (another route or body)"
         )
 
 

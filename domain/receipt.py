@@ -10,7 +10,8 @@ another request under the same key. Where the request is about a person (a
 case's, a client's, a delivery's rejection) the fingerprint is one of their
 `personal` values, sealed under their key: a body that held their ID number
 or a note about them cannot be confirmed by guessing once they are erased.
-Then a retry is judged by its key alone.
+Then a retry is judged by its key and its route (method and path, which name no
+one: a case by its id), kept fingerprinted in plain beside it.
 """
 
 from uuid import NAMESPACE_URL, UUID, uuid5
@@ -40,6 +41,8 @@ class CommandReceipt(Aggregate):
         # The caller whose key it is, as every command's events name theirs, so that a search of the audit
         # trail by actor finds it; receipts stored before 2026-12-07 have none.
         actor: dict | None = None
+        # The fingerprint of the route alone (Idempotency.route_hash); receipts stored before 2026-12-08 have none.
+        route_hash: str | None = None
 
     @staticmethod
     def id_for(user: str, key: str) -> UUID:
@@ -47,8 +50,9 @@ class CommandReceipt(Aggregate):
 
     def __init__(self, request_hash: str | None, status: int, resource: str, resource_id: UUID, resource_version: int,
                  item: UUID | None, since: int | None, answer: list | None = None, person: UUID | None = None,
-                 personal: dict | None = None, actor: dict | None = None):
+                 personal: dict | None = None, actor: dict | None = None, route_hash: str | None = None):
         self.actor = actor
+        self.route_hash = route_hash
         self.person = person
         self.personal = dict(personal or {})
         # None: sealed for a person since erased (their values read None)
@@ -78,4 +82,5 @@ class CommandReceipt(Aggregate):
             item=written.item,
             since=written.since,
             answer=written.answer,
+            route_hash=idem.route_hash,
         )

@@ -21,6 +21,7 @@ from domain.case import ServiceCase
 from domain.contract import Contract
 from domain.receipt import CommandReceipt
 from tests.conftest import ADMIN
+from tests.helpers import client_body
 from tests.privacy.test_plaintext import (ID_NUMBER, NAME, NEED, NOTE, REJECTED, pending_delivery,
                                           step_values_and_a_rejected_delivery, write_everything)
 
@@ -346,6 +347,12 @@ def test_a_receipt_confirms_no_guess_at_what_an_erased_person_s_request_held(api
     assert api.app.repository.get(CommandReceipt.id_for(desk.user, "certificate-1"), version=1).request_hash is None
     again = desk.post(f"{base}/issue_certificate", certificate, **key)
     assert again.status_code == 200 and again.headers["idempotent-replayed"] == "true", again.text
+    # Another command under the key, on another route, is told apart still: it is not answered as that
+    # first request, nor left unrecorded.
+    elsewhere = desk.open()
+    reused = desk.post(f"/v1/cases/{elsewhere['id']}/notes", {"text": "上门"}, **key)
+    assert reused.status_code == 422 and reused.json()["errors"][0]["field"] == "Idempotency-Key", reused.text
+    assert desk.post("/v1/clients", client_body(), **key).status_code == 422
 
 
 def test_a_fact_about_an_erased_person_is_recorded_with_an_idempotency_key_as_without(api, desk):
