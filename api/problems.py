@@ -47,6 +47,16 @@ def _field(error: dict) -> str:
     return named or str(loc[-1] if loc else "body")
 
 
+def _reason(error: dict, request: Request) -> str:
+    """pydantic's message, but for a body that is no JSON object because it was not sent as JSON (a
+    browser's fetch sends a string as text/plain): FastAPI then validates its bytes, and pydantic
+    says only that they are no object."""
+    sent = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    if tuple(error["loc"]) == ("body",) and not (sent.startswith("application/") and sent.endswith(("/json", "+json"))):
+        return f"must be a JSON object sent as Content-Type: application/json (it came as {sent or 'none'})"
+    return error["msg"]
+
+
 async def invalid_request(request: Request, exc: RequestValidationError) -> JSONResponse:
     if any(e["type"] == "json_invalid" for e in exc.errors()):
         # FastAPI parses a JSON body before it runs any dependency: the caller is checked here, so
@@ -54,7 +64,7 @@ async def invalid_request(request: Request, exc: RequestValidationError) -> JSON
         refusal = await refused_caller(request)
         if refusal is not None:
             return refusal
-    errors = [{"field": _field(e), "reason": e["msg"]} for e in exc.errors()]
+    errors = [{"field": _field(e), "reason": _reason(e, request)} for e in exc.errors()]
     first = errors[0] if errors else {"field": "body", "reason": "is invalid"}
     return problem(422, "Invalid input", f"{first['field']}: {first['reason']}", errors=errors)
 
@@ -139,8 +149,10 @@ async def unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code == 400:  # a body the server could not parse at all is invalid input too
+        form = request.headers.get("content-type", "").lower().startswith("multipart/")
+        reason = "is not a readable multipart form" if form else "is not JSON in UTF-8"
         return await refused_caller(request) or problem(
-            422, "Invalid input", f"body: {exc.detail}", errors=[{"field": "body", "reason": str(exc.detail)}])
+            422, "Invalid input", f"body: {reason}", errors=[{"field": "body", "reason": reason}])
     titles = {401: "Unauthorized", 403: "Forbidden", 404: "Not found", 405: "Method not allowed",
               406: "Not acceptable", 413: "Content too large", 415: "Unsupported media type",
               503: "Service unavailable"}

@@ -297,6 +297,16 @@ class TestCommonCommands:
                            headers={**desk.auth, "Content-Type": "application/json"})
         assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body"
 
+    @pytest.mark.parametrize(("sent", "content_type", "reason"), [
+        ('{"text": "上门"}'.encode(), "text/plain;charset=UTF-8", "Content-Type: application/json (it came as text/plain)"),
+        ('{"text": "上门"}'.encode("gbk"), "application/json", "is not JSON in UTF-8"),
+    ])
+    def test_a_body_not_sent_as_json_in_utf_8_is_told_so(self, desk, sent, content_type, reason):
+        """A browser's fetch sends a string as text/plain: the object in it was said to be no object."""
+        case = desk.open()
+        r = desk.http.post(f"/v1/cases/{case['id']}/notes", content=sent, headers={**desk.auth, "Content-Type": content_type})
+        assert r.status_code == 422 and r.json()["errors"][0]["field"] == "body" and reason in r.json()["detail"], r.text
+
 
 class TestConcurrencyHeaders:
     def test_if_match_with_the_current_version_succeeds(self, desk):
