@@ -45,7 +45,9 @@ def open_backend(settings: Settings) -> Backend:
                                   insert_for=insert_for)
             lastmeter.found()
             identities.setup(lastmeter)
-            views.once("statements issued before 2026-11-30 marked", lastmeter.mark_unmarked_statements)
+            # Under a name of its own: the pass run under the earlier name marked one statement per
+            # contract version, and stores that ran it would never run it again.
+            views.once("statements issued before 2026-11-30 marked, each of them", lastmeter.mark_unmarked_statements)
         keys.finish_erasures(lambda person: lastmeter.get_client(person).erased)
     except BaseException:
         if lastmeter is not None:  # its group-commit writer and connections too

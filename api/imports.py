@@ -28,8 +28,8 @@ ORG_COLUMNS = ("code", "name", "kind")
 OLD_EXCEL = bytes.fromhex("d0cf11e0a1b11ae1")  # how a compound file (an .xls workbook) begins
 WHOLE_NUMBER = re.compile(r"[0-9]{1,9}")  # units as a cell may hold them; else the domain refuses the row
 EXCEL_ROWS = 1_048_576  # the last row a sheet can have: a file claiming rows past it is padded up to it, no further
-# Dates in the formats Excel set to Chinese (or Japanese, Korean) saves by number alone (年/月/日), which
-# openpyxl does not know for dates: it would read the days as numbers (46364).
+# Dates in the formats Excel set to Chinese (mainland) saves by number alone (年/月/日), which openpyxl
+# does not know for dates: it would read the days as numbers (46364).
 EAST_ASIAN_DATES = frozenset({27, 28, 29, 30, 31, 36, 50, 51, 52, 53, 54, 57, 58})
 CELL_ERRORS = frozenset({"#NULL!", "#DIV/0!", "#VALUE!", "#REF!", "#NAME?", "#NUM!", "#N/A", "#GETTING_DATA"})
 
@@ -78,18 +78,27 @@ def _csv(content: bytes) -> Iterator[list[Any]]:
     else:
         raise InvalidInput("file", "is not CSV text in UTF-8 or GB18030")
     reader = csv.reader(io.StringIO(text), strict=True)
-    line, number = 0, 0
+    line, number, width = 0, 0, 0
     try:
         for record in reader:
             number += 1
-            if reader.line_num > line + 1 and any("\n" in field and "," in field for field in record):
-                raise InvalidInput("file", f"row {number} (lines {line + 1}-{reader.line_num}) has a quoted value "
-                                           "over several lines holding commas: a quote (\") left open? A quote "
-                                           "inside a value is written twice (\"\")")
+            width = width or len(record)  # the header's
+            if reader.line_num > line + 1 and _swallows_rows(record, width):
+                raise InvalidInput("file", f"row {number} (lines {line + 1}-{reader.line_num}) holds whole rows in "
+                                           "one quoted value: a quote (\") left open? A quote inside a value is "
+                                           "written twice (\"\")")
             line = reader.line_num
             yield record
     except csv.Error as error:
-        raise InvalidInput("file", f"is not readable CSV (line {reader.line_num}: {error})") from None
+        raise InvalidInput("file", f"row {number + 1} (from line {line + 1}) is not readable CSV: {error}") from None
+
+
+def _swallows_rows(record: list[str], width: int) -> bool:
+    """Whether a value over several lines holds a line as wide as a row (as many commas as the header
+    has columns less one): the rows after a quote left open. A note with a line break (Alt+Enter in
+    Excel or WPS), commas in it or not, is no such value."""
+    return width > 1 and any(part.count(",") >= width - 1
+                             for value in record if "\n" in value for part in value.split("\n")[1:])
 
 
 def _xlsx(content: bytes) -> Iterator[list[Any]]:
