@@ -54,8 +54,11 @@ def views_mapper(app: LastMeter) -> PersonalDataMapper:
 
 @contextmanager
 def projector_in_this_process(env: dict[str, str]) -> Iterator[Projector]:
-    """A projector of its own, for another process to run (the live views, a rebuild's fold)."""
-    app = LastMeter(env=env)
+    """A projector of its own, for another process to run (the live views, a rebuild's fold), on a store
+    already opened: its application only reads the log, and makes none of the library's tables and
+    functions, which another process starting at that moment may be making (PostgreSQL refused the
+    second with "tuple concurrently updated", and that process failed to start)."""
+    app = LastMeter(env={**env, "CREATE_TABLE": "n"})
     try:
         store = ViewStore(env)
         try:

@@ -345,6 +345,23 @@ class TestChangedViews:
         assert projector.position("audit") == 0
 
 
+def test_a_projector_process_starts_without_making_the_logs_tables_another_start_may_be_making(lastmeter, views):
+    """The library makes its tables, type and insert function whenever an application is made: a
+    projector process (or a rebuild's fold) starting while another process opened the store failed
+    on PostgreSQL with "tuple concurrently updated". Here another start holds the log's table."""
+    if not views.postgres:
+        pytest.skip("SQLite makes its tables under the database's write lock")
+    recorder, opening = lastmeter.recorder, projector_in_this_process(dict(lastmeter.env))
+    with recorder.datastore.get_connection() as conn, conn.transaction():
+        conn.execute(f"LOCK TABLE {recorder.datastore.schema}.{recorder.events_table_name} IN ACCESS EXCLUSIVE MODE")
+        # made no table, so waited on none (before the idle-in-transaction timeout, 5 s, lets the lock go)
+        projector = ThreadPoolExecutor(1).submit(opening.__enter__).result(timeout=4)
+    try:
+        assert projector.head() == lastmeter.recorder.max_notification_id()
+    finally:
+        opening.__exit__(None, None, None)
+
+
 def test_each_insert_wakes_a_projector_waiting_for_events(lastmeter, views):
     """PostgreSQL: the insert's notification; SQLite: this process's own commit."""
     from tests.conftest import ADMIN
