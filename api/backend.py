@@ -41,7 +41,7 @@ def open_backend(settings: Settings) -> Backend:
             keys.setup()
             identities = IdentityIndex(keys)
             lastmeter = LastMeter(env=env, mapper_factory=lambda transcoder: PersonalDataMapper(transcoder, keys),
-                                  erased=lambda person: keys.key_for(person) is None, identities=identities,
+                                  erased=keys.erased, identities=identities,
                                   insert_for=insert_for)
             lastmeter.found()
             identities.setup(lastmeter)

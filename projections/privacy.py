@@ -109,6 +109,12 @@ class KeyRing:
         """The person's key; None if they have none, were erased, or it cannot be unwrapped here."""
         return self._state(person)[1]
 
+    def erased(self, person: UUID) -> bool:
+        """Whether the person's key was destroyed (or cannot be read here). One never sealed for, a
+        person being registered, has none yet and is not erased."""
+        found, key = self._state(person)
+        return found and key is None
+
     def key_to_seal(self, person: UUID) -> bytes:
         """The person's key, made on first use; PersonErased once they were erased."""
         found, key = self._state(person)

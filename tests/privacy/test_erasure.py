@@ -378,6 +378,22 @@ def test_an_erasure_needs_a_lawful_ground_not_free_text(api, desk):
     assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reason"
 
 
+def test_a_registration_records_the_read_of_its_answer_in_its_own_transaction(api, desk, monkeypatch):
+    """A person being registered has no key until the registration is sealed: taken for one erased,
+    the read of their answer was recorded apart, after it (lost if the server stopped in between)."""
+    def apart(*_):
+        raise AssertionError("the read of the answer was recorded apart from the registration")
+
+    monkeypatch.setattr("api.writes.disclose", apart)
+    registered = desk.post("/v1/clients", client_body())
+    assert registered.status_code == 201, registered.text
+    position = int(registered.headers["x-position"])
+    events = api.client.get("/v1/audit/events", params={"actor": desk.user, "min_position": position + 1},
+                            headers=api.token("auditor")).json()["items"]
+    read = next(e for e in events if e["position"] == position + 1)
+    assert (read["type"], read["data"]["resource_id"]) == ("PersonalDataRead", registered.json()["id"])
+
+
 def test_a_write_records_the_read_of_its_answer_in_its_own_transaction(api, desk):
     case = desk.open()
     note = desk.post(f"/v1/cases/{case['id']}/notes", {"text": "x"})
