@@ -153,14 +153,15 @@ def org_units_of(tx: Tx, case_ids: Sequence[str]) -> dict[str, str]:
 class Where:
     """Filters of the case list and workload, in SQL both stores understand."""
 
-    def __init__(self, now: datetime, prefix: str | None = None, provider: str | None = None, **equal: Any):
+    def __init__(self, now: datetime, prefix: str | None = None, provider: str | None = None,
+                 overdue: bool | None = None, unassigned: bool | None = None, active: bool = False, **equal: Any):
+        """`active`: open or on hold, what the workload counts as open; `equal`: columns and the value
+        each must have (None: any)."""
         self.now = now
         self.prefix = prefix
         self.provider = provider
+        self.overdue, self.unassigned, self.active = overdue, unassigned, active
         self.equal = {k: v for k, v in equal.items() if v is not None}
-        self.overdue: bool | None = None
-        self.unassigned: bool | None = None
-        self.active = False  # open or on hold: what the workload counts as open
 
     def sql(self, postgres: bool) -> tuple[list[str], list[Any]]:
         clauses, params = [], []

@@ -150,8 +150,8 @@ def list_cases(
         raise InvalidInput("unassigned", "cannot be true with an assignee")
     where = Where(datetime.now(timezone.utc), prefix, provider=principal.provider, assignee=assignee,
                   client_id=str(client_id) if client_id else None, kind=kind, stage=stage,
-                  status=None if status == "active" else status)
-    where.overdue, where.unassigned, where.active = overdue, unassigned, status == "active"
+                  status=None if status == "active" else status, overdue=overdue, unassigned=unassigned,
+                  active=status == "active")
     with readside.store.read() as tx:
         rows = views.list_cases(tx, where, limit + 1, decode_cursor(cursor) if cursor else None)
     page, more = keyset_page(rows, limit, lambda row: row["opened_position"])
