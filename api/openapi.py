@@ -36,10 +36,11 @@ ERRORS = {
     "404": "not found, or outside the caller's scope (its existence is not revealed)",
     "409": "a rule of the domain refuses the command in the resource's present state",
     "412": "If-Match names a version that is no longer current",
-    "413": "the file is larger than 20 MB",
+    "413": "the body is larger than 1 MB (an uploaded file, 20 MB)",
     "422": "invalid input: `errors` names each field and why",
-    "503": "not ready, the views have not reached min_position yet, or the command kept losing races: "
-           "retry after Retry-After",
+    "503": "the store does not answer, the server is not ready, the views have not reached min_position "
+           "yet, or the command kept losing races: retry after Retry-After (a command sent without an "
+           "Idempotency-Key is told none: it may have been recorded)",
 }
 WRITE_HEADERS = {
     "ETag": 'the version written, e.g. "3"',
@@ -117,12 +118,11 @@ def _errors(path: str, method: str, operation: dict[str, Any], refusable: bool) 
         statuses.append("409")
     if any(p["name"] == "if-match" for p in operation.get("parameters", [])):
         statuses.append("412")
-    if path == IMPORT_PATH:
+    if method == "post" and ("requestBody" in operation or path == IMPORT_PATH):
         statuses.append("413")
     if operation.get("parameters") or "requestBody" in operation or path == IMPORT_PATH:
         statuses.append("422")
-    if path == "/readyz" or (method == "post" and "security" in operation) or \
-            any(p["name"] == "min_position" for p in operation.get("parameters", [])):
+    if path == "/readyz" or "security" in operation:  # every route behind a token may have to ask the store
         statuses.append("503")
     responses = operation["responses"]
     for status in statuses:

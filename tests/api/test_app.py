@@ -38,10 +38,13 @@ def test_errors_are_described_as_problems_and_writes_by_their_headers(tmp_path):
     assert "HTTPValidationError" not in spec["components"]["schemas"]
     assert spec["components"]["schemas"]["Problem"]["required"] == ["type", "title", "status", "detail"]
     note = spec["paths"]["/v1/cases/{case_id}/notes"]["post"]["responses"]
-    assert set(note) == {"200", "401", "403", "404", "409", "412", "422", "503"}
+    assert set(note) == {"200", "401", "403", "404", "409", "412", "413", "422", "503"}
     assert "503" in spec["paths"]["/readyz"]["get"]["responses"]
     assert "503" in spec["paths"]["/v1/workload"]["get"]["responses"]  # min_position: the views may lag
+    assert "503" in spec["paths"]["/v1/cases/{case_id}"]["get"]["responses"]  # the store may not answer
+    assert "503" not in spec["paths"]["/healthz"]["get"]["responses"]
     assert "413" in spec["paths"]["/v1/contracts/{contract_id}/deliveries/import"]["post"]["responses"]
+    assert "413" not in spec["paths"]["/v1/cases/{case_id}"]["get"]["responses"]
     assert note["422"]["content"] == {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
     assert {"ETag", "X-Position", "Idempotent-Replayed"} <= set(note["200"]["headers"])
     assert "Location" in spec["paths"]["/v1/cases"]["post"]["responses"]["201"]["headers"]
