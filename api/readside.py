@@ -131,6 +131,30 @@ def follow_in_a_process(env: dict[str, str], stop: Stop, processed, failing, par
     follow(partial(projector_in_this_process, env), UntilOrphaned(stop, parent), processed, failing)
 
 
+class SharedStop:
+    """The stop signal of a projector process: a flag in shared memory, without a lock. A
+    multiprocessing.Event's condition is left broken by a process killed while it waits on it (kill
+    -9), and setting it then hung the server's shutdown for good."""
+
+    def __init__(self, context: Any):
+        self._flag = context.RawValue("b", 0)
+
+    def set(self) -> None:
+        self._flag.value = 1
+
+    def is_set(self) -> bool:
+        return bool(self._flag.value)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not self.is_set():
+            left = STOP_CHECK if deadline is None else min(STOP_CHECK, deadline - time.monotonic())
+            if left <= 0:
+                return False
+            time.sleep(left)
+        return True
+
+
 class ReadSide:
     def __init__(self, backend: Backend, in_a_process: bool = False):
         """`in_a_process`: on PostgreSQL, `start` runs the projector in a process of its own."""
@@ -152,7 +176,7 @@ class ReadSide:
         """Follows the log in the background: in a thread, or in a process of its own, watched."""
         if self.in_a_process:
             spawn = multiprocessing.get_context("spawn")  # forking a process with threads is unsafe
-            self._stop, self._processed = spawn.Event(), spawn.Array("q", len(self.projector.views))
+            self._stop, self._processed = SharedStop(spawn), spawn.Array("q", len(self.projector.views))
             self._failing = spawn.Value("i", 0)
             self._runner = self._projector_process()
             self._watchdog = threading.Thread(target=self._watch, name="projector-watchdog", daemon=True)

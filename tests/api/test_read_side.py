@@ -439,6 +439,36 @@ def test_a_projector_process_that_dies_is_started_again(settings, lastmeter, mon
     assert not readside.following
 
 
+def test_a_server_whose_projector_was_killed_while_it_waited_still_stops(settings, lastmeter):
+    """A projector waiting for another to stop leading waits on the stop signal; killed then (kill -9),
+    it left a multiprocessing.Event broken, and the server's shutdown hung for good on setting it."""
+    import os
+    import signal
+    import threading
+
+    import psycopg
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+    from projections.store import LEAD_LOCK
+
+    if not settings.is_postgres:
+        pytest.skip("on SQLite the projector is a thread of the server")
+    env = lastmeter.env
+    with psycopg.connect(f"postgresql://{env['POSTGRES_USER']}@{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}/"
+                         f"{env['POSTGRES_DBNAME']}", autocommit=True) as leader:
+        leader.execute(f"SET search_path TO {env['POSTGRES_SCHEMA'] or 'public'}")
+        leader.execute("SELECT pg_advisory_lock(%s, hashtext(current_schema()))", (LEAD_LOCK,))  # another leads
+        client = TestClient(create_app(settings.model_copy(update={"projector_process": True})))
+        client.__enter__()
+        time.sleep(2)  # the projector process has started and waits on the stop signal for the lead
+        os.kill(client.app.state.readside._runner.pid, signal.SIGKILL)
+        stopping = threading.Thread(target=client.__exit__, args=(None, None, None), daemon=True)
+        stopping.start()
+        stopping.join(timeout=30)
+        assert not stopping.is_alive()
+
+
 def test_a_projector_process_that_keeps_dying_is_started_again_less_and_less_often(backend, monkeypatch):
     """Dying soon after each start (the same batch too big for memory), it is not started every second."""
     import threading
