@@ -47,11 +47,16 @@ def _field(error: dict) -> str:
     return named or str(loc[-1] if loc else "body")
 
 
+def _media_type(request: Request) -> str:
+    """The Content-Type the body was sent with, without its parameters, in lower case ("" for none)."""
+    return request.headers.get("content-type", "").partition(";")[0].strip().lower()
+
+
 def _reason(error: dict, request: Request) -> str:
     """pydantic's message, but for a body that is no JSON object because it was not sent as JSON (a
     browser's fetch sends a string as text/plain): FastAPI then validates its bytes, and pydantic
     says only that they are no object."""
-    sent = request.headers.get("content-type", "").partition(";")[0].strip().lower()
+    sent = _media_type(request)
     if tuple(error["loc"]) == ("body",) and not (sent.startswith("application/") and sent.endswith(("/json", "+json"))):
         return f"must be a JSON object sent as Content-Type: application/json (it came as {sent or 'none'})"
     return error["msg"]
@@ -149,7 +154,7 @@ async def unavailable(request: Request, exc: Exception) -> JSONResponse:
 
 async def http_error(request: Request, exc: HTTPException) -> JSONResponse:
     if exc.status_code == 400:  # a body the server could not parse at all is invalid input too
-        form = request.headers.get("content-type", "").lower().startswith("multipart/")
+        form = _media_type(request).startswith("multipart/")
         reason = "is not a readable multipart form" if form else "is not JSON in UTF-8"
         return await refused_caller(request) or problem(
             422, "Invalid input", f"body: {reason}", errors=[{"field": "body", "reason": reason}])

@@ -79,8 +79,8 @@ def verify(recorder: Any, store: ViewStore, upto: int | None = None, expected_he
     caught, and so is lowering the recorded position (to hide the links after it). A recorded position
     beyond the last link means links and events were cut off the end. With a digest, every event up
     to its position is recomputed whatever the links say; a log that now ends short of that position
-    is named from where it ends. A stored event no link can cover, but the
-    application would read (eventlog.unchained), fails it too.
+    is named from where it ends. A stored event no link can cover, but the application would read
+    (eventlog.unchained), fails it too.
     """
     recorded = last_link = 0
     if upto is None:
