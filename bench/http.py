@@ -1,4 +1,4 @@
-"""HTTP benchmark: 32 concurrent clients against `lastmeter serve` on PostgreSQL, and a trivial endpoint.
+"""HTTP benchmark: 32 concurrent clients against `lastmeter serve` on PostgreSQL, a floor and a trivial endpoint.
 
 One run:
 
@@ -15,12 +15,15 @@ One run:
    then drives the same mix at a steady half of the throughput it measured, for --paced-seconds:
    the latency a case worker sees when the server is not saturated (no target; with 32 clients
    back to back, latency is bound to be 32 / throughput on average, whatever the server does);
-3. starts `python -m uvicorn bench.trivial_app:app` with the same server settings (host, workers,
-   log level) and drives it with the same number of clients for the same time;
+3. starts `python -m uvicorn bench.floor_app:app` (the floor: the same routes, each one round trip to
+   PostgreSQL and nothing else, on tables of the same schema) and drives the same mix against it;
+   then `python -m uvicorn bench.trivial_app:app`, one GET; both with the same server settings
+   (host, workers, log level), the same number of clients and the same time;
 4. prints throughput, p50/p99 latency (all requests and per kind), the lag, the CPU used by the
    load generator, the server (with its projector process; also per request) and the whole machine,
    and the ratios: throughput vs the trivial endpoint (target >= 0.4x), p99 (target < 100 ms), lag
-   p99 (target < 250 ms), PASS or FAIL.
+   p99 (target < 250 ms), PASS or FAIL; and, without a target, the floor against the trivial endpoint
+   (what the stack leaves any server that commits each command) and ours against the floor.
 
     .venv/bin/python -m bench.http                     # 20 s each
     .venv/bin/python -m bench.http --seconds 60        # longer
@@ -475,6 +478,24 @@ def seed(server: Server, headers: dict[str, str], clients: int, cases: int) -> t
     return client_ids, case_ids
 
 
+def drive_floor(args, env: dict[str, str], workdir: Path, schema: str, secrets: list[str],
+                users: list[dict[str, str]], client_ids: list[str], case_ids: list[str]) -> Load:
+    """The same mix against bench.floor_app: one round trip to PostgreSQL a request, nothing else."""
+    from bench.floor_app import create_tables
+
+    with psycopg.connect(args.database_url, autocommit=True) as conn:
+        create_tables(conn, schema, case_ids)
+    port = free_port()
+    uvicorn = [sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--host", "127.0.0.1",
+               "--port", str(port), "--workers", str(args.workers), "--log-level", "info"]
+    floor_env = dict(env, BENCH_FLOOR_DATABASE_URL=args.database_url, BENCH_FLOOR_SCHEMA=schema,
+                     BENCH_FLOOR_TOKENS=",".join(secrets))
+    print("the floor (python -m uvicorn bench.floor_app:app) ...", flush=True)
+    with serving("floor", uvicorn, floor_env, ROOT, workdir / "floor.log", port, "/healthz") as server:
+        return drive("floor", server, args.clients, args.seconds, args.warmup,
+                     lastmeter_ops(case_ids, client_ids, [], "floor"), users)
+
+
 # -- the run ----------------------------------------------------------------------------------
 
 
@@ -504,6 +525,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed-clients", type=int, default=32)
     parser.add_argument("--seed-cases", type=int, default=256)
     parser.add_argument("--keep-server-log", action="store_true", help="keep the servers' logs and print where")
+    parser.add_argument("--skip-floor", action="store_true")
     parser.add_argument("--skip-trivial", action="store_true")
     parser.add_argument("--paced-seconds", type=float, default=10.0,
                         help="then, seconds at a steady half of the throughput measured (0: skip; default 10)")
@@ -543,6 +565,9 @@ def main(argv: list[str] | None = None) -> int:
                 print(f"  the same mix at a steady {ours.rate / 2:,.0f} req/s ...", flush=True)
                 paced = drive("lastmeter, paced", server, args.clients, args.paced_seconds, 1.0,
                               lastmeter_ops(case_ids, client_ids, [], "paced"), users, pace=2 * args.clients / ours.rate)
+        floor = None
+        if not args.skip_floor:
+            floor = drive_floor(args, env, workdir, schema, secrets[:-1], users, client_ids, case_ids)
         trivial = None
         if not args.skip_trivial:
             port = free_port()
@@ -565,10 +590,11 @@ def main(argv: list[str] | None = None) -> int:
     print_load(ours)
     if paced:
         print_load(paced)
-    if trivial:
-        print_load(trivial)
+    for load in (floor, trivial):
+        if load:
+            print_load(load)
     print("  " + "-" * 66)
-    for load in (ours, paced, trivial):
+    for load in (ours, paced, floor, trivial):
         if load is None:
             continue
         odd = {f"{k} {s}": n for (k, s), n in sorted(load.statuses.items()) if s not in (200, 201)}
@@ -599,6 +625,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"p99 latency          = {ms(p99)} ms   (target < 100 ms)   {verdict(p99 < 0.100)}")
     ok &= lag_p99 < 0.250
     print(f"lag p99              = {ms(lag_p99)} ms   (target < 250 ms, polling the API)   {verdict(lag_p99 < 0.250)}")
+    if floor and floor.rate and trivial and trivial.rate:  # no target: what the stack leaves any server
+        print(f"floor / trivial      = {floor.rate:,.0f} / {trivial.rate:,.0f} req/s = {floor.rate / trivial.rate:.2f}x, "
+              f"ours / floor = {ours.rate / floor.rate:.2f}x   (no target)")
     if paced:  # no target: what a case worker waits when the server is not saturated
         print(f"at a steady half of that throughput ({paced.rate:,.0f} req/s): p50 "
               f"{ms(percentile(paced.all_latencies(), 50))} ms, p99 {ms(percentile(paced.all_latencies(), 99))} ms "
