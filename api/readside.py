@@ -100,10 +100,16 @@ def follow(opening: Callable[[], AbstractContextManager[Projector]], stop: Stop,
     store (ViewStore.leading: until then another keeps them there). Whatever fails (a batch, which was
     rolled back; the store restarting) is opened afresh after a pause. `counts`: an array shared with
     another process (or None), which gets the events applied to each view added up; `failing`: a value,
-    which gets how many times in a row the projector has failed (0 after a round that did not)."""
+    which gets how many times in a row the projector has failed (0 after a round that did not, or once
+    it stands by, the store answering that another leads: failures before are over)."""
+
+    def standing_by() -> None:
+        failing.value = 0
+
     while not stop.is_set():
         try:
-            with opening() as projector, projector.store.leading(stop) as leads, waking(projector, stop) as wake:
+            with opening() as projector, projector.store.leading(stop, standing_by) as leads, \
+                    waking(projector, stop) as wake:
                 if leads:  # else stopped while another projector led
                     projector.run(stop, poll=IDLE_POLL[projector.store.postgres],
                                   after_each=_sharing(projector, counts, failing), wake=wake, settle=SETTLE)

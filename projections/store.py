@@ -288,18 +288,20 @@ class ViewStore:
                 conn.autocommit = False
 
     @contextmanager
-    def leading(self, stop: Any) -> Iterator[bool]:
+    def leading(self, stop: Any, standing_by: Callable[[], Any] = lambda: None) -> Iterator[bool]:
         """Whether this process leads the projectors of this store, for as long as it holds the context:
         on PostgreSQL it waits, asking every LEAD_POLL seconds, until the projector that leads ends (its
         lock goes with its connection, however its process ends); False if `stop` is set first. Several
         projectors would all be correct (a batch is applied only where its position is unmoved), but
-        each would read and decode every batch for one of them to write it. SQLite: always."""
+        each would read and decode every batch for one of them to write it. SQLite: always.
+        `standing_by` is called each time the store has answered that another leads."""
         if not self.postgres:
             yield True
             return
         with psycopg.connect(autocommit=True, **self._pool.kwargs) as conn:
             lock = (LEAD_LOCK,)
             while not conn.execute("SELECT pg_try_advisory_lock(%s, hashtext(current_schema()))", lock).fetchone()[0]:
+                standing_by()
                 if stop.wait(LEAD_POLL):
                     yield False
                     return

@@ -5,6 +5,8 @@ import io
 import logging
 import time
 import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -439,6 +441,22 @@ def test_a_projector_process_that_dies_is_started_again(settings, lastmeter, mon
     assert not readside.following
 
 
+@contextmanager
+def another_leads(settings, env: dict[str, str]) -> Iterator[None]:
+    """Holds the lead of the store's projectors, as another server's projector would."""
+    import psycopg
+
+    from projections.store import LEAD_LOCK
+
+    if not settings.is_postgres:
+        pytest.skip("on SQLite the projector is a thread of the server, and leads alone")
+    with psycopg.connect(f"postgresql://{env['POSTGRES_USER']}@{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}/"
+                         f"{env['POSTGRES_DBNAME']}", autocommit=True) as leader:
+        leader.execute(f"SET search_path TO {env['POSTGRES_SCHEMA'] or 'public'}")
+        leader.execute("SELECT pg_advisory_lock(%s, hashtext(current_schema()))", (LEAD_LOCK,))
+        yield
+
+
 def test_a_server_whose_projector_was_killed_while_it_waited_still_stops(settings, lastmeter):
     """A projector waiting for another to stop leading waits on the stop signal; killed then (kill -9),
     it left a multiprocessing.Event broken, and the server's shutdown hung for good on setting it."""
@@ -446,19 +464,11 @@ def test_a_server_whose_projector_was_killed_while_it_waited_still_stops(setting
     import signal
     import threading
 
-    import psycopg
     from fastapi.testclient import TestClient
 
     from api.app import create_app
-    from projections.store import LEAD_LOCK
 
-    if not settings.is_postgres:
-        pytest.skip("on SQLite the projector is a thread of the server")
-    env = lastmeter.env
-    with psycopg.connect(f"postgresql://{env['POSTGRES_USER']}@{env['POSTGRES_HOST']}:{env['POSTGRES_PORT']}/"
-                         f"{env['POSTGRES_DBNAME']}", autocommit=True) as leader:
-        leader.execute(f"SET search_path TO {env['POSTGRES_SCHEMA'] or 'public'}")
-        leader.execute("SELECT pg_advisory_lock(%s, hashtext(current_schema()))", (LEAD_LOCK,))  # another leads
+    with another_leads(settings, lastmeter.env):
         client = TestClient(create_app(settings.model_copy(update={"projector_process": True})))
         client.__enter__()
         time.sleep(2)  # the projector process has started and waits on the stop signal for the lead
@@ -532,6 +542,31 @@ def test_one_projector_at_a_time_follows_a_store_and_another_takes_over_when_it_
             stop.set()
             if follower.is_alive():
                 follower.join()
+
+
+def test_a_projector_standing_by_once_the_store_answers_is_no_longer_failing(backend, settings, lastmeter):
+    """Failures while the store restarted are over once it answers; a projector that then stands by
+    for another (`serve --workers 2`: each worker has one) is not failing, and its worker is ready."""
+    import threading
+    from functools import partial
+    from types import SimpleNamespace
+
+    from api.readside import ReadSide, follow, projector_in_this_process
+
+    ReadSide(backend)  # the views, set up
+    stop, failing = threading.Event(), SimpleNamespace(value=3)  # it failed while the store restarted
+    with another_leads(settings, lastmeter.env):
+        follower = threading.Thread(target=follow, args=(partial(projector_in_this_process, dict(lastmeter.env)),
+                                                         stop, None, failing))
+        follower.start()
+        try:
+            deadline = time.monotonic() + 10
+            while failing.value and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert failing.value == 0
+        finally:
+            stop.set()
+            follower.join()
 
 
 def test_a_projector_process_that_cannot_reach_the_store_keeps_trying(backend, settings):
