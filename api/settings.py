@@ -1,5 +1,6 @@
 """Settings, read once from the environment (LASTMETER_*)."""
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
@@ -20,7 +21,7 @@ class Settings(BaseSettings):
     postgres_pool_size: int = Field(default=10, ge=2)
     """Connections per pool on PostgreSQL; at least 2, since startup holds one while it sets up the rest."""
     postgres_schema: str = ""
-    """A PostgreSQL schema for lastmeter's tables (default: public)."""
+    """A PostgreSQL schema for lastmeter's tables (default: public), made on first start if it is not there."""
     master_key: str = ""
     """The master key (32 bytes, base64) that wraps every person's key; else read from master_key_file."""
     master_key_file: str = ""
@@ -51,6 +52,15 @@ class Settings(BaseSettings):
         if not url.startswith(("sqlite:///", "postgresql://", "postgres://")):
             raise ValueError("must start with sqlite:/// or postgresql://")
         return url
+
+    @field_validator("postgres_schema")
+    @classmethod
+    def _plain_schema(cls, name: str) -> str:
+        # Named unquoted where PostgreSQL folds case (the search path): a plain lowercase name is the same everywhere.
+        if name and not re.fullmatch(r"[a-z_][a-z0-9_]{0,62}", name):
+            raise ValueError("must be a lowercase name of letters, digits and underscores, not starting with a "
+                             "digit, at most 63 characters")
+        return name
 
     @field_validator("subsidy_tiers")
     @classmethod

@@ -114,6 +114,20 @@ SELECT EXISTS (SELECT 1 FROM pg_stat_activity, deleter WHERE pid <> pg_backend_p
 """
 
 
+def ensure_schema(conn: psycopg.Connection, schema: str) -> None:
+    """Makes the configured schema if it is not there yet (the tables in it are made at setup).
+    Looked for first: a role that may not create schemas may still use one made for it."""
+    if conn.execute("SELECT 1 FROM pg_namespace WHERE nspname = %s", (schema,)).fetchone():
+        return
+    try:
+        conn.execute(SQL("CREATE SCHEMA IF NOT EXISTS {}").format(Identifier(schema)))
+    except psycopg.errors.UniqueViolation:
+        pass  # another process starting at the same moment made it
+    except psycopg.errors.InsufficientPrivilege as error:
+        raise psycopg.errors.InsufficientPrivilege(
+            f"the schema {schema} does not exist, and this role may not create it ({error})") from None
+
+
 class ViewStore:
     """Connections for views, configured from the application's persistence settings."""
 
@@ -131,7 +145,8 @@ class ViewStore:
             }
             # A store that cannot be reached is said at once, with PostgreSQL's reason: a pool retries
             # in silence for 30 s before it gives up, and then says only that it got no connection.
-            psycopg.connect(**kwargs, connect_timeout=CONNECT_TIMEOUT).close()
+            with psycopg.connect(**kwargs, connect_timeout=CONNECT_TIMEOUT, autocommit=True) as conn:
+                ensure_schema(conn, schema)
             self._pool = ConnectionPool(kwargs=kwargs, min_size=1, max_size=int(env.get("POSTGRES_POOL_SIZE", "4")),
                                         # as long as the library's pool waits for a connection
                                         timeout=float(env.get("POSTGRES_CONNECT_TIMEOUT") or 30), open=True)

@@ -130,14 +130,39 @@ class TestTokens:
         assert result.exit_code == 2 and "not found" in said(result), result.output
 
 
-def test_a_setting_that_is_not_valid_is_named_not_a_traceback(cli, monkeypatch):
-    from api.settings import get_settings
-
-    monkeypatch.setenv("LASTMETER_POSTGRES_POOL_SIZE", "1")  # startup holds one connection and needs another
+@pytest.mark.parametrize("name, value, reason", [
+    ("POOL_SIZE", "1", "Input should be greater than or equal to 2"),  # startup holds one and needs another
+    ("SCHEMA", "Case-Files", "must be a lowercase name"),  # the search path would fold it to another
+])
+def test_a_setting_that_is_not_valid_is_named_not_a_traceback(cli, monkeypatch, name, value, reason):
+    monkeypatch.setenv(f"LASTMETER_POSTGRES_{name}", value)
     get_settings.cache_clear()
     result = cli("tokens", "list")
-    assert result.exit_code == 2 and "LASTMETER_POSTGRES_POOL_SIZE: Input should be greater than or equal to 2" \
-        in said(result), result.output
+    assert result.exit_code == 2 and f"LASTMETER_POSTGRES_{name}: " in said(result), result.output
+    assert reason in said(result), result.output
+
+
+def test_a_schema_not_there_yet_is_made_on_first_start(cli, settings, monkeypatch):
+    """An operator names a schema of its own for lastmeter; PostgreSQL had said only that "no schema
+    has been selected to create in"."""
+    import psycopg
+
+    if not settings.is_postgres:
+        pytest.skip("a PostgreSQL schema")
+    schema = f"{settings.postgres_schema}_new"
+    monkeypatch.setenv("LASTMETER_POSTGRES_SCHEMA", schema)
+    get_settings.cache_clear()
+    try:
+        created = cli("tokens", "create", "--user", "w1", "--role", "case_worker", "--org-unit", "350502")
+        assert created.exit_code == 0, created.output
+        assert cli("tokens", "list").exit_code == 0
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            tables = {row[0] for row in conn.execute("SELECT tablename FROM pg_tables WHERE schemaname = %s",
+                                                      (schema,))}
+        assert {"lastmeter_events", "person_keys"} <= tables, tables
+    finally:
+        with psycopg.connect(settings.database_url, autocommit=True) as conn:
+            conn.execute(f"DROP SCHEMA IF EXISTS {schema} CASCADE")
 
 
 def test_an_unbounded_aggregate_cache_is_refused(cli, monkeypatch):
