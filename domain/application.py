@@ -39,7 +39,7 @@ from domain.storage.repository import fold
 
 MAX_ATTEMPTS = 200
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"lastmeter.{__name__}")  # under the logger `serve` configures
 
 
 __all__ = ["Contention", "Idempotency", "LastMeter", "Written"]

@@ -35,7 +35,7 @@ from eventsourcing.persistence import Mapper, StoredEvent, Transcoder
 from domain.errors import PersonErased
 from projections.store import ViewStore
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"lastmeter.{__name__}")  # under the logger `serve` configures
 
 KEYS = "person_keys"
 # Erasures asked for whose key may not be destroyed yet, or may still be left in the database's files.

@@ -15,7 +15,7 @@ from domain.storage.repository import PlaintextRefusingMapper, LockingRepository
 
 SNAPSHOT_INTERVAL = "CASE_SNAPSHOT_INTERVAL"  # env: an aggregate `snapshotted` every this many events (0: never)
 
-logger = logging.getLogger(__name__)
+logger = logging.getLogger(f"lastmeter.{__name__}")  # under the logger `serve` configures
 
 
 class StoredApplication(Application):

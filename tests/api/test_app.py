@@ -117,6 +117,28 @@ def test_a_server_error_is_logged_again_with_its_traceback_and_without_any_messa
         assert WITHOUT_MESSAGES.filter(record) and record.exc_text.count("message withheld") == told
 
 
+def test_every_logger_of_lastmeter_writes_where_serve_configured_its_log():
+    """A logger outside `lastmeter` went to Python's last resort: its warnings bare on stderr, without
+    level or name, and anything below a warning nowhere."""
+    script = textwrap.dedent("""
+        import importlib, logging, logging.config, pkgutil
+        from api.cli.serving import logging_config
+        logging.config.dictConfig(logging_config())
+        for package in ("api", "domain", "projections"):
+            for module in pkgutil.walk_packages(importlib.import_module(package).__path__, package + "."):
+                for value in vars(importlib.import_module(module.name)).values():
+                    if isinstance(value, logging.Logger):
+                        value.info("written by %s", value.name)
+    """)
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60,
+                          cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    assert done.returncode == 0, done.stderr
+    written = [line for line in done.stderr.splitlines() if "written by" in line]
+    assert len(written) >= 8 and all(line.startswith("INFO:") for line in written), done.stderr
+    for module in ("domain.application", "domain.storage.application", "projections.privacy"):
+        assert any(line.endswith(f"written by lastmeter.{module}") for line in written), done.stderr
+
+
 def test_json_answers_render_what_orjson_refuses_as_the_json_module_does():
     assert Json({"units": 2**70, "名": "林"}).body == '{"units":1180591620717411303424,"名":"林"}'.encode()
     assert Json({1: "x"}).body == b'{"1":"x"}'
