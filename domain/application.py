@@ -124,7 +124,9 @@ class LastMeter(PurchasedServices, StoredApplication):
         try:
             written = self._run(idem, "client", 201, attempt)
         except BaseException:
-            if identities is not None:
+            # A failure may follow the commit (a connection lost as it answered): only a person not
+            # saved loses the row; one whose save cannot be asked about now keeps it pending, to settle.
+            if identities is not None and not self._may_be_registered(client_id):
                 identities.forget(client_id)
             raise
         if identities is not None:
@@ -156,6 +158,12 @@ class LastMeter(PurchasedServices, StoredApplication):
 
     def is_registered(self, person: UUID) -> bool:
         return self._registered(person) is not None
+
+    def _may_be_registered(self, person: UUID) -> bool:
+        try:
+            return self.is_registered(person)
+        except Exception:  # noqa: BLE001 - the store does not answer: it may have been saved
+            return True
 
     def _registered(self, person: UUID) -> Client | None:
         """The person, if their registration was saved."""

@@ -176,6 +176,25 @@ def test_a_registration_answered_by_its_twins_receipt_leaves_no_row_of_its_own(a
     assert persons == {str(first.id)}
 
 
+def test_a_registration_that_fails_after_its_commit_keeps_its_row_and_the_person_is_found_again(api, monkeypatch):
+    """The connection lost as the commit was answered: the person is saved, and the same ID number
+    registered again must still find them."""
+    from psycopg import OperationalError
+
+    save, body = api.app.save, client_body()
+
+    def committed_then_lost(*aggregates):
+        save(*aggregates)
+        raise OperationalError("the connection was lost as the commit was answered")
+
+    monkeypatch.setattr(api.app, "save", committed_then_lost)
+    with pytest.raises(OperationalError):
+        api.app.register_client(ADMIN, None, **body)
+    monkeypatch.undo()
+    with pytest.raises(AlreadyRegistered):
+        api.app.register_client(ADMIN, None, **body)
+
+
 def test_filling_the_index_gives_no_row_back_to_a_person_erased_meanwhile(api):
     """The fill reads the log, then writes: a person erased by another process in between keeps no row."""
     first = api.app.register_client(ADMIN, None, **client_body())
