@@ -176,6 +176,6 @@ ReadSideDep = Annotated[object, Depends(get_readside)]
 BackendDep = Annotated[object, Depends(get_backend)]
 SettingsDep = Annotated[object, Depends(get_settings_dep)]
 Fresh = Depends(fresh)
-# The paging of a list made whole per request (api.render.paged): every list takes limit and cursor.
+# The paging of a list made whole per request (api.paging.paged): every list takes limit and cursor.
 WholeLimit = Annotated[int | None, Query(ge=1, le=10_000, description="at most this many items (default: all)")]
 Cursor = Annotated[str | None, Query(description="the next_cursor of the page before")]

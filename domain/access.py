@@ -12,7 +12,7 @@ from uuid import NAMESPACE_URL, UUID, uuid5
 
 from eventsourcing.domain import Aggregate
 
-from domain.actor import ROLES, STAFF_ID, WORKS_CASES, Actor
+from domain.actor import ROLES, WORKS_CASES, Actor, check_staff_id
 from domain.contract import check_provider
 from domain.errors import CommandRefused, InvalidInput
 
@@ -55,8 +55,7 @@ class AccessToken(Aggregate):
         cls, actor: Actor, secret: str, user: str, role: str, org_unit: str | None, provider: str | None,
         reads_personal: bool = False,
     ) -> "AccessToken":
-        if not isinstance(user, str) or not STAFF_ID.fullmatch(user):
-            raise InvalidInput("user", "must be 1-64 letters, digits, '-', '_' or '.'")
+        check_staff_id("user", user)
         if role not in ROLES:
             raise InvalidInput("role", f"must be one of {', '.join(ROLES)}")
         if role in WORKS_CASES and org_unit is None:

@@ -15,11 +15,11 @@ from uuid import UUID
 from eventsourcing.domain import Aggregate
 from eventsourcing.domain import Snapshot as LibrarySnapshot
 
-from domain.actor import STAFF_ID, Actor
+from domain.actor import Actor, check_staff_id
 from domain.clock import check_moment, end_of_day_after, local
 from domain.contract import Contract
 from domain.errors import (
-    CaseClosed,
+    CaseIsClosed,
     CaseNotClosed,
     CaseNotOnHold,
     CaseOnHold,
@@ -244,8 +244,7 @@ class ServiceCase(Aggregate):
 
     def assign(self, actor: Actor, assignee: str, roster: Roster | None = None) -> None:
         """`roster`: who may work cases where (domain/roster.py); without one, any staff user id."""
-        if not isinstance(assignee, str) or not STAFF_ID.fullmatch(assignee):
-            raise InvalidInput("assignee", "must be a staff user id: letters, digits, '.', '_' or '-', at most 64")
+        check_staff_id("assignee", assignee)
         self._require_not_closed()
         if assignee == self.assignee:
             raise CommandRefused(f"the case is already assigned to {assignee}")
@@ -343,7 +342,7 @@ class ServiceCase(Aggregate):
 
     def _require_not_closed(self) -> None:
         if self.status == CLOSED:
-            raise CaseClosed("the case is closed; reopen it first")
+            raise CaseIsClosed("the case is closed; reopen it first")
 
     def _require_open(self) -> None:
         self._require_not_closed()

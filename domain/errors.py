@@ -36,7 +36,7 @@ class StepNotAllowed(CommandRefused):
     pass
 
 
-class CaseClosed(CommandRefused):
+class CaseIsClosed(CommandRefused):
     pass
 
 

@@ -100,15 +100,6 @@ class OrgTree:
     def get(self, code: str) -> OrgUnit | None:
         return self._units.get(code)
 
-    def ancestors(self, code: str) -> list[str]:
-        """The code itself and every code above it, nearest first."""
-        chain = []
-        current: str | None = code
-        while current is not None:
-            chain.append(current)
-            current = parent_of(current)
-        return chain
-
     def covers(self, scope: str | None, code: str) -> bool:
         """Whether a scope (a unit code; None for everything) covers `code`: a code carries every
         code above it in its digits."""

@@ -10,7 +10,7 @@
 import pytest
 
 from domain.case import ServiceCase
-from domain.errors import CaseClosed, CaseOnHold, CommandRefused, InvalidInput, PersonErased, StepNotAllowed
+from domain.errors import CaseIsClosed, CaseOnHold, CommandRefused, InvalidInput, PersonErased, StepNotAllowed
 from tests.unit.casekit import (
     CATEGORY_DIGIT,
     ID_NUMBER,
@@ -274,9 +274,9 @@ class TestIssueCertificate:
     def test_no_step_can_be_taken_once_issued(self):
         case = assessed()
         issue(case, ID_NUMBER + "42")
-        with pytest.raises(CaseClosed):
+        with pytest.raises(CaseIsClosed):
             take(case, "refuse", {"reason": "changed our mind"})
-        with pytest.raises(CaseClosed):
+        with pytest.raises(CaseIsClosed):
             issue(case, ID_NUMBER + "42")
         assert case.outcome == "served"
 
@@ -331,6 +331,6 @@ class TestRefuse:
     def test_cannot_refuse_an_issued_certificate(self):
         case = assessed()
         issue(case, ID_NUMBER + "42")
-        with pytest.raises(CaseClosed):
+        with pytest.raises(CaseIsClosed):
             take(case, "refuse", {"reason": "too late"})
         assert (case.stage, case.outcome) == ("issued", "served")

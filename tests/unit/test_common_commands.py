@@ -12,7 +12,7 @@ from domain.case import ServiceCase
 from domain.client import Client
 from domain.clock import end_of_day_after
 from domain.errors import (
-    CaseClosed,
+    CaseIsClosed,
     CaseNotClosed,
     CaseNotOnHold,
     CaseOnHold,
@@ -145,7 +145,7 @@ class TestAssign:
 
     def test_refuses_a_closed_case(self):
         case = closed_case()
-        refuses_unchanged(case, CaseClosed, case.assign, SUPERVISOR, "chen")
+        refuses_unchanged(case, CaseIsClosed, case.assign, SUPERVISOR, "chen")
 
     def test_a_case_on_hold_can_be_reassigned(self):
         case = on_hold_case()
@@ -225,7 +225,7 @@ class TestRecordVisit:
 
     def test_refuses_a_closed_case(self):
         case = closed_case()
-        refuses_unchanged(case, CaseClosed, case.record_visit, WORKER, "proxy", NOW - timedelta(hours=1), "x")
+        refuses_unchanged(case, CaseIsClosed, case.record_visit, WORKER, "proxy", NOW - timedelta(hours=1), "x")
 
     @pytest.mark.parametrize("sent,accepted", [("1949-12-31T20:00:00-08:00", True),  # 1950-01-01 in Shanghai
                                                ("1950-01-01T07:59:59+08:00", True),
@@ -277,7 +277,7 @@ class TestHoldAndResume:
 
     def test_a_closed_case_cannot_be_put_on_hold(self):
         case = closed_case()
-        refuses_unchanged(case, CaseClosed, case.put_on_hold, WORKER, "in hospital")
+        refuses_unchanged(case, CaseIsClosed, case.put_on_hold, WORKER, "in hospital")
 
     def test_resuming_a_case_that_is_not_on_hold_is_refused(self):
         case = open_case()
@@ -381,12 +381,12 @@ class TestClose:
 
     def test_refuses_to_close_a_closed_case(self):
         case = closed_case()
-        refuses_unchanged(case, CaseClosed, case.close, WORKER, "transferred")
+        refuses_unchanged(case, CaseIsClosed, case.close, WORKER, "transferred")
 
     def test_refuses_to_close_a_case_closed_by_its_last_step(self):
         case = case_at("health_check", "checked")
         take(case, "update_health_record")
-        refuses_unchanged(case, CaseClosed, case.close, WORKER, "withdrawn")
+        refuses_unchanged(case, CaseIsClosed, case.close, WORKER, "withdrawn")
 
 
 class TestReopen:

@@ -22,7 +22,7 @@ from domain.actor import Actor
 from domain.case import OUTCOMES, SERVICE_MODES, ServiceCase
 from domain.clock import EARLIEST_DAY, LATEST_DAY, end_of_day_after
 from domain.errors import (
-    CaseClosed,
+    CaseIsClosed,
     CaseNotClosed,
     CaseNotOnHold,
     CaseOnHold,
@@ -175,7 +175,7 @@ class CaseMachine(RuleBasedStateMachine):
         if step is None:
             expected = InvalidInput
         elif self.status == "closed":
-            expected = CaseClosed
+            expected = CaseIsClosed
         elif self.status == "on_hold":
             expected = CaseOnHold
         elif not step.allowed_from(self.stage):
@@ -207,7 +207,7 @@ class CaseMachine(RuleBasedStateMachine):
     @rule(actor=ACTORS, reason=TEXT)
     def put_on_hold(self, actor, reason):
         # a reason missing or malformed is wrong whatever the status: it is told first
-        expected = InvalidInput if bad_text(reason) else {"closed": CaseClosed, "on_hold": CaseOnHold}.get(self.status)
+        expected = InvalidInput if bad_text(reason) else {"closed": CaseIsClosed, "on_hold": CaseOnHold}.get(self.status)
         if self.attempt(actor, expected, self.case.put_on_hold, actor, reason):
             self.status = "on_hold"
 
@@ -225,7 +225,7 @@ class CaseMachine(RuleBasedStateMachine):
         if outcome not in OUTCOMES:
             expected = InvalidInput
         elif self.status == "closed":
-            expected = CaseClosed
+            expected = CaseIsClosed
         elif outcome == "served" and self.stage not in self.kind.serves_from:
             expected = CommandRefused
         elif reason is not None and bad_text(reason):
@@ -244,7 +244,7 @@ class CaseMachine(RuleBasedStateMachine):
     @rule(actor=ACTORS, assignee=st.sampled_from(["chen", "zhao"]))
     def assign(self, actor, assignee):
         if self.status == "closed":
-            expected = CaseClosed
+            expected = CaseIsClosed
         elif assignee == self.assignee:
             expected = CommandRefused
         else:
@@ -263,7 +263,7 @@ class CaseMachine(RuleBasedStateMachine):
         visited_at = {"past": now - timedelta(days=1), "future": now + timedelta(hours=2),
                       "naive": datetime.now() - timedelta(days=1)}[when]
         if self.status == "closed":
-            expected = CaseClosed
+            expected = CaseIsClosed
         elif mode not in SERVICE_MODES or when != "past" or bad_text(summary):
             expected = InvalidInput
         else:
