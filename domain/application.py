@@ -124,19 +124,11 @@ class LastMeter(PurchasedServices, StoredApplication):
         try:
             written = self._run(idem, "client", 201, attempt)
         except BaseException:
-            # A failure may follow the commit (a connection lost as it answered): only a person not
-            # saved loses the row; one whose save cannot be asked about now keeps it pending, to settle.
-            if identities is not None and not self._may_be_registered(client_id):
-                identities.forget(client_id)
+            if identities is not None:
+                identities.registration_failed(client_id, self.is_registered)
             raise
         if identities is not None:
-            if written.id == client_id:
-                try:
-                    identities.saved(client_id)
-                except Exception as error:  # noqa: BLE001 - the person is saved; settling keeps the row
-                    logger.warning("a registration's identity row stays pending (%s)", type(error).__name__)
-            else:  # another request's answer, by its receipt
-                identities.forget(client_id)
+            identities.registration_answered(client_id, saved=written.id == client_id)
         return written
 
     def recorded(self, event_class: type, batch: int = 1000) -> Iterator[Any]:
@@ -158,12 +150,6 @@ class LastMeter(PurchasedServices, StoredApplication):
 
     def is_registered(self, person: UUID) -> bool:
         return self._registered(person) is not None
-
-    def _may_be_registered(self, person: UUID) -> bool:
-        try:
-            return self.is_registered(person)
-        except Exception:  # noqa: BLE001 - the store does not answer: it may have been saved
-            return True
 
     def _registered(self, person: UUID) -> Client | None:
         """The person, if their registration was saved."""

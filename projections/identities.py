@@ -13,6 +13,7 @@ moment it was added, until its person is saved; a pending row an hour old is set
 and at most hourly while registrations come in: kept if the person was saved, else dropped.
 """
 
+import logging
 import time
 from collections.abc import Callable
 from datetime import datetime, timedelta, timezone
@@ -23,6 +24,7 @@ from domain.client import Client
 from projections.privacy import KEYS, KeyRing
 from projections.timefmt import micros
 
+logger = logging.getLogger(f"lastmeter.{__name__}")
 IDENTITIES = "person_identities"
 SETTLED_AFTER = 3600.0  # seconds: no registration is still being saved an hour after it added its row
 
@@ -86,6 +88,26 @@ class IdentityIndex:
     def saved(self, person: UUID) -> None:
         with self.store.write() as tx:
             tx.execute(f"UPDATE {IDENTITIES} SET pending_since = NULL WHERE person_id = ?", (str(person),))
+
+    def registration_answered(self, person: UUID, saved: bool) -> None:
+        """A registration answered: its row settled if `person` was saved; else (another request's
+        answer, by its receipt) dropped. A row that cannot be settled now stays pending, to settle."""
+        if not saved:
+            self.forget(person)
+            return
+        try:
+            self.saved(person)
+        except Exception as error:  # noqa: BLE001 - the person is saved; settling keeps the row
+            logger.warning("a registration's identity row stays pending (%s)", type(error).__name__)
+
+    def registration_failed(self, person: UUID, registered: Callable[[UUID], bool]) -> None:
+        """A registration failed, perhaps after its commit (a connection lost as it answered): its row
+        goes only if the person was not saved, and stays pending, to settle, if the store cannot say."""
+        try:
+            saved = registered(person)
+        except Exception:  # noqa: BLE001 - the store does not answer: they may have been saved
+            return
+        (self.saved if saved else self.forget)(person)
 
     def settle_when_due(self, registered: Callable[[UUID], bool]) -> None:
         if time.monotonic() - self._settled_at >= SETTLED_AFTER:
