@@ -186,7 +186,7 @@ class Where:
         return clauses, params
 
 
-WORKLOAD_KEYS = {"assignee": "assignee", "org_unit": "org_unit", "kind": "kind"}
+WORKLOAD_KEYS = ("assignee", "org_unit", "kind")  # the columns a workload may be by (one goes into its SQL)
 
 
 def workload(tx: Tx, by: str, where: Where, month_start: datetime) -> list[tuple]:
@@ -198,16 +198,17 @@ def workload(tx: Tx, by: str, where: Where, month_start: datetime) -> list[tuple
     PostgreSQL would sum integers as NUMERIC). A key whose figures would all be zero has no row,
     but for a unit any case was opened in (by its prefix alone: the workload takes no other filter).
     """
-    key = WORKLOAD_KEYS[by]
+    if by not in WORKLOAD_KEYS:
+        raise ValueError(f"no workload by {by!r}")
     clauses, params = where.sql(tx.postgres)
     scope = "".join(f" AND {c}" for c in clauses)
     now, soon = micros(where.now), micros(where.now + timedelta(days=7))
     rows = tx.execute(
         "SELECT figure_key, COUNT(pending), COUNT(overdue), COUNT(due_soon), COUNT(closed) FROM ("
-        f"SELECT {key} AS figure_key, 1 AS pending, CASE WHEN status = 'open' AND due_at < ? THEN 1 END AS overdue, "
+        f"SELECT {by} AS figure_key, 1 AS pending, CASE WHEN status = 'open' AND due_at < ? THEN 1 END AS overdue, "
         "CASE WHEN status = 'open' AND due_at >= ? AND due_at < ? THEN 1 END AS due_soon, NULL AS closed "
         f"FROM view_cases WHERE status <> 'closed'{scope} "
-        f"UNION ALL SELECT {key}, NULL, NULL, NULL, 1 FROM view_cases "
+        f"UNION ALL SELECT {by}, NULL, NULL, NULL, 1 FROM view_cases "
         f"WHERE status = 'closed' AND closed_at >= ?{scope}"
         ") figures GROUP BY figure_key",
         [now, now, soon, *params, micros(month_start), *params]).fetchall()

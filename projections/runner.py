@@ -254,8 +254,7 @@ class Projector:
         build = uuid.uuid4().hex[:8]
         with self.store.write() as tx:
             for name in set(self.views) - set(names):  # copies a rebuild killed before its end left (none runs now)
-                self._view(name, NEXT).drop(tx)
-                tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (name + NEXT,))
+                self._drop_copy(tx, self._view(name, NEXT), name + NEXT)
             for view, tracking in fresh:
                 self._create(tx, view, tracking, build)
         head = self.head()
@@ -294,12 +293,17 @@ class Projector:
         except Exception:  # refused (a copy disagreeing with what it would replace) or failed: nothing swapped in
             with self.store.write() as tx:
                 for view, tracking in fresh:
-                    view.drop(tx)
-                    tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (tracking,))
+                    self._drop_copy(tx, view, tracking)
             raise
         self.store.refresh_statistics([f"view_{t.name}" for name in names for t in self.views[name].tables])
         progress(total, total)
         return max(positions.values(), default=head)
+
+    @staticmethod
+    def _drop_copy(tx: Tx, view: View, tracking: str) -> None:
+        """A rebuild's copy of a view gone, with its position."""
+        view.drop(tx)
+        tx.execute(f"DELETE FROM {POSITIONS} WHERE name=?", (tracking,))
 
     @contextmanager
     def _folding_beside(self, copies: Sequence[tuple[View, str]], head: int,

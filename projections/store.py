@@ -11,7 +11,7 @@ import fcntl
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from typing import Any
 
 import psycopg
@@ -164,35 +164,30 @@ class ViewStore:
             self._local.conn = conn
         return conn
 
-    @contextmanager
-    def write(self) -> Iterator[Tx]:
+    def write(self) -> AbstractContextManager[Tx]:
         """A transaction that commits on success and rolls back on any error."""
+        return self._transaction("BEGIN IMMEDIATE", "COMMIT")
+
+    def read(self) -> AbstractContextManager[Tx]:
+        """A consistent read: one snapshot for every statement inside."""
+        return self._transaction("BEGIN", "ROLLBACK")
+
+    @contextmanager
+    def _transaction(self, begin: str, end: str) -> Iterator[Tx]:
+        """On SQLite `begin`, then `end` (ROLLBACK on any error); on PostgreSQL a transaction, committed
+        on success (a read has written nothing to commit)."""
         if self.postgres:
             with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
                 yield Tx(cursor, True)
             return
         conn = self._sqlite()
-        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(begin)
         try:
             yield Tx(conn.cursor(), False)
         except BaseException:
             conn.execute("ROLLBACK")
             raise
-        conn.execute("COMMIT")
-
-    @contextmanager
-    def read(self) -> Iterator[Tx]:
-        """A consistent read: one snapshot for every statement inside."""
-        if self.postgres:
-            with self._pool.connection() as conn, conn.transaction(), conn.cursor() as cursor:
-                yield Tx(cursor, True)
-            return
-        conn = self._sqlite()
-        conn.execute("BEGIN")
-        try:
-            yield Tx(conn.cursor(), False)
-        finally:
-            conn.execute("ROLLBACK")
+        conn.execute(end)
 
     def once(self, name: str, run: Callable[[], None]) -> None:
         """Runs `run` unless a run of that name finished in this store before: an upgrade's one pass

@@ -35,8 +35,7 @@ def read_workload(
         rows = rolled_up(rows, tree, principal)
     # In key order, the unassigned last (None is never compared with a key: a city has thousands).
     rows = sorted((r for r in rows if r[0] is not None), key=itemgetter(0)) + [r for r in rows if r[0] is None]
-    items, more = paged([{"key": key, "open": a, "overdue": b, "due_soon": c, "closed_this_month": d}
-                         for key, a, b, c, d in rows], "key", limit, cursor)
+    items, more = paged([dict(zip(("key", *FIGURES), row)) for row in rows], "key", limit, cursor)
     return tabular(items, ("key", *FIGURES), format, f"workload-by-{by}", more)
 
 
@@ -54,9 +53,9 @@ def rolled_up(rows: list[tuple], tree: OrgTree, principal: Principal) -> list[tu
         for unit in levels.get(depth, []):
             parent = parent_of(unit)
             if parent not in totals:
-                totals[parent] = [0, 0, 0, 0]
+                totals[parent] = [0] * len(FIGURES)
                 levels.setdefault(depth - 1, []).append(parent)
             above, figures = totals[parent], totals[unit]
-            for i in range(4):
-                above[i] += figures[i]
+            for i, figure in enumerate(figures):
+                above[i] += figure
     return [(unit, *values) for unit, values in totals.items() if principal.covers(tree, unit)]
