@@ -38,6 +38,19 @@ def check_month(field: str, value: object) -> str:
     return value
 
 
+def month_bounds(field: str, month: str) -> tuple[datetime, datetime]:
+    """The first moment of `month` (YYYY-MM, checked as `field`) and of the month after, Shanghai time."""
+    check_month(field, month)
+    year, number = int(month[:4]), int(month[5:])
+    return (datetime(year, number, 1, tzinfo=SHANGHAI),
+            datetime(year + number // 12, number % 12 + 1, 1, tzinfo=SHANGHAI))
+
+
+def month_start(moment: datetime) -> datetime:
+    """The first moment of the month `moment` falls in, Shanghai time."""
+    return local(moment).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+
+
 DAY = re.compile(r"[0-9]{4}-[0-9]{2}-[0-9]{2}")
 
 

@@ -1,30 +1,20 @@
 """Reports: the liaisons' monthly work subsidy."""
 
-from datetime import datetime
-from decimal import Decimal
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 
 from api.access import Principal
 from api.deps import App, Cursor, Fresh, ReadSideDep, SettingsDep, WholeLimit, permit
+from api.ledger import yuan
 from api.paging import paged
 from api.spreadsheet import Format, tabular
-from domain.clock import SHANGHAI, check_month
+from domain.clock import month_bounds
 from domain.subsidy import SubsidyTiers
 from projections.subsidies import liaison_work, liaisons_in
 
 router = APIRouter(prefix="/v1/reports", tags=["reports"])
 COLUMNS = ("liaison", "cases_handled", "visits", "subsidy")
-
-
-def month_bounds(month: str) -> tuple[datetime, datetime]:
-    """The month's first moment and the next month's, Asia/Shanghai."""
-    check_month("month", month)
-    year, number = int(month[:4]), int(month[5:])
-    start = datetime(year, number, 1, tzinfo=SHANGHAI)
-    end = datetime(year + number // 12, number % 12 + 1, 1, tzinfo=SHANGHAI)
-    return start, end
 
 
 @router.get("/liaison-subsidies", dependencies=[Fresh])
@@ -40,7 +30,7 @@ def liaison_subsidies(
     liaisons listed (those who handled a case in it), not the work counted for them. Counting only
     the work inside the scope, two township supervisors each reported half of one liaison's work,
     and the tiers made the halves worth more than the whole."""
-    start, end = month_bounds(month)
+    start, end = month_bounds("month", month)
     tiers = SubsidyTiers.parse(settings.subsidy_tiers)
     prefix = principal.scope_prefix(app.org_tree())
     with readside.store.read() as tx:
@@ -48,7 +38,7 @@ def liaison_subsidies(
         listed = liaisons_in(tx, start, end, prefix) if prefix else work.keys()
     items, more = paged([
         {"liaison": liaison, "cases_handled": cases, "visits": visits,
-         "subsidy": str(tiers.subsidy(cases + visits).quantize(Decimal("0.01")))}
+         "subsidy": yuan(tiers.subsidy(cases + visits))}
         for liaison, (cases, visits) in sorted(work.items()) if liaison in listed
     ], "liaison", limit, cursor)
     return tabular(items, COLUMNS, format, f"liaison-subsidies-{month}", more, money=("subsidy",))

@@ -10,7 +10,7 @@ from api.access import Principal
 from api.deps import App, Cursor, Fresh, ReadSideDep, WholeLimit, permit
 from api.paging import paged
 from api.spreadsheet import Format, tabular
-from domain.clock import local
+from domain.clock import month_start
 from domain.orgs import OrgTree, depth_of, parent_of
 from projections.cases import Where, workload
 
@@ -26,11 +26,10 @@ def read_workload(
 ):
     """Figures per key; by org unit, a unit's row includes every unit below it."""
     now = datetime.now(timezone.utc)
-    month_start = local(now).replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     tree = app.org_tree()
     where = Where(now, principal.scope_prefix(tree))
     with readside.store.read() as tx:
-        rows = workload(tx, by, where, month_start)
+        rows = workload(tx, by, where, month_start(now))
     if by == "org_unit":
         rows = rolled_up(rows, tree, principal)
     # In key order, the unassigned last (None is never compared with a key: a city has thousands).
