@@ -42,7 +42,8 @@ def import_deliveries(
     file: Annotated[Path, ExistingFile],
     contract: Annotated[UUID, typer.Option(help="the contract the deliveries are reported under")],
 ) -> None:
-    """Imports a contractor's CSV or XLSX of deliveries; prints each row's result."""
+    """Imports a contractor's CSV or XLSX of deliveries; prints each row's result. Exits 2 if any row
+    was refused (the others are recorded), so that a scheduled import does not pass one by."""
     from api.imports import read_rows
 
     with opened() as backend:
@@ -53,4 +54,7 @@ def import_deliveries(
         if r.result != "recorded":
             table.add_row(str(r.row), r.result, r.reference or "", r.reason or "")
     console.print(table)
-    console.print(", ".join(f"{n} {name}" for name, n in tally(results).items()))
+    counts = tally(results)
+    console.print(", ".join(f"{n} {name}" for name, n in counts.items()))
+    if counts["refused"]:
+        raise typer.Exit(2)

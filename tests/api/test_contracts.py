@@ -799,16 +799,20 @@ class TestStatementFromTheCommandLine:
 
 class TestImportFromTheCommandLine:
     def test_a_file_is_imported_and_each_refused_row_named_by_its_row(self, api, desk, market, cli, tmp_path):
+        """The rows refused are named and the others recorded; the exit status says some were refused."""
         case = referred_case(desk, market)
         file = tmp_path / "deliveries.csv"
         file.write_bytes(csv_file([(case["id"], TODAY, 3, "F-1")]) + f"\n{case['id']},{TODAY},two,F-2\n".encode())
+        file.with_name("first.csv").write_bytes(csv_file([(case["id"], TODAY, 3, "F-1")]))
         result = cli("import", "deliveries", str(file), "--contract", market["contract"]["id"])
-        assert result.exit_code == 0, result.output
+        assert result.exit_code == 2, result.output
         refused = [line for line in result.output.splitlines() if "refused" in line and "F-2" in line]
         assert len(refused) == 1 and refused[0].split()[1] == "4"
         assert "1 recorded, 0 duplicate, 1 refused" in result.output
         ledger = api.client.get(f"/v1/contracts/{market['contract']['id']}", headers=market["supervisor"]).json()
         assert ledger["pending_units"] == 3
+        again = cli("import", "deliveries", str(file.with_name("first.csv")), "--contract", market["contract"]["id"])
+        assert again.exit_code == 0 and "0 recorded, 1 duplicate, 0 refused" in again.output, again.output
 
 
 class TestImportRetries:
