@@ -66,7 +66,10 @@ def show_demo_tokens(settings: Settings) -> None:
 
 
 def demo_tokens_file(settings: Settings) -> Path:
-    return settings.beside_store(".demo-tokens", ".lastmeter-demo-tokens")
+    """Beside a SQLite store; on PostgreSQL in the working directory, one file per schema (the demo
+    tokens of one schema answer 401 on another)."""
+    schema = settings.postgres_schema if settings.postgres_schema not in ("", "public") else ""
+    return settings.beside_store(".demo-tokens", f".lastmeter{'-' + schema if schema else ''}-demo-tokens")
 
 
 def redact(url: str) -> str:

@@ -212,6 +212,17 @@ def test_the_store_s_url_is_shown_without_any_part_of_its_password():
     assert redact("postgresql://postgres:Pa@ssw0rd@127.0.0.1:5432/lm") == "postgresql://***@127.0.0.1:5432/lm"
 
 
+def test_each_postgresql_schema_keeps_its_demo_tokens_in_a_file_of_its_own():
+    """Seeding a second schema from the same folder overwrote the first's tokens, for good."""
+    from api.cli.serving import demo_tokens_file
+    from api.settings import Settings
+
+    url = "postgresql://postgres@127.0.0.1:5432/test"
+    files = [demo_tokens_file(Settings(database_url=url, postgres_schema=schema)) for schema in ("", "public", "a", "b")]
+    assert [str(f) for f in files] == [".lastmeter-demo-tokens", ".lastmeter-demo-tokens",
+                                       ".lastmeter-a-demo-tokens", ".lastmeter-b-demo-tokens"]
+
+
 def test_the_demo_tokens_file_is_its_owners_alone_from_the_moment_it_exists(tmp_path, monkeypatch):
     """It holds the demo admin's secret: created readable by others, then narrowed, it was readable between."""
     created = {}
