@@ -315,6 +315,8 @@ class PaymentStatement(Aggregate):
         if earlier and not unstated:
             raise CommandRefused(f"every accepted delivery of {period} is on a statement already: "
                                  f"{', '.join(map(str, earlier))}")
+        if not unstated:  # a statement is never taken back: one of the wrong month would stand for good
+            raise CommandRefused(f"no delivery accepted in {period} to state")
         statement_id = uuid4()
         contract.mark_stated(actor, statement_id, period, unstated)
         return cls._create(cls.StatementIssued, id=statement_id, actor=actor.as_dict(), contract_id=contract.id,

@@ -752,7 +752,18 @@ class TestStatements:
         district = api.client.post(url, json={"period": period}, headers=api.token("supervisor", "350503"))
         assert district.status_code == 403 and "350502" in district.json()["detail"]
         city = api.client.post(url, json={"period": period}, headers=api.token("supervisor", "350500"))
-        assert city.status_code == 201
+        assert city.status_code == 409 and "no delivery accepted" in city.json()["detail"]  # allowed, nothing to list
+
+    def test_a_month_with_nothing_accepted_gets_no_statement(self, api, desk, market):
+        """A statement is never taken back: one issued for the wrong month would stand, empty, for good,
+        and the month's real statement would be a supplement to it."""
+        case = referred_case(desk, market)
+        url, period = f"/v1/contracts/{market['contract']['id']}/statements", TODAY.strftime("%Y-%m")
+        deliver(api, market, case["id"], "E-1", units=1)  # pending: not yet payable
+        before = api.client.get(url.removesuffix("/statements"), headers=market["supervisor"]).json()
+        empty = api.client.post(url, json={"period": period}, headers=market["supervisor"])
+        assert empty.status_code == 409 and f"no delivery accepted in {period}" in empty.json()["detail"], empty.text
+        assert api.client.get(url.removesuffix("/statements"), headers=market["supervisor"]).json() == before
 
     def test_scoped_staff_read_one_only_of_a_contract_their_scope_covers_whole(self, api, desk, market):
         """A statement pays for the whole contract and reads the same to everyone, so it is not filtered
@@ -955,7 +966,9 @@ class TestIfMatchOnContracts:
         r = api.client.post(f"/v1/contracts/{market['contract']['id']}/deliveries", headers=stale,
                             json={"case_id": case["id"], "delivered_on": str(TODAY), "units": 1, "reference": "M-2"})
         assert r.status_code == 412
-        current = {**market["supervisor"], "If-Match": first.headers["etag"]}
+        reviewed = desk.post(f"/v1/contracts/{market['contract']['id']}/deliveries/{first.json()['id']}/review",
+                             {"accepted": True})
+        current = {**market["supervisor"], "If-Match": reviewed.headers["etag"]}
         r = api.client.post(f"/v1/contracts/{market['contract']['id']}/statements", headers=current,
                             json={"period": TODAY.strftime("%Y-%m")})
         assert r.status_code == 201

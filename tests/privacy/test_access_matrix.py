@@ -59,6 +59,8 @@ class World:
             "ends_on": str(self.day + timedelta(days=5)), "org_units": ["350502"]})
         self.contract_id = contract["id"]
         self.contractor = api.token("contractor", provider="ngo-m")
+        accepted = self.fresh_delivery(self.fresh_case()["id"])  # a statement lists accepted deliveries
+        self.post(f"/v1/contracts/{self.contract_id}/deliveries/{accepted}/review", {"accepted": True})
         self.statement_id = self.post(f"/v1/contracts/{self.contract_id}/statements",
                                       {"period": self.day.strftime("%Y-%m")})["id"]
 
