@@ -404,11 +404,13 @@ def _reason(reason: str | None, erased: bool) -> dict:
     return {"reason": _text("reason", reason)}
 
 
-# Step values declared personal after events had stored them as plain facts (before 2026-11-29):
-# such an event (version 1) is read back with them among its personal values, to be withheld and
-# erased as the declaration now says. (What they were stored as stays as it was: events are never
-# rewritten.)
-MADE_PERSONAL = {"ModificationQuoted": ("items",), "TraineeEnrolled": ("course",)}
+# Step values declared personal after events had stored them as plain facts (before 2026-11-29; the
+# counsellor matched, before 2026-12-08): such an event (version 1) is read back with them among its
+# personal values, to be withheld and erased as the declaration now says. (What they were stored as
+# stays as it was: events are never rewritten.) Every free-text step value is personal now: whatever
+# a field is meant for, a case worker may write a name, an ID number or a phone number into it.
+MADE_PERSONAL = {"ModificationQuoted": ("items",), "TraineeEnrolled": ("course",),
+                 "CounsellorMatched": ("counsellor", "provider")}
 _MADE_PERSONAL_NAMES = {name for names in MADE_PERSONAL.values() for name in names}
 
 

@@ -241,8 +241,8 @@ MARRIAGE_COUNSELLING = CaseKind(
     steps=(
         Step(
             "match_counsellor", "CounsellorMatched", "匹配辅导员", ("requested",), "matched",
-            (Field("counsellor", "text", "the counsellor's staff id at the provider", max_length=64),
-             Field("provider", "text", "the contracted NGO", max_length=200)),
+            (Field("counsellor", "text", "the counsellor's staff id at the provider", max_length=64, personal=True),
+             Field("provider", "text", "the contracted NGO", max_length=200, personal=True)),
         ),
         Step("record_session", "CounsellingSessionHeld", "记录辅导", ("matched", "in_sessions"), "in_sessions",
              (_on("held_on", "the day of the session", past=True),

@@ -148,23 +148,28 @@ def test_a_reason_stored_before_reasons_were_sealed_goes_with_the_persons_erasur
     assert api.client.get(path, headers=supervisor).json()["reason"] is None
 
 
-def test_values_stored_unsealed_before_they_were_declared_personal_are_withheld_and_erased(api, desk):
-    """The works planned for a home modification were a plain fact until 2026-11-29 (event version 1)."""
+@pytest.mark.parametrize("event, step, facts, made_personal", [
+    # the works planned for a home modification, a plain fact until 2026-11-29 (event version 1)
+    ("ModificationQuoted", "quote_plan", {"quote": "5000.00"}, {"items": "卫生间扶手"}),
+    # the counsellor and provider matched, plain facts until 2026-12-08
+    ("CounsellorMatched", "match_counsellor", {}, {"counsellor": "c-17", "provider": "幸福婚恋服务中心"}),
+])
+def test_values_stored_unsealed_before_they_were_declared_personal_are_withheld_and_erased(
+        api, desk, event, step, facts, made_personal):
     client = desk.register()
     mapper = api.app.mapper
-    event = ServiceCase.ModificationQuoted(
+    declared = getattr(ServiceCase, event)(
         originator_id=uuid4(), originator_version=3, timestamp=datetime.now(timezone.utc), actor=ADMIN.as_dict(),
-        person=UUID(client["id"]), personal={}, step="quote_plan", stage="quoted", outcome=None,
-        facts={"quote": "5000.00"})
-    stored = mapper.to_stored_event(event)
+        person=UUID(client["id"]), personal={}, step=step, stage="any", outcome=None, facts=facts)
+    stored = mapper.to_stored_event(declared)
     state = mapper.transcoder.decode(stored.state)
     del state["class_version"]
-    state["facts"]["items"] = "卫生间扶手"
+    state["facts"].update(made_personal)
     old = replace(stored, state=mapper.transcoder.encode(state))
     read = mapper.to_domain_event(old)
-    assert (read.facts, read.personal) == ({"quote": "5000.00"}, {"items": "卫生间扶手"})
+    assert (read.facts, read.personal) == (facts, made_personal)
     erase(api, desk, client["id"])
-    assert mapper.to_domain_event(old).personal == {"items": None}
+    assert mapper.to_domain_event(old).personal == dict.fromkeys(made_personal)
 
 
 def test_an_erasure_leaves_no_value_of_the_person_decrypted_in_this_process_s_cache(api, desk):
