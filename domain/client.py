@@ -38,13 +38,25 @@ def check_id_number(value: Any) -> str:
         raise InvalidInput("id_number", "the check digit (GB 11643) is wrong")
     if value[0] == "0":  # a province's region code (11 to 82), or 9 on a foreigner's permanent residence card
         raise InvalidInput("id_number", "its first digit is 0, which no region code or card number begins with")
-    try:
-        born = date(int(value[6:10]), int(value[10:12]), int(value[12:14]))
-    except ValueError:
-        born = None
-    if born is None or not date(1800, 1, 1) <= born <= today():
+    if birth_date_of(value) is None:
         raise InvalidInput("id_number", "its digits 7 to 14 are not a birth date from 1800 to today (YYYYMMDD)")
     return value
+
+
+def birth_date_of(id_number: str) -> date | None:
+    """The day digits 7 to 14 of an ID number give, if they are one from 1800 to today."""
+    try:
+        born = date(int(id_number[6:10]), int(id_number[10:12]), int(id_number[12:14]))
+    except ValueError:
+        return None
+    return born if date(1800, 1, 1) <= born <= today() else None
+
+
+def is_id_number(text: str) -> bool:
+    """Whether `text` (upper case) is a resident ID number: 18 characters, whose check digit is right,
+    first digit a region's and birth date one that can be."""
+    return (len(text) == 18 and text[0] != "0" and text[:17].isdigit() and id_number_check_digit(text[:17]) == text[17]
+            and birth_date_of(text) is not None)
 
 
 def check_phone(value: Any) -> str:

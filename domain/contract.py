@@ -17,7 +17,7 @@ from uuid import NAMESPACE_URL, UUID, uuid4, uuid5
 from eventsourcing.domain import Aggregate
 
 from domain.actor import Actor
-from domain.client import id_number_check_digit
+from domain.client import is_id_number
 from domain.clock import check_day, check_month
 from domain.errors import CommandRefused, InvalidInput, PersonErased
 from domain.fields import clean_text, parse_money
@@ -27,20 +27,22 @@ UNITS = ("session", "hour", "household", "device")
 PENDING, ACCEPTED, REJECTED = "pending", "accepted", "rejected"
 _REFERENCE = re.compile(r"[\x21-\x7e]{1,64}")
 PROVIDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_GROUPED = re.compile(r"(?<=[0-9])[-\s.]+(?=[0-9])")  # a number written in groups: 138-5555-4444
 _DIGIT_RUN = re.compile(r"[0-9]+[Xx]?")
 _WORD = re.compile(r"[0-9A-Za-z]+")
 _MOBILE = re.compile(r"(86)?1[3-9][0-9]{9}")
 
 
 def holds_contact_or_id(text: str) -> bool:
-    """Whether `text` holds a resident ID number (a run of digits whose check digit is right) or a
-    mainland mobile number (a word of its own, with or without 86 before it): what contractors key
-    their own records by. A mobile's 11 digits alone are not so rare inside a word (a hex serial)."""
-    for run in _DIGIT_RUN.findall(text):
-        run = run.upper()
-        if len(run) == 18 and run[0] != "0" and run[:17].isdigit() and id_number_check_digit(run[:17]) == run[17]:
+    """Whether `text` holds a resident ID number (anywhere in a run of digits: a certificate number
+    is one with two digits after it) or a mainland mobile number (a word of its own, with or without
+    86 before it), either written whole or in groups: what contractors key their own records by. A
+    mobile's 11 digits alone are not so rare inside a word (a hex serial)."""
+    joined = _GROUPED.sub("", text)
+    for run in (r.upper() for r in _DIGIT_RUN.findall(joined)):
+        if any(is_id_number(run[start:start + 18]) for start in range(len(run) - 17)):
             return True
-    return any(_MOBILE.fullmatch(word) for word in _WORD.findall(text))
+    return any(_MOBILE.fullmatch(word) for word in _WORD.findall(joined))
 
 
 def check_provider(field: str, provider: Any) -> str:

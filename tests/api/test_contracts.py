@@ -209,11 +209,15 @@ class TestDeliveries:
         key their own records by ID number or phone, which would outlive the person's erasure."""
         case = referred_case(desk, market)
         person = case["_client"]
-        for reference in (person["id_number"], f"HC-{person['id_number']}", "13812345678", "+86-13812345678"):
+        number = person["id_number"]
+        for reference in (number, f"HC-{number}", f"{number}34", f"ZC{number}34",  # a certificate number
+                          f"{number[:6]}-{number[6:14]}-{number[14:]}", "13812345678", "+86-13812345678",
+                          "138-1234-5678", "138 1234 5678"):
             r = deliver(api, market, case["id"], reference)
             assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reference", (reference, r.text)
-        for reference in ("HC-2026-11-0001", "9f13812345678a2c"):  # a hex serial may hold 11 digits of that shape
-            assert deliver(api, market, case["id"], reference).status_code == 201
+        for reference in ("HC-2026-11-0001", "9f13812345678a2c",  # a hex serial may hold 11 digits of that shape
+                          "20261208000012345678", "2026-12-08-13"):
+            assert deliver(api, market, case["id"], reference).status_code == 201, reference
 
     def test_a_new_reference_may_not_begin_with_an_apostrophe(self, api, desk, market):
         """A spreadsheet takes a leading apostrophe for the mark of a text, and an import takes off the one
