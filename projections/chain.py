@@ -25,7 +25,8 @@ GENESIS = hashlib.sha256(b"lastmeter").hexdigest()
 def link(previous: str, position: int, stored: Any) -> str:
     digest = hashlib.sha256(previous.encode())
     digest.update(f"|{position}|{stored.originator_id}|{stored.originator_version}|{stored.topic}|".encode())
-    digest.update(bytes(stored.state))
+    state = stored.state  # bytes as the library writes it; text where a row was edited as text (SQLite)
+    digest.update(state.encode("utf-8", "surrogatepass") if isinstance(state, str) else bytes(state))
     return digest.hexdigest()
 
 

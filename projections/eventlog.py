@@ -35,15 +35,17 @@ def unchained(recorder: object, upto: int) -> int | None:
     """The lowest position of a stored event that a hash chain over positions 1 to `upto` cannot vouch
     for, yet the application would read: one at position 0 or below (positions begin at 1, so no
     link ever covers it), or, on SQLite, one up to `upto` whose aggregate id is not spelled as the
-    library writes it (32 lowercase hex digits). SQLite keeps the id as text and reads an aggregate's
-    events by that exact text, while a link covers the id as parsed: a row re-spelled drops out of
-    its aggregate with its link intact, and another can take its place below position 1."""
+    library writes it (32 lowercase hex digits), or whose state is not bytes. SQLite keeps the id as
+    text and reads an aggregate's events by that exact text, while a link covers the id as parsed: a
+    row re-spelled drops out of its aggregate with its link intact, and another can take its place
+    below position 1. A state edited as text (SQL's replace() gives text) is no event the library
+    can read, whatever its link says."""
     if isinstance(recorder, SQLiteApplicationRecorder):
         with recorder.datastore.transaction(commit=False) as cursor:
             cursor.execute(
                 f"SELECT MIN(rowid) FROM {recorder.events_table_name} WHERE rowid < 1 OR (rowid <= ? AND "
                 "(typeof(originator_id) <> 'text' OR length(originator_id) <> 32 "
-                "OR originator_id GLOB '*[^0-9a-f]*'))", (upto,))
+                "OR originator_id GLOB '*[^0-9a-f]*' OR typeof(state) <> 'blob'))", (upto,))
             return cursor.fetchone()[0]
     if isinstance(recorder, PostgresApplicationRecorder):  # a uuid column: one spelling
         statement = SQL("SELECT MIN(notification_id) AS lowest FROM {}.{} WHERE notification_id < 1").format(
