@@ -4,7 +4,8 @@ can do on this stack, served by uvicorn the same way.
 It answers the routes of the benchmark's mix (a note, an assignment, a case read, an open) as
 lastmeter's do, from the caller's side: a bearer token checked against its hash, a JSON body
 validated by a pydantic model, and one round trip to PostgreSQL: a command is one row inserted and
-committed before the answer (the log position in X-Position), a read one row selected by its key.
+committed before the answer (the log position in X-Position; an open, its case and its log entry
+in one statement), a read one row selected by its key.
 Nothing else: no aggregate, no concurrency check, no encryption, no idempotency, no audit of the
 read, no projection, no metrics (uvicorn's own access log, as the trivial endpoint has). What
 lastmeter does beyond that is its own cost; what this floor costs beyond the trivial endpoint is the
@@ -123,9 +124,13 @@ def read_case(case_id: uuid.UUID, request: Request, _: Caller) -> dict:
 
 
 @app.post("/v1/cases", status_code=201)
-def open_case(body: CaseIn, request: Request, _: Caller) -> dict:
-    case_id = uuid.uuid4()
-    with request.app.state.pool.connection() as conn:
-        conn.execute(SQL("INSERT INTO {} (id, body) VALUES (%s, %s)").format(request.app.state.cases),
-                     (case_id, body.model_dump_json()))
+def open_case(body: CaseIn, request: Request, response: Response, _: Caller) -> dict:
+    """The case and its first entry in the log, in one statement."""
+    case_id, state = uuid.uuid4(), request.app.state
+    with state.pool.connection() as conn:
+        position = conn.execute(SQL("WITH opened AS (INSERT INTO {} (id, body) VALUES (%(id)s, %(body)s)) "
+                                    "INSERT INTO {} (case_id, kind, body) VALUES (%(id)s, 'opened', %(body)s) "
+                                    "RETURNING position").format(state.cases, state.log),
+                                {"id": case_id, "body": body.model_dump_json()}).fetchone()[0]
+    response.headers["Location"], response.headers["X-Position"] = f"/v1/cases/{case_id}", str(position)
     return {"id": str(case_id), **body.model_dump(mode="json")}

@@ -90,6 +90,7 @@ class Server:
     process: subprocess.Popen
     base_url: str
     log: Path
+    ready_path: str
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -100,7 +101,7 @@ def serving(name: str, argv: list[str], env: dict[str, str], cwd: Path, log: Pat
             ready_path: str) -> Iterator[Server]:
     with log.open("wb") as out:
         process = subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT)
-    server = Server(name, process, f"http://127.0.0.1:{port}", log)
+    server = Server(name, process, f"http://127.0.0.1:{port}", log, ready_path)
     try:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
@@ -277,7 +278,7 @@ def drive(label: str, server: Server, clients: int, seconds: float, warmup: floa
     load = Load(label)
     sessions = [Session(server.base_url, users[i % len(users)]) for i in range(clients)]
     for session in sessions:  # the connections open before the clock starts
-        session.get("/healthz" if label != "trivial" else "/")
+        session.get(server.ready_path)
     ops = [make_op(i, s) for i, s in enumerate(sessions)]
     records: list[list[tuple[str, int, float, float]]] = [[] for _ in range(clients)]
     late: list[list[float]] = [[] for _ in range(clients)]  # paced: how long after it was due each was sent
@@ -478,20 +479,27 @@ def seed(server: Server, headers: dict[str, str], clients: int, cases: int) -> t
     return client_ids, case_ids
 
 
-def drive_floor(args, env: dict[str, str], workdir: Path, schema: str, secrets: list[str],
-                users: list[dict[str, str]], client_ids: list[str], case_ids: list[str]) -> Load:
+def uvicorn_serving(app: str, args, env: dict[str, str], workdir: Path, ready_path: str):
+    """`python -m uvicorn bench.<app>:app`, with the settings lastmeter is served with (host, workers,
+    log level)."""
+    port = free_port()
+    argv = [sys.executable, "-m", "uvicorn", f"bench.{app}:app", "--host", "127.0.0.1", "--port", str(port),
+            "--workers", str(args.workers), "--log-level", "info"]
+    print(f"{app} (python -m uvicorn bench.{app}:app) ...", flush=True)
+    return serving(app, argv, env, ROOT, workdir / f"{app}.log", port, ready_path)
+
+
+def drive_floor(args, env: dict[str, str], workdir: Path, schema: str, users: list[dict[str, str]],
+                client_ids: list[str], case_ids: list[str]) -> Load:
     """The same mix against bench.floor_app: one round trip to PostgreSQL a request, nothing else."""
     from bench.floor_app import create_tables
 
     with psycopg.connect(args.database_url, autocommit=True) as conn:
         create_tables(conn, schema, case_ids)
-    port = free_port()
-    uvicorn = [sys.executable, "-m", "uvicorn", "bench.floor_app:app", "--host", "127.0.0.1",
-               "--port", str(port), "--workers", str(args.workers), "--log-level", "info"]
+    secrets = [user["Authorization"].removeprefix("Bearer ") for user in users]
     floor_env = dict(env, BENCH_FLOOR_DATABASE_URL=args.database_url, BENCH_FLOOR_SCHEMA=schema,
                      BENCH_FLOOR_TOKENS=",".join(secrets))
-    print("the floor (python -m uvicorn bench.floor_app:app) ...", flush=True)
-    with serving("floor", uvicorn, floor_env, ROOT, workdir / "floor.log", port, "/healthz") as server:
+    with uvicorn_serving("floor_app", args, floor_env, workdir, "/healthz") as server:
         return drive("floor", server, args.clients, args.seconds, args.warmup,
                      lastmeter_ops(case_ids, client_ids, [], "floor"), users)
 
@@ -567,14 +575,10 @@ def main(argv: list[str] | None = None) -> int:
                               lastmeter_ops(case_ids, client_ids, [], "paced"), users, pace=2 * args.clients / ours.rate)
         floor = None
         if not args.skip_floor:
-            floor = drive_floor(args, env, workdir, schema, secrets[:-1], users, client_ids, case_ids)
+            floor = drive_floor(args, env, workdir, schema, users, client_ids, case_ids)
         trivial = None
         if not args.skip_trivial:
-            port = free_port()
-            uvicorn = [sys.executable, "-m", "uvicorn", "bench.trivial_app:app", "--host", "127.0.0.1",
-                       "--port", str(port), "--workers", str(args.workers), "--log-level", "info"]
-            print("trivial endpoint (python -m uvicorn bench.trivial_app:app) ...", flush=True)
-            with serving("trivial", uvicorn, env, ROOT, workdir / "trivial.log", port, "/") as server:
+            with uvicorn_serving("trivial_app", args, env, workdir, "/") as server:
                 trivial = drive("trivial", server, args.clients, args.seconds, args.warmup, trivial_ops, [{}])
     finally:
         with psycopg.connect(args.database_url, autocommit=True) as conn:
