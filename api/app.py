@@ -9,6 +9,7 @@ from fastapi import FastAPI
 
 from api import metrics, openapi, problems
 from api.bodylimit import BodyLimit
+from api.logs import WITHOUT_MESSAGES
 from api.routes import audit, cases, clients, contracts, health, reference, reports, workload
 from api.backend import open_backend
 from api.readside import ReadSide
@@ -51,7 +52,7 @@ def own_the_access_log() -> None:
     path and query asked for, and with them any identifier a client put there. uvicorn's error log
     keeps the traceback of a server error, without the messages."""
     logging.getLogger("uvicorn.access").disabled = True
-    logging.getLogger("uvicorn.error").addFilter(problems.WITHOUT_MESSAGES)
+    logging.getLogger("uvicorn.error").addFilter(WITHOUT_MESSAGES)
     ours = logging.getLogger("lastmeter")
     if not ours.handlers:  # served by hand: on uvicorn's console, as `serve` configures it
         ours.handlers = list(logging.getLogger("uvicorn").handlers)

@@ -20,7 +20,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from api.backend import Backend
-from api.problems import WITHOUT_MESSAGES
+from api.logs import WITHOUT_MESSAGES
 from domain.application import LastMeter
 from api.lockedinsert import channel
 from projections import VIEWS

@@ -14,7 +14,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.bodylimit import JSON_BODY, BodyLimit
-from api.problems import WITHOUT_MESSAGES
+from api.logs import WITHOUT_MESSAGES
 from api.render import Json
 from api.settings import Settings
 from api.spreadsheet import XLSX
@@ -71,7 +71,7 @@ def test_the_served_app_settles_its_heap_at_startup_and_a_test_app_does_not(tmp_
             assert gc.get_freeze_count() > 50_000, gc.get_freeze_count()
             assert gc.get_threshold() == GC_THRESHOLDS
         import logging
-        from api.problems import WITHOUT_MESSAGES
+        from api.logs import WITHOUT_MESSAGES
         assert WITHOUT_MESSAGES in logging.getLogger("uvicorn.error").filters  # see the test below
     """)
     env = {**os.environ, "LASTMETER_DATABASE_URL": f"sqlite:///{tmp_path / 'lastmeter.db'}", "LASTMETER_MASTER_KEY": ""}
