@@ -15,6 +15,7 @@ from api.access import Principal
 from domain.case import ServiceCase
 from domain.client import Client
 from domain.clock import local
+from projections.cases import LISTED
 from projections.timefmt import from_micros
 
 
@@ -70,14 +71,14 @@ def case_state(case: ServiceCase, principal: Principal) -> dict[str, Any]:
 
 
 def client_state(client: Client, principal: Principal) -> dict[str, Any]:
-    shown = client.personal if principal.sees_personal_data() else {}
+    personal = client.personal if principal.sees_personal_data() else {}
     return {
         "id": str(client.id),
         "org_unit": client.org_unit,
-        "name": shown.get("name"),
-        "id_number": shown.get("id_number"),
-        "phone": shown.get("phone"),
-        "address": shown.get("address"),
+        "name": personal.get("name"),
+        "id_number": personal.get("id_number"),
+        "phone": personal.get("phone"),
+        "address": personal.get("address"),
         "version": client.version,
         "registered_at": moment(client.created_on),
         "personal_data_withheld": not principal.sees_personal_data(),
@@ -104,7 +105,7 @@ def history_entry(event: ServiceCase.Event, principal: Principal) -> dict[str, A
 
 def listed_case(row: dict[str, Any]) -> dict[str, Any]:
     """A case as the case view lists it (no personal values)."""
-    shown = {k: v for k, v in row.items() if k != "opened_position"}
+    listed = {k: row[k] for k in LISTED}
     for field in ("opened_at", "updated_at", "due_at"):
-        shown[field] = moment(from_micros(row[field]))
-    return shown
+        listed[field] = moment(from_micros(row[field]))
+    return listed

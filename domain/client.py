@@ -1,4 +1,6 @@
-"""The person served (client): the identity a case needs, and nothing else.
+"""The person served (client): the identity a case needs, and nothing else; and the two records
+kept about persons beside them: a read of their personal data (Disclosure) and the turns that
+registrations of one ID-number lot take (RegistrationTurns).
 
 All of a client's identity is personal data; it lives in the `personal`
 field of the client's events so that it can be encrypted with the person's

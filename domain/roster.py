@@ -39,13 +39,12 @@ class Roster:
         asked = time.monotonic()
         if asked - self._read_at >= RECHECK:
             self._read_logged(since=asked - RECHECK)
-        elif self._may_work(assignee, org_unit):
+        if self._may_work(assignee, org_unit):
             return
+        self._read_logged(since=asked)  # a token issued before this request may let them
         if not self._may_work(assignee, org_unit):
-            self._read_logged(since=asked)  # a token issued before this request may let them
-            if not self._may_work(assignee, org_unit):
-                raise InvalidInput("assignee", f"{assignee} holds no case worker's or supervisor's token for org "
-                                               f"unit {org_unit}: they could not see the case")
+            raise InvalidInput("assignee", f"{assignee} holds no case worker's or supervisor's token for org "
+                                           f"unit {org_unit}: they could not see the case")
 
     def _may_work(self, assignee: str, org_unit: str) -> bool:
         tokens = self._tokens.get(assignee)  # a tuple, replaced whole: never changed while it is read

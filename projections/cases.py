@@ -127,8 +127,10 @@ def _case(row: dict) -> tuple[ServiceCase, dict]:
 
 # -- queries ---------------------------------------------------------------
 
+# What a case list shows of each case; the rows read carry the position that keys their paging too.
 LISTED = ("id", "kind", "client_id", "org_unit", "stage", "status", "outcome", "assignee", "version",
-          "opened_at", "updated_at", "due_at", "priority", "opened_position")
+          "opened_at", "updated_at", "due_at", "priority")
+_READ = (*LISTED, "opened_position")
 
 
 def list_cases(tx: Tx, where: "Where", limit: int, before: int | None) -> list[dict]:
@@ -137,12 +139,12 @@ def list_cases(tx: Tx, where: "Where", limit: int, before: int | None) -> list[d
     if before is not None:
         clauses.append("opened_position < ?")
         params.append(before)
-    sql = f"SELECT {', '.join(LISTED)} FROM view_cases"
+    sql = f"SELECT {', '.join(_READ)} FROM view_cases"
     if clauses:
         sql += " WHERE " + " AND ".join(clauses)
     sql += " ORDER BY opened_position DESC LIMIT ?"
     rows = tx.execute(sql, [*params, limit]).fetchall()
-    return [dict(zip(LISTED, r)) for r in rows]
+    return [dict(zip(_READ, r)) for r in rows]
 
 
 def org_units_of(tx: Tx, case_ids: Sequence[str]) -> dict[str, str]:

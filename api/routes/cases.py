@@ -29,7 +29,6 @@ from projections.cases import LISTED, Where
 from projections.timefmt import micros
 
 router = APIRouter(prefix="/v1/cases", tags=["cases"])
-LISTED_COLUMNS = [c for c in LISTED if c != "opened_position"]
 PAGE_LIMIT, JSON_LIMIT, EXPORT_LIMIT = 50, 500, 10_000  # cases in a list's page: by default, at most; exported
 
 
@@ -155,7 +154,7 @@ def list_cases(
     with readside.store.read() as tx:
         rows = views.list_cases(tx, where, limit + 1, decode_cursor(cursor) if cursor else None)
     page, more = keyset_page(rows, limit, lambda row: row["opened_position"])
-    return tabular([listed_case(row) for row in page], LISTED_COLUMNS, format, "cases", more)
+    return tabular([listed_case(row) for row in page], LISTED, format, "cases", more)
 
 
 @router.get("/{case_id}")

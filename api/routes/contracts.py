@@ -88,7 +88,7 @@ async def uploaded(request: Request) -> tuple[bytes, str]:
     if not content:
         raise InvalidInput("file", "is empty")
     if len(content) > MAX_UPLOAD:
-        raise HTTPException(413, "the file is larger than 20 MB")
+        raise HTTPException(413, f"the file is larger than {MAX_UPLOAD // (1024 * 1024)} MB")
     return content, kind
 
 
