@@ -27,22 +27,32 @@ UNITS = ("session", "hour", "household", "device")
 PENDING, ACCEPTED, REJECTED = "pending", "accepted", "rejected"
 _REFERENCE = re.compile(r"[\x21-\x7e]{1,64}")
 PROVIDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-_GROUPED = re.compile(r"(?<=[0-9])[-\s.]+(?=[0-9])")  # a number written in groups: 138-5555-4444
 _DIGIT_RUN = re.compile(r"[0-9]+[Xx]?")
-_WORD = re.compile(r"[0-9A-Za-z]+")
-_MOBILE = re.compile(r"(86)?1[3-9][0-9]{9}")
+# Digits in groups (138-1234-5678, 0086 138 1234 5678) standing as words of their own: not inside a
+# word of letters too, as a hex serial may hold 11 digits of a mobile's shape.
+_DIGIT_GROUPS = re.compile(r"(?<![0-9A-Za-z])[0-9]+(?:[-.][0-9]+)*(?![0-9A-Za-z])")
+_MOBILE = re.compile(r"((00)?86)?1[3-9][0-9]{9}")
+_NOT_DIGITS = re.compile(r"[^0-9X]")
 
 
-def holds_contact_or_id(text: str) -> bool:
-    """Whether `text` holds a resident ID number (anywhere in a run of digits: a certificate number
-    is one with two digits after it) or a mainland mobile number (a word of its own, with or without
-    86 before it), either written whole or in groups: what contractors key their own records by. A
-    mobile's 11 digits alone are not so rare inside a word (a hex serial)."""
-    joined = _GROUPED.sub("", text)
-    for run in (r.upper() for r in _DIGIT_RUN.findall(joined)):
-        if any(is_id_number(run[start:start + 18]) for start in range(len(run) - 17)):
+def holds_contact_or_id(text: str, the_persons: tuple[str, ...] = ()) -> bool:
+    """Whether `text` holds a resident ID number (a run of 18 digits, or of 20 where a certificate
+    number's category and grade follow it) or a mainland mobile number (digits standing as a word
+    of their own, written whole or in groups), or, in any form, the person's own ID number or phone
+    (`the_persons`): what contractors key their own records by. Grouped digits are not joined to
+    find an ID number: a site code, a date and a sequence number (350582-20261208-0001) would make
+    one of every eleven."""
+    for run in (r.upper() for r in _DIGIT_RUN.findall(text)):
+        if is_id_number(run) or (len(run) == 20 and is_id_number(run[:18]) and run[18] in "1234567"
+                                 and run[19] in "1234"):
             return True
-    return any(_MOBILE.fullmatch(word) for word in _WORD.findall(joined))
+    for span in _DIGIT_GROUPS.findall(text):
+        groups = span.replace(".", "-").split("-")
+        if any(_MOBILE.fullmatch("".join(groups[start:end]))
+               for start in range(len(groups)) for end in range(start + 1, len(groups) + 1)):
+            return True
+    digits = _NOT_DIGITS.sub("", text.upper())
+    return any(len(number) >= 7 and number in digits for number in (_NOT_DIGITS.sub("", n.upper()) for n in the_persons))
 
 
 def check_provider(field: str, provider: Any) -> str:
@@ -202,10 +212,12 @@ class Contract(Aggregate):
     # -- commands -----------------------------------------------------------
 
     def report_delivery(self, actor: Actor, case_id: UUID, delivered_on: date, units: int, reference: str,
-                        referred_on: date | None, today: date, closed_on: date | None = None) -> UUID:
+                        referred_on: date | None, today: date, closed_on: date | None = None,
+                        the_persons: tuple[str, ...] = ()) -> UUID:
         """Records a delivery, or raises DuplicateDelivery for a reference already recorded;
         `referred_on`: the day the case was referred to this contract (None: it was not); `closed_on`:
-        the day the case was closed, if it is (a service after it is not paid for)."""
+        the day the case was closed, if it is (a service after it is not paid for); `the_persons`: the
+        ID number and phone of the person served, which the reference must not hold."""
         if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference):
             raise InvalidInput("reference", "must be 1-64 visible ASCII characters")
         if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= 100_000:
@@ -217,7 +229,7 @@ class Contract(Aggregate):
         if reference.startswith("'"):  # one recorded before this rule is still found above
             raise InvalidInput("reference", "must not begin with an apostrophe: a spreadsheet takes it for the "
                                             "mark of a text, and drops it")
-        if holds_contact_or_id(reference):  # likewise
+        if holds_contact_or_id(reference, the_persons):  # likewise
             raise InvalidInput("reference", "must not hold a resident ID number or a mobile number: a reference "
                                             "is kept as a plain fact, and would outlive the person's erasure")
         if delivered_on > today:

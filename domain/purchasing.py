@@ -7,7 +7,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
-from typing import Any
+from typing import Any, NamedTuple
 from uuid import UUID
 
 from domain.actor import Actor
@@ -20,7 +20,14 @@ from domain.errors import CommandRefused, InvalidInput, NotFound
 _SLASHED = re.compile(r"([0-9]{4})/([0-9]{1,2})/([0-9]{1,2})")  # 2026/11/30, 2026/1/5
 
 
-Window = tuple[date | None, date | None]  # see PurchasedServices._window
+class Window(NamedTuple):
+    """What a delivery for a case is checked against (see PurchasedServices._window)."""
+
+    referred_on: date | None = None  # None: not referred to the contract
+    closed_on: date | None = None  # None: not closed
+    the_persons: tuple[str, ...] = ()  # the ID number and phone of the person served
+
+
 UPGRADE = Actor("lastmeter-upgrade", "admin")  # who records what an upgrade finds the log lacks
 
 
@@ -191,26 +198,28 @@ class PurchasedServices:
         windows = {} if windows is None else windows
         if case_id not in windows:
             windows[case_id] = self._window(case_id, contract)
-        referred_on, closed_on = windows[case_id]
+        window = windows[case_id]
         return contract.report_delivery(actor, case_id, delivered_on, row.units, row.reference,
-                                        referred_on, today(), closed_on)
+                                        window.referred_on, today(), window.closed_on, window.the_persons)
 
     def _window(self, case_id: UUID, contract: Contract) -> Window:
         """The days the case may be served under the contract: from the day it was referred (None if it
-        was not) to the day it was closed (None while it is not)."""
+        was not) to the day it was closed (None while it is not); and the person's numbers."""
         try:
             case = self.get_case(case_id)
         except NotFound:
-            return None, None
+            return Window()
         key = str(contract.id)
         if key not in case.referrals:
-            return None, None
+            return Window()
         # A case read from a snapshot taken before referral days (2026-11-29) or closing moments
         # (2026-11-30) were kept lacks them: the replay of its log has them.
         if key not in case.referred_on or (case.status == CLOSED and case.closed_at is None):
             case = self.get_case(case_id, from_log=True)
         closed_on = local(case.closed_at).date() if case.status == CLOSED else None
-        return date.fromisoformat(case.referred_on[key]), closed_on
+        person = self.get_client(case.client_id).personal  # values None once erased: nothing to keep out
+        numbers = tuple(n for n in (person.get("id_number"), person.get("phone")) if n)
+        return Window(date.fromisoformat(case.referred_on[key]), closed_on, numbers)
 
     def _import_row(self, actor: Actor, contract: Contract, number: int, row: DeliveryRow,
                     windows: dict[Any, Window]) -> RowResult:

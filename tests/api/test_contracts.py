@@ -20,7 +20,7 @@ from domain.actor import Actor
 from domain.clock import today
 from domain.commands import Idempotency
 from domain.case import ServiceCase
-from domain.contract import Contract, PaymentStatement, delivery_id
+from domain.contract import Contract, PaymentStatement, delivery_id, holds_contact_or_id
 from domain.errors import InvalidInput
 from domain.receipt import CommandReceipt
 from domain.orgs import OrgUnit
@@ -208,16 +208,20 @@ class TestDeliveries:
         """A reference is a plain fact in the log, the views, frozen statements and exports: contractors
         key their own records by ID number or phone, which would outlive the person's erasure."""
         case = referred_case(desk, market)
-        person = case["_client"]
-        number = person["id_number"]
+        number, phone = case["_client"]["id_number"], case["_client"]["phone"]
         for reference in (number, f"HC-{number}", f"{number}34", f"ZC{number}34",  # a certificate number
-                          f"{number[:6]}-{number[6:14]}-{number[14:]}", "13812345678", "+86-13812345678",
-                          "138-1234-5678", "138 1234 5678"):
+                          f"{number[:6]}-{number[6:14]}-{number[14:]}", f"{phone[:3]}.{phone[3:7]}.{phone[7:]}",  # theirs
+                          "13812345678", "+86-13812345678", "0086-13812345678", "138-1234-5678",  # anyone's
+                          "20261208-13812345678", "13812345678-01", "A1-13812345678", "No.1-13812345678"):
             r = deliver(api, market, case["id"], reference)
-            assert r.status_code == 422 and r.json()["errors"][0]["field"] == "reference", (reference, r.text)
+            assert r.status_code == 422 and "ID number or a mobile" in r.json()["detail"], (reference, r.text)
         for reference in ("HC-2026-11-0001", "9f13812345678a2c",  # a hex serial may hold 11 digits of that shape
-                          "20261208000012345678", "2026-12-08-13"):
+                          "20261208000012345678", "2026-12-08-13", "350582-20261208-0001"):
             assert deliver(api, market, case["id"], reference).status_code == 201, reference
+
+    def test_a_site_code_a_date_and_a_sequence_number_are_no_id_number(self):
+        """Joined, the three make an ID number's shape, and one in eleven its check digit."""
+        assert not any(holds_contact_or_id(f"350582-{TODAY:%Y%m%d}-{n:04}") for n in range(10_000))
 
     def test_a_new_reference_may_not_begin_with_an_apostrophe(self, api, desk, market):
         """A spreadsheet takes a leading apostrophe for the mark of a text, and an import takes off the one
