@@ -138,6 +138,7 @@ class AuditView(View):
     # 4: no request fingerprints among the facts; 3: on SQLite, `at` no longer a second late for a fraction of .9995 and more;
     # 2: facts in the library's transcoding, copied by the database (1: re-encoded in Python)
     revision = 8
+    rules = repr(sorted(WITHHELD.items()))  # the values withheld (2026-12-08: the counsellor matched too)
     stored = True  # nothing decoded: the batch is copied from the events table by the database
     tables = (
         Table(

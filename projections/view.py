@@ -34,6 +34,9 @@ class View:
     # events only: a rebuild may then feed it the log aggregate by aggregate (see Projector.rebuild).
     folds: ClassVar[type | None] = None
     revision: ClassVar[int] = 1  # raised when what a view's rows hold changes but not its tables: rebuilt too
+    # Rules held as data that decide what its rows hold (the values an audit row leaves out): a change
+    # of them changes the fingerprint as a new revision would, without anyone having to remember it.
+    rules: ClassVar[str] = ""
 
     def __init__(self, suffix: str = "", events_table: str = ""):
         self.suffix = suffix
@@ -47,6 +50,8 @@ class View:
         ddl = "\n".join(f"{t.name}({t.columns}){t.indexes}{t.lookups}" for t in cls.tables)
         if cls.revision > 1:
             ddl += f"\nrevision {cls.revision}"
+        if cls.rules:
+            ddl += f"\nrules {cls.rules}"
         return hashlib.sha256(ddl.encode()).hexdigest()[:16]
 
     def create(self, tx: Tx, build: str, indexed: bool = True) -> None:

@@ -332,6 +332,18 @@ class TestChangedViews:
         projector.catch_up()
         assert snapshot(views) == before
 
+    def test_the_audit_view_is_made_anew_when_the_values_it_withholds_change(self, monkeypatch):
+        """Rows copied before the counsellor matched was made personal kept it among their facts, shown
+        to every auditor and past the person's erasure, until the view was rebuilt."""
+        from projections.audit import AuditView
+
+        assert "CounsellorMatched" in AuditView.rules
+        now = AuditView.fingerprint()
+        monkeypatch.setattr(AuditView, "rules", AuditView.rules.replace("CounsellorMatched", "Other"))
+        assert AuditView.fingerprint() != now
+        monkeypatch.setattr(AuditView, "rules", "")  # as the stores written before the rules were kept
+        assert AuditView.fingerprint() != now
+
     def test_a_process_of_another_version_does_not_write_a_view_made_anew_for_this_one(self, lastmeter, views):
         """A process of the earlier version still running through an upgrade: its rows would lack what
         the new schema keeps, and the view, its fingerprint current, would never be rebuilt."""
