@@ -104,10 +104,9 @@ class IdentityIndex:
         """A registration failed, perhaps after its commit (a connection lost as it answered): its row
         goes only if the person was not saved, and stays pending, to settle, if the store cannot say."""
         try:
-            saved = registered(person)
-        except Exception:  # noqa: BLE001 - the store does not answer: they may have been saved
-            return
-        (self.saved if saved else self.forget)(person)
+            (self.saved if registered(person) else self.forget)(person)
+        except Exception as error:  # noqa: BLE001 - the store does not answer; the failure told is the first
+            logger.warning("a failed registration's identity row stays pending (%s)", type(error).__name__)
 
     def settle_when_due(self, registered: Callable[[UUID], bool]) -> None:
         if time.monotonic() - self._settled_at >= SETTLED_AFTER:

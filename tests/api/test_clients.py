@@ -191,6 +191,9 @@ def test_a_registration_that_fails_after_its_commit_keeps_its_row_and_the_person
     with pytest.raises(OperationalError):
         api.app.register_client(ADMIN, None, **body)
     monkeypatch.undo()
+    fingerprint = api.app.identities.fingerprint(body["id_number"])
+    (row,) = [row for row in rows_of(api.client.app.state.backend).values() if row[0] == fingerprint]
+    assert row[1] is None  # settled at once: the person was saved
     with pytest.raises(AlreadyRegistered):
         api.app.register_client(ADMIN, None, **body)
 
