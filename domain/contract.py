@@ -28,31 +28,33 @@ PENDING, ACCEPTED, REJECTED = "pending", "accepted", "rejected"
 _REFERENCE = re.compile(r"[\x21-\x7e]{1,64}")
 PROVIDER = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _DIGIT_RUN = re.compile(r"[0-9]+[Xx]?")
-# Digits in groups (138-1234-5678, 0086 138 1234 5678) standing as words of their own: not inside a
-# word of letters too, as a hex serial may hold 11 digits of a mobile's shape.
-_DIGIT_GROUPS = re.compile(r"(?<![0-9A-Za-z])[0-9]+(?:[-.][0-9]+)*(?![0-9A-Za-z])")
+# Digits standing as words of their own (not inside a word of letters too: a hex serial may hold 11
+# digits of a mobile's shape), perhaps in groups: 138-1234-5678, (138)1234-5678, 0086.138.1234.5678.
+_SEPARATOR = "-._/:()+#"
+_DIGIT_GROUPS = re.compile(rf"(?<![0-9A-Za-z])[0-9]+(?:[{re.escape(_SEPARATOR)}]+[0-9]+)*(?![0-9A-Za-z])")
+_SEPARATORS = re.compile(rf"[{re.escape(_SEPARATOR)}]+")
 _MOBILE = re.compile(r"((00)?86)?1[3-9][0-9]{9}")
-_NOT_DIGITS = re.compile(r"[^0-9X]")
+_MOBILE_GROUPS = (3, 4, 4)  # how a mobile is written in groups; other groupings join dates and codes into one
 
 
-def holds_contact_or_id(text: str, the_persons: tuple[str, ...] = ()) -> bool:
+def holds_contact_or_id(text: str) -> bool:
     """Whether `text` holds a resident ID number (a run of 18 digits, or of 20 where a certificate
-    number's category and grade follow it) or a mainland mobile number (digits standing as a word
-    of their own, written whole or in groups), or, in any form, the person's own ID number or phone
-    (`the_persons`): what contractors key their own records by. Grouped digits are not joined to
-    find an ID number: a site code, a date and a sequence number (350582-20261208-0001) would make
-    one of every eleven."""
+    number's category and grade follow it) or a mainland mobile number (11 digits standing as a word
+    of their own, or written 3-4-4): what contractors key their own records by. Grouped digits are
+    joined only in a mobile's grouping: a site code, a date and a sequence number joined would make
+    an ID number of every eleven, and a date and a sequence a mobile of some."""
     for run in (r.upper() for r in _DIGIT_RUN.findall(text)):
         if is_id_number(run) or (len(run) == 20 and is_id_number(run[:18]) and run[18] in "1234567"
                                  and run[19] in "1234"):
             return True
     for span in _DIGIT_GROUPS.findall(text):
-        groups = span.replace(".", "-").split("-")
-        if any(_MOBILE.fullmatch("".join(groups[start:end]))
-               for start in range(len(groups)) for end in range(start + 1, len(groups) + 1)):
+        groups = [g for g in _SEPARATORS.split(span) if g]
+        if any(_MOBILE.fullmatch(g) for g in groups):
             return True
-    digits = _NOT_DIGITS.sub("", text.upper())
-    return any(len(number) >= 7 and number in digits for number in (_NOT_DIGITS.sub("", n.upper()) for n in the_persons))
+        if any(tuple(map(len, groups[i:i + 3])) == _MOBILE_GROUPS and _MOBILE.fullmatch("".join(groups[i:i + 3]))
+               for i in range(len(groups) - 2)):
+            return True
+    return False
 
 
 def check_provider(field: str, provider: Any) -> str:
@@ -212,12 +214,10 @@ class Contract(Aggregate):
     # -- commands -----------------------------------------------------------
 
     def report_delivery(self, actor: Actor, case_id: UUID, delivered_on: date, units: int, reference: str,
-                        referred_on: date | None, today: date, closed_on: date | None = None,
-                        the_persons: tuple[str, ...] = ()) -> UUID:
+                        referred_on: date | None, today: date, closed_on: date | None = None) -> UUID:
         """Records a delivery, or raises DuplicateDelivery for a reference already recorded;
         `referred_on`: the day the case was referred to this contract (None: it was not); `closed_on`:
-        the day the case was closed, if it is (a service after it is not paid for); `the_persons`: the
-        ID number and phone of the person served, which the reference must not hold."""
+        the day the case was closed, if it is (a service after it is not paid for)."""
         if not isinstance(reference, str) or not _REFERENCE.fullmatch(reference):
             raise InvalidInput("reference", "must be 1-64 visible ASCII characters")
         if isinstance(units, bool) or not isinstance(units, int) or not 1 <= units <= 100_000:
@@ -229,9 +229,11 @@ class Contract(Aggregate):
         if reference.startswith("'"):  # one recorded before this rule is still found above
             raise InvalidInput("reference", "must not begin with an apostrophe: a spreadsheet takes it for the "
                                             "mark of a text, and drops it")
-        if holds_contact_or_id(reference, the_persons):  # likewise
+        if holds_contact_or_id(reference):  # likewise
             raise InvalidInput("reference", "must not hold a resident ID number or a mobile number: a reference "
-                                            "is kept as a plain fact, and would outlive the person's erasure")
+                                            "is kept as a plain fact, and would outlive the person's erasure (an "
+                                            "unbroken run of 18 digits that could be an ID number counts as one: "
+                                            "write its parts apart, with '-')")
         if delivered_on > today:
             raise InvalidInput("delivered_on", "must not be in the future")
         if not self.covers_day(delivered_on):

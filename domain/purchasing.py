@@ -21,11 +21,10 @@ _SLASHED = re.compile(r"([0-9]{4})/([0-9]{1,2})/([0-9]{1,2})")  # 2026/11/30, 20
 
 
 class Window(NamedTuple):
-    """What a delivery for a case is checked against (see PurchasedServices._window)."""
+    """The days a delivery for a case may be on (see PurchasedServices._window)."""
 
     referred_on: date | None = None  # None: not referred to the contract
     closed_on: date | None = None  # None: not closed
-    the_persons: tuple[str, ...] = ()  # the ID number and phone of the person served
 
 
 UPGRADE = Actor("lastmeter-upgrade", "admin")  # who records what an upgrade finds the log lacks
@@ -200,11 +199,11 @@ class PurchasedServices:
             windows[case_id] = self._window(case_id, contract)
         window = windows[case_id]
         return contract.report_delivery(actor, case_id, delivered_on, row.units, row.reference,
-                                        window.referred_on, today(), window.closed_on, window.the_persons)
+                                        window.referred_on, today(), window.closed_on)
 
     def _window(self, case_id: UUID, contract: Contract) -> Window:
         """The days the case may be served under the contract: from the day it was referred (None if it
-        was not) to the day it was closed (None while it is not); and the person's numbers."""
+        was not) to the day it was closed (None while it is not)."""
         try:
             case = self.get_case(case_id)
         except NotFound:
@@ -217,9 +216,7 @@ class PurchasedServices:
         if key not in case.referred_on or (case.status == CLOSED and case.closed_at is None):
             case = self.get_case(case_id, from_log=True)
         closed_on = local(case.closed_at).date() if case.status == CLOSED else None
-        person = self.get_client(case.client_id).personal  # values None once erased: nothing to keep out
-        numbers = tuple(n for n in (person.get("id_number"), person.get("phone")) if n)
-        return Window(date.fromisoformat(case.referred_on[key]), closed_on, numbers)
+        return Window(date.fromisoformat(case.referred_on[key]), closed_on)
 
     def _import_row(self, actor: Actor, contract: Contract, number: int, row: DeliveryRow,
                     windows: dict[Any, Window]) -> RowResult:

@@ -210,18 +210,24 @@ class TestDeliveries:
         case = referred_case(desk, market)
         number, phone = case["_client"]["id_number"], case["_client"]["phone"]
         for reference in (number, f"HC-{number}", f"{number}34", f"ZC{number}34",  # a certificate number
-                          f"{number[:6]}-{number[6:14]}-{number[14:]}", f"{phone[:3]}.{phone[3:7]}.{phone[7:]}",  # theirs
-                          "13812345678", "+86-13812345678", "0086-13812345678", "138-1234-5678",  # anyone's
-                          "20261208-13812345678", "13812345678-01", "A1-13812345678", "No.1-13812345678"):
+                          phone, f"{phone[:3]}.{phone[3:7]}.{phone[7:]}", "+86-13812345678", "0086-13812345678",
+                          "138-1234-5678", "(138)1234-5678", "138_1234_5678", "20261208-13812345678",
+                          "13812345678-01", "A1-13812345678", "No.1-13812345678"):
             r = deliver(api, market, case["id"], reference)
             assert r.status_code == 422 and "ID number or a mobile" in r.json()["detail"], (reference, r.text)
         for reference in ("HC-2026-11-0001", "9f13812345678a2c",  # a hex serial may hold 11 digits of that shape
                           "20261208000012345678", "2026-12-08-13", "350582-20261208-0001"):
             assert deliver(api, market, case["id"], reference).status_code == 201, reference
 
-    def test_a_site_code_a_date_and_a_sequence_number_are_no_id_number(self):
-        """Joined, the three make an ID number's shape, and one in eleven its check digit."""
-        assert not any(holds_contact_or_id(f"350582-{TODAY:%Y%m%d}-{n:04}") for n in range(10_000))
+    @pytest.mark.parametrize("shape", [
+        "350582-{day}-{n:04}",  # a site code, a date and a sequence number: joined, an ID number's shape
+        "{n:04}-7047-1643-5462-409", "10.186.85.35-{n:04}", "15.08.2024-{n:03}",  # joined, some a mobile's
+        "16-2-{day}", "174-{day}", "16-{day}-{n}",
+    ])
+    def test_references_of_dates_and_codes_in_groups_are_no_id_or_mobile_number(self, shape):
+        refused = [ref for n in range(10_000) if holds_contact_or_id(
+            ref := shape.format(day=(TODAY - timedelta(days=n % 20_000)).strftime("%Y%m%d"), n=n))]
+        assert not refused, refused[:5]
 
     def test_a_new_reference_may_not_begin_with_an_apostrophe(self, api, desk, market):
         """A spreadsheet takes a leading apostrophe for the mark of a text, and an import takes off the one
