@@ -73,6 +73,7 @@ class Status:
     name: str
     position: int
     head: int
+    current: bool = True  # False: made by another version of lastmeter, its rows what that one keeps
 
     @property
     def lag(self) -> int:
@@ -140,8 +141,7 @@ class Projector:
                           f"WHERE name IN ({', '.join('?' * len(names))}){locking}", names).fetchall()
         for name, _, fingerprint in rows if lock else ():
             if fingerprint != self.views[name.removesuffix(NEXT)].fingerprint():
-                raise ViewChanged(f"the view {name} was made anew by another version of lastmeter; "
-                                  "stop this process and start the current version")
+                raise ViewChanged(f"the view {name} was made anew by another version of lastmeter")
         return {name: position for name, position, _ in rows}
 
     def _read(self, copies: Sequence[tuple[View, str]], starts: dict[str, int],
@@ -204,12 +204,26 @@ class Projector:
         waits `poll` seconds, or less with `wake`, which returns early when new events are stored.
         After a round that applied events it waits `settle` seconds, for more to batch."""
         while not stop.is_set():
-            read = self.catch_up()
+            try:
+                read = self.catch_up()
+            except ViewChanged as changed:
+                self._made_anew_for_this_version(changed)
+                continue
             after_each()
             if not read:
                 (wake or stop.wait)(poll)
             elif settle:
                 stop.wait(settle)
+
+    def _made_anew_for_this_version(self, changed: ViewChanged) -> None:
+        """A process of another version made a view anew (one of the version before, started beside
+        this one, or its command line): its rows are not what this version keeps, and it would stand
+        still for good. The projector leading makes it anew for this version, and keeps the lead, so
+        that two versions do not take turns rebuilding it; the other version's projector refuses to
+        write it, and its readiness says so, until it is stopped."""
+        log.warning("%s; it is made anew for this version", changed)
+        with self.store.setup_lock():
+            self.setup()
 
     def wait_for(self, position: int, timeout: float, poll: float = 0.05) -> bool:
         """Waits until every view has reached `position`; False on timeout. A projector in this
@@ -230,7 +244,12 @@ class Projector:
 
     def statuses(self) -> list[Status]:
         head = self.head()
-        return [Status(name, position, head) for name, position in self._live_positions().items()]
+        with self.store.read() as tx:
+            rows = {name: (position, fingerprint) for name, position, fingerprint in tx.execute(
+                f"SELECT name, position, fingerprint FROM {POSITIONS} WHERE name IN "
+                f"({', '.join('?' * len(self.views))})", list(self.views)).fetchall()}
+        return [Status(name, rows.get(name, (0, None))[0], head, rows.get(name, (0, None))[1] == view.fingerprint())
+                for name, view in self.views.items()]
 
     # -- rebuilding -------------------------------------------------------
 

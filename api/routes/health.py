@@ -54,6 +54,10 @@ def readiness(readside, settings):
     if readside.failing >= FAILURES_NOT_READY:  # its views stand still, however near the head they stopped
         return problem(503, "Not ready", f"the projector has failed {readside.failing} times in a row "
                                          "(the server's log says why)")
+    others = [s.name for s in statuses if not s.current]
+    if others:  # made anew by a process of another version still running: its rows are that version's
+        return problem(503, "Not ready", f"views made by another version of lastmeter: {', '.join(others)} "
+                                         "(stop the processes of the other version)")
     behind = [s.name for s in statuses if s.lag > settings.ready_max_lag]
     if behind:
         return problem(503, "Not ready", f"views far behind the log: {', '.join(behind)}")

@@ -612,6 +612,23 @@ def test_not_ready_while_a_view_is_far_behind(settings, lastmeter):
     assert r.status_code == 503 and "far behind" in r.json()["detail"]
 
 
+def test_not_ready_while_a_view_is_another_version_s(settings, lastmeter):
+    """A process of the version before, started beside this one, made the audit view anew for itself
+    and leads the projectors: this server answered from rows that version keeps (values this one
+    withholds among them) and said it was ready."""
+    from fastapi.testclient import TestClient
+
+    from api.app import create_app
+
+    apart = settings.model_copy(update={"run_projector": False})
+    with TestClient(create_app(apart)) as client:
+        assert client.get("/readyz").status_code == 200
+        with client.app.state.readside.store.write() as tx:
+            tx.execute("UPDATE projection_positions SET fingerprint = 'older' WHERE name = 'audit'")
+        r = client.get("/readyz")
+    assert r.status_code == 503 and "another version of lastmeter: audit" in r.json()["detail"], r.text
+
+
 def test_a_read_waiting_for_a_position_the_views_do_not_reach_is_503(settings, lastmeter):
     """With no projector running, a min_position just written is never reached: 503 with Retry-After."""
     from fastapi.testclient import TestClient

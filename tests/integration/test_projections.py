@@ -332,6 +332,31 @@ class TestChangedViews:
         projector.catch_up()
         assert snapshot(views) == before
 
+    def test_a_view_another_version_made_anew_is_made_anew_for_this_one_by_the_projector_leading(
+            self, lastmeter, views):
+        """A process of the version before, started beside this one (or its command line), made the
+        audit view anew for itself: this projector failed on it every second, for good, and every view
+        stood still until the server was restarted."""
+        import threading
+
+        projector = Projector(lastmeter, views, VIEWS)
+        projector.setup()
+        busy_city(lastmeter, cases=1)
+        with views.write() as tx:  # what the other version's start leaves: its own fingerprint, position 0
+            tx.execute("UPDATE projection_positions SET fingerprint = 'older', position = 0 WHERE name = 'audit'")
+        assert [s.name for s in projector.statuses() if not s.current] == ["audit"]
+        stop = threading.Event()
+        runner = threading.Thread(target=projector.run, args=(stop,), kwargs={"poll": 0.01})
+        runner.start()
+        try:
+            deadline = time.monotonic() + 20
+            while time.monotonic() < deadline and not all(s.current and not s.lag for s in projector.statuses()):
+                time.sleep(0.02)
+        finally:
+            stop.set()
+            runner.join()
+        assert all(s.current and not s.lag for s in projector.statuses()), projector.statuses()
+
     def test_the_audit_view_is_made_anew_when_the_values_it_withholds_change(self, monkeypatch):
         """Rows copied before the counsellor matched was made personal kept it among their facts, shown
         to every auditor and past the person's erasure, until the view was rebuilt."""
