@@ -63,6 +63,9 @@ def show_demo_tokens(settings: Settings) -> None:
     if tokens_file.exists():
         console.print(f"demo tokens (kept in {tokens_file}, for the demo only):")
         print(tokens_file.read_text(), flush=True)
+    else:  # seeded from another folder, or before each schema kept a file of its own
+        console.print(f"the demo city was seeded before, and its tokens are not in {tokens_file}: make one with "
+                      "`lastmeter tokens create --user U --role R [--org-unit CODE]`")
 
 
 def demo_tokens_file(settings: Settings) -> Path:

@@ -223,6 +223,21 @@ def test_each_postgresql_schema_keeps_its_demo_tokens_in_a_file_of_its_own():
                                        ".lastmeter-a-demo-tokens", ".lastmeter-b-demo-tokens"]
 
 
+def test_a_demo_seeded_before_whose_tokens_file_is_gone_says_how_to_make_a_token(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LASTMETER_DATABASE_URL", f"sqlite:///{tmp_path / 'demo.db'}")
+    monkeypatch.setenv("LASTMETER_MASTER_KEY", base64.b64encode(os.urandom(32)).decode())
+    get_settings.cache_clear()
+    try:
+        show_demo_tokens(configured())
+        (tmp_path / "demo.demo-tokens").unlink()  # seeded from another folder, say
+        capsys.readouterr()
+        show_demo_tokens(configured())
+    finally:
+        get_settings.cache_clear()
+    said = " ".join(capsys.readouterr().out.split())
+    assert "its tokens are not in" in said and "lastmeter tokens create" in said, said
+
+
 def test_the_demo_tokens_file_is_its_owners_alone_from_the_moment_it_exists(tmp_path, monkeypatch):
     """It holds the demo admin's secret: created readable by others, then narrowed, it was readable between."""
     created = {}
