@@ -135,14 +135,22 @@ class Projector:
         of lastmeter made anew since this process set up (an upgrade while it still runs): its rows
         would lack what the new schema keeps, and the view, its fingerprint current, would never be
         rebuilt."""
+        tracked = self._tracked(tx, trackings, lock)
+        for name, (_, fingerprint) in tracked.items() if lock else ():
+            if not self._made_by_this_version(name, fingerprint):
+                raise ViewChanged(f"the view {name} was made anew by another version of lastmeter")
+        return {name: position for name, (position, _) in tracked.items()}
+
+    def _tracked(self, tx: Tx, trackings: Sequence[str], lock: bool = False) -> dict[str, tuple[int, str]]:
+        """The position and fingerprint of each copy that has them, in one statement (see _positions)."""
         names = sorted(set(trackings))
         locking = " ORDER BY name FOR UPDATE" if lock and self.store.postgres else ""
         rows = tx.execute(f"SELECT name, position, fingerprint FROM {POSITIONS} "
                           f"WHERE name IN ({', '.join('?' * len(names))}){locking}", names).fetchall()
-        for name, _, fingerprint in rows if lock else ():
-            if fingerprint != self.views[name.removesuffix(NEXT)].fingerprint():
-                raise ViewChanged(f"the view {name} was made anew by another version of lastmeter")
-        return {name: position for name, position, _ in rows}
+        return {name: (position, fingerprint) for name, position, fingerprint in rows}
+
+    def _made_by_this_version(self, tracking: str, fingerprint: str | None) -> bool:
+        return fingerprint == self.views[tracking.removesuffix(NEXT)].fingerprint()
 
     def _read(self, copies: Sequence[tuple[View, str]], starts: dict[str, int],
               limit: int) -> tuple[list[tuple[int, Any]], list[tuple[int, Any]]]:
@@ -245,11 +253,12 @@ class Projector:
     def statuses(self) -> list[Status]:
         head = self.head()
         with self.store.read() as tx:
-            rows = {name: (position, fingerprint) for name, position, fingerprint in tx.execute(
-                f"SELECT name, position, fingerprint FROM {POSITIONS} WHERE name IN "
-                f"({', '.join('?' * len(self.views))})", list(self.views)).fetchall()}
-        return [Status(name, rows.get(name, (0, None))[0], head, rows.get(name, (0, None))[1] == view.fingerprint())
-                for name, view in self.views.items()]
+            tracked = self._tracked(tx, list(self.views))
+        statuses = []
+        for name in self.views:
+            position, fingerprint = tracked.get(name, (0, None))  # none yet: not made, by no version
+            statuses.append(Status(name, position, head, self._made_by_this_version(name, fingerprint)))
+        return statuses
 
     # -- rebuilding -------------------------------------------------------
 
