@@ -71,8 +71,9 @@ def show_demo_tokens(settings: Settings) -> None:
 def demo_tokens_file(settings: Settings) -> Path:
     """Beside a SQLite store; on PostgreSQL in the working directory, one file per schema (the demo
     tokens of one schema answer 401 on another)."""
-    schema = settings.postgres_schema if settings.postgres_schema not in ("", "public") else ""
-    return settings.beside_store(".demo-tokens", f".lastmeter{'-' + schema if schema else ''}-demo-tokens")
+    schema = settings.postgres_schema
+    on_postgres = ".lastmeter-demo-tokens" if schema in ("", "public") else f".lastmeter-{schema}-demo-tokens"
+    return settings.beside_store(".demo-tokens", on_postgres)
 
 
 def redact(url: str) -> str:
